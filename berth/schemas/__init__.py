@@ -1,0 +1,43 @@
+"""pydantic models: what berth is told (spec), and what deployers report (workload status)."""
+
+from berth.schemas.config import BerthConfig
+from berth.schemas.instances import (
+    ComputedResourceClaim,
+    DistributedServers,
+    InstancePorts,
+    ModelInstance,
+    SubordinateWorker,
+)
+from berth.schemas.models import (
+    ExtendedKVCacheConfig,
+    Model,
+    SpeculativeAlgorithm,
+    SpeculativeConfig,
+    is_audio_model,
+    is_omni_model,
+)
+from berth.schemas.spec import DeploymentSpec
+from berth.schemas.workers import GPUDevice, Worker
+from berth.schemas.workload import ContainerStatus, LogChunk, WorkloadState, WorkloadStatus
+
+__all__ = [
+    "BerthConfig",
+    "ComputedResourceClaim",
+    "ContainerStatus",
+    "DeploymentSpec",
+    "DistributedServers",
+    "ExtendedKVCacheConfig",
+    "GPUDevice",
+    "InstancePorts",
+    "LogChunk",
+    "Model",
+    "ModelInstance",
+    "SpeculativeAlgorithm",
+    "SpeculativeConfig",
+    "SubordinateWorker",
+    "Worker",
+    "WorkloadState",
+    "WorkloadStatus",
+    "is_audio_model",
+    "is_omni_model",
+]

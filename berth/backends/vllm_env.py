@@ -1,0 +1,91 @@
+"""vLLM's environment rules: defaults that never override the user's, cache, LMCache,
+distributed networking and Ascend tuning. Each rule edits the env dict in place, in the order
+the plan applies them (a default is re-inserted at the end, as GPUStack's env does)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from berth.schemas import ExtendedKVCacheConfig, Worker
+from berth.utils.units import byte_to_gib
+
+__all__ = [
+    "set_ascend_env",
+    "set_cache_env",
+    "set_default",
+    "set_distributed_env",
+    "set_lmcache_env",
+    "set_loading_defaults",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def set_default(env: dict[str, str], name: str, value: str) -> None:
+    """Keep the user's value if any, else ``value``; the key moves to the end either way."""
+    env[name] = env.pop(name, value)
+
+
+def set_loading_defaults(env: dict[str, str]) -> None:
+    """Threads, safetensors and Run:ai streamer defaults for fast, observable loading."""
+    set_default(env, "OMP_NUM_THREADS", "1")
+    set_default(env, "SAFETENSORS_FAST_GPU", "1")
+    set_default(env, "RUNAI_STREAMER_MEMORY_LIMIT", "0")
+    set_default(env, "RUNAI_STREAMER_LOG_TO_STDERR", "1")
+    set_default(env, "RUNAI_STREAMER_LOG_LEVEL", "INFO")
+
+
+def set_cache_env(env: dict[str, str], cache_dir: str | None) -> None:
+    """Persist vLLM's compile cache under ``<cache_dir>/vllm`` (created if missing)."""
+    if "VLLM_CACHE_ROOT" in env or not cache_dir:
+        return
+    path = os.path.join(cache_dir, "vllm")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        logger.warning("cannot create vLLM cache dir %s (%s); compile cache not persisted", path, exc)
+        return
+    env["VLLM_CACHE_ROOT"] = path
+
+
+def set_lmcache_env(env: dict[str, str], kv: ExtendedKVCacheConfig | None, vram_claim: int) -> None:
+    """LMCache chunk and host-RAM sizes: RAM in GiB given, or a ratio of the VRAM claim."""
+    if not (kv and kv.enabled):
+        return
+    if kv.chunk_size and kv.chunk_size > 0:
+        env["LMCACHE_CHUNK_SIZE"] = str(kv.chunk_size)
+    if kv.ram_size and kv.ram_size > 0:
+        env["LMCACHE_MAX_LOCAL_CPU_SIZE"] = str(kv.ram_size)
+    elif kv.ram_ratio and kv.ram_ratio > 0:
+        env["LMCACHE_MAX_LOCAL_CPU_SIZE"] = str(byte_to_gib(int(vram_claim * kv.ram_ratio)))
+
+
+def set_distributed_env(env: dict[str, str], worker: Worker, distributed_port: int, ascend: bool) -> None:
+    """Address and port for distributed init, Ray log defaults, and the NIC for collectives."""
+    env["VLLM_HOST_IP"] = worker.ip
+    env["VLLM_PORT"] = str(distributed_port)
+    set_default(env, "RAY_LOG_TO_STDERR", "0")
+    set_default(env, "RAY_BACKEND_LOG_LEVEL", "warning")
+    if ascend:
+        if "HCCL_SOCKET_IFNAME" not in env:
+            env["HCCL_IF_IP"] = worker.ip
+            env["HCCL_SOCKET_IFNAME"] = f"={worker.ifname}"
+            env["GLOO_SOCKET_IFNAME"] = worker.ifname
+            env["TP_SOCKET_IFNAME"] = worker.ifname
+        return
+    if "NCCL_SOCKET_IFNAME" not in env:
+        env["NCCL_SOCKET_IFNAME"] = f"={worker.ifname}"
+        env["GLOO_SOCKET_IFNAME"] = worker.ifname
+
+
+def set_ascend_env(env: dict[str, str], is_310p: bool) -> None:
+    """Ascend tuning; 310P keeps HCCL's execution timeout and expansion mode as they are."""
+    set_default(env, "TASK_QUEUE_ENABLE", "1")
+    set_default(env, "CPU_AFFINITY_CONF", "1")
+    set_default(env, "PYTORCH_NPU_ALLOC_CONF", "expandable_segments:True")
+    set_default(env, "HCCL_CONNECT_TIMEOUT", "7200")
+    set_default(env, "HCCL_RDMA_PCIE_DIRECT_POST_NOSTRICT", "TRUE")
+    if not is_310p:
+        set_default(env, "HCCL_EXEC_TIMEOUT", "0")
+        set_default(env, "HCCL_OP_EXPANSION_MODE", "AIV")

@@ -1,0 +1,116 @@
+"""The model to serve, in GPUStack's field names."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import Field, field_validator
+
+from berth.schemas._base import GPUStackModel
+
+__all__ = [
+    "ExtendedKVCacheConfig",
+    "Model",
+    "SpeculativeAlgorithm",
+    "SpeculativeConfig",
+    "is_audio_model",
+    "is_omni_model",
+]
+
+
+class SpeculativeAlgorithm(str, Enum):
+    EAGLE3 = "eagle3"
+    MTP = "mtp"
+    NGRAM = "ngram"
+
+
+class SpeculativeConfig(GPUStackModel):
+    """Speculative decoding, rendered as vLLM's ``--speculative-config`` JSON."""
+
+    enabled: bool = Field(default=False, description="Turn speculative decoding on.")
+    algorithm: SpeculativeAlgorithm | None = Field(
+        default=None, description="eagle3, mtp or ngram."
+    )
+    num_draft_tokens: int | None = Field(
+        default=None, ge=1, description="Tokens proposed per step (num_speculative_tokens)."
+    )
+    ngram_min_match_length: int | None = Field(
+        default=None, ge=1, description="n-gram: shortest prompt match (prompt_lookup_min)."
+    )
+    ngram_max_match_length: int | None = Field(
+        default=None, ge=1, description="n-gram: longest prompt match (prompt_lookup_max)."
+    )
+    draft_model: str | None = Field(
+        default=None, description="Draft model name; its local path comes with the spec."
+    )
+
+
+class ExtendedKVCacheConfig(GPUStackModel):
+    """KV cache offloaded to host RAM through LMCache (NVIDIA and AMD only)."""
+
+    enabled: bool = Field(default=False, description="Turn LMCache offloading on.")
+    chunk_size: int | None = Field(default=None, description="LMCache chunk size in tokens.")
+    ram_size: int | None = Field(default=None, description="Host RAM for the cache, in GiB.")
+    ram_ratio: float | None = Field(
+        default=1.2,
+        description="Host RAM as a ratio of this worker's VRAM claim, when ram_size is unset.",
+    )
+
+
+class Model(GPUStackModel):
+    """A model deployment as GPUStack describes it (only what planning needs is typed)."""
+
+    id: int | None = Field(default=None, description="Scheduler's model id.")
+    name: str = Field(min_length=1, description="Model name.")
+    backend: str = Field(default="vLLM", description="Inference backend; berth plans vLLM.")
+    backend_version: str | None = Field(
+        default=None, description="vLLM version, e.g. '0.11.0'; gates version-specific flags."
+    )
+    backend_parameters: list[str] | None = Field(
+        default=None, description="Extra `vllm serve` options, in any shape users write them."
+    )
+    env: dict[str, str] | None = Field(default=None, description="Environment for the engine.")
+    categories: list[str] = Field(
+        default_factory=list,
+        description="llm, embedding, reranker, image, speech_to_text, text_to_speech...",
+    )
+    image_name: str | None = Field(default=None, description="Container image to run.")
+    speculative_config: SpeculativeConfig | None = Field(default=None)
+    extended_kv_cache: ExtendedKVCacheConfig | None = Field(default=None)
+    restart_on_error: bool = Field(default=True, description="Restart the instance if it fails.")
+
+    @field_validator("backend_parameters", mode="before")
+    @classmethod
+    def _parameters_are_strings(cls, value: object) -> object:
+        if isinstance(value, str):
+            raise ValueError("must be a list of strings, e.g. ['--max-model-len', '8192']")
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_values_are_strings(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {str(k): v if isinstance(v, str) else _scalar(k, v) for k, v in value.items()}
+        return value
+
+
+def _scalar(key: object, value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return str(value)
+    raise ValueError(f"env[{key!r}] must be a string, number or boolean")
+
+
+def is_audio_model(model: Model) -> bool:
+    """Speech-to-text or text-to-speech models."""
+    return bool({"speech_to_text", "text_to_speech"} & set(model.categories))
+
+
+def is_omni_model(model: Model) -> bool:
+    """Models vLLM serves with ``--omni``: image or text-to-speech, or already flagged."""
+    from berth.utils.args import find_bool_parameter
+
+    if {"image", "text_to_speech"} & set(model.categories):
+        return True
+    return find_bool_parameter(model.backend_parameters, ["omni"])

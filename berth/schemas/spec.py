@@ -1,0 +1,74 @@
+"""A deployment spec: everything ``plan()`` needs, as one YAML or JSON document."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from typing import Any
+
+import yaml
+from pydantic import Field, field_validator
+
+from berth.schemas._base import StrictModel
+from berth.schemas.config import BerthConfig
+from berth.schemas.instances import ModelInstance
+from berth.schemas.models import Model
+from berth.schemas.workers import Worker
+
+__all__ = ["DeploymentSpec", "check_model_path"]
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def check_model_path(value: str) -> str:
+    """An absolute, normalised path (no ``..``, no NUL) or a hub id like ``org/name``."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL bytes")
+    if value.startswith("/"):
+        if ".." in value.split("/"):
+            raise ValueError(f"{value!r} must not contain '..'; give the resolved path")
+        return posixpath.normpath(value)
+    if _REPO_ID.match(value) and ".." not in value:
+        return value
+    raise ValueError(f"{value!r} must be an absolute path or a hub id such as 'org/name'")
+
+
+class DeploymentSpec(StrictModel):
+    """Model, instance, worker and config, plus where the weights are on this node."""
+
+    model: Model = Field(description="The model deployment (GPUStack's Model fields).")
+    instance: ModelInstance = Field(description="The instance assigned to this worker.")
+    worker: Worker = Field(description="This worker.")
+    config: BerthConfig = Field(default_factory=BerthConfig, description="Worker settings.")
+    model_path: str = Field(description="Weights directory on this node (absolute) or hub id.")
+    draft_model_path: str | None = Field(
+        default=None, description="Draft model directory, for speculative decoding with one."
+    )
+
+    @field_validator("model_path", "draft_model_path")
+    @classmethod
+    def _checked_path(cls, value: str | None) -> str | None:
+        return None if value is None else check_model_path(value)
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str = "spec") -> DeploymentSpec:
+        """Parse YAML or JSON text (JSON is YAML). Raises ValueError naming the problem."""
+        try:
+            data: Any = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{source}: not valid YAML or JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: must be a mapping with model, instance, worker, model_path")
+        return cls.model_validate(data)
+
+    def unknown_fields(self) -> list[str]:
+        """GPUStack fields berth accepted but does not use (worth a warning: maybe a typo)."""
+        return (
+            self.model.unknown_fields("model")
+            + self.instance.unknown_fields("instance")
+            + self.worker.unknown_fields("worker")
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", exclude_none=True), indent=2)
