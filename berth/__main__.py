@@ -1,0 +1,5 @@
+"""``python -m berth`` runs the CLI."""
+
+from berth.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""Building deployment specs for tests, with only the fields a test cares about."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from berth.backends import VLLMServer
+from berth.backends.plan import ServePlan
+from berth.schemas import DeploymentSpec
+
+BASE: dict[str, Any] = {
+    "model": {"name": "m", "backend_version": "0.11.0"},
+    "instance": {
+        "name": "m-1",
+        "model_name": "m",
+        "worker_id": 1,
+        "worker_ip": "10.0.0.1",
+        "gpu_indexes": [0],
+        "ports": [40000],
+    },
+    "worker": {
+        "id": 1,
+        "ip": "10.0.0.1",
+        "ifname": "eth0",
+        "gpu_devices": [{"index": i, "vendor": "nvidia"} for i in range(8)],
+    },
+    "model_path": "/models/org/m",
+}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def make_spec(**sections: Any) -> DeploymentSpec:
+    """``make_spec(model={...}, instance={...})`` deep-merges over a single-GPU NVIDIA spec."""
+    return DeploymentSpec.model_validate(_merge(BASE, sections))
+
+
+def make_plan(**sections: Any) -> ServePlan:
+    return VLLMServer.from_spec(make_spec(**sections)).plan()
+
+
+def distributed(leader: bool = True, follower_gpus: list[int] | None = None, **over: Any) -> ServePlan:
+    """A two-worker instance seen from the leader (worker 1) or the follower (worker 2)."""
+    instance = {
+        "gpu_indexes": [0, 1],
+        "ports": [40000, 40001, 40002],
+        "distributed_servers": {
+            "subordinate_workers": [
+                {"worker_id": 2, "worker_ip": "10.0.0.2", "gpu_indexes": follower_gpus or [0, 1]}
+            ]
+        },
+    }
+    worker = {} if leader else {"id": 2, "ip": "10.0.0.2"}
+    sections = _merge({"instance": instance, "worker": worker}, over)
+    return make_plan(**sections)

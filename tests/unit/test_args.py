@@ -1,0 +1,142 @@
+"""Argument utilities: every shape users write parameters in."""
+
+import pytest
+
+from berth.utils.args import (
+    extend_args_no_exist,
+    find_bool_parameter,
+    find_int_parameter,
+    find_parameter,
+    flatten_to_argv,
+    format_backend_parameters,
+    has_parameter,
+    is_parameter_key,
+)
+
+TP = ["tensor-parallel-size", "tp"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        ["--tp", "2"],
+        ["--tp=2"],
+        ["-tp", "2"],
+        ["-tp 2"],
+        ["--tensor-parallel-size 2"],
+        ["--tensor-parallel-size = 2"],
+        ["--enforce-eager --tp 2 --max-model-len 4096"],
+        ["--tp 2 \\\n"],
+        ["--tp 2 \\"],
+        ["  --tensor-parallel-size=2  "],
+    ],
+)
+def test_find_parameter_all_shapes(params):
+    assert find_parameter(params, TP) == "2"
+    assert find_int_parameter(params, TP) == 2
+
+
+def test_find_parameter_absent_and_bare():
+    assert find_parameter(None, TP) is None
+    assert find_parameter(["--enforce-eager"], TP) is None
+    assert find_parameter(["--tp"], TP) is None  # bare key has no value
+    assert find_parameter(["--tp", "--enforce-eager"], TP) is None
+
+
+def test_first_occurrence_wins():
+    assert find_parameter(["--tp=2", "--tp=4"], TP) == "2"
+
+
+def test_find_int_parameter_not_an_int():
+    assert find_int_parameter(["--tp", "two"], TP) is None
+
+
+def test_negative_numbers_are_values():
+    assert find_parameter(["--temperature", "-0.5"], ["temperature"]) == "-0.5"
+    assert not is_parameter_key("-1")
+    assert not is_parameter_key("--")
+    assert is_parameter_key("-tp")
+
+
+def test_flatten_json_value_with_spaces():
+    spec = '{"method": "ngram", "num_speculative_tokens": 5}'
+    assert flatten_to_argv([f"--speculative-config {spec}"]) == ["--speculative-config", spec]
+    assert flatten_to_argv([f"--speculative-config={spec}"]) == [f"--speculative-config={spec}"]
+    assert find_parameter([f"--speculative-config {spec}"], ["speculative-config"]) == spec
+
+
+def test_flatten_json_in_pasted_command_line():
+    tokens = flatten_to_argv(['--a 1 --kv-transfer-config={"kv_connector": "X", "kv_role": "kv_both"} --b'])
+    assert tokens == ["--a", "1", '--kv-transfer-config={"kv_connector": "X", "kv_role": "kv_both"}', "--b"]
+
+
+def test_flatten_pasted_multiline_command():
+    pasted = "--max-model-len 65536 \\\n  --enable-prefix-caching \\\n  --dtype bfloat16 \\\n"
+    assert flatten_to_argv([pasted]) == ["--max-model-len", "65536", "--enable-prefix-caching", "--dtype", "bfloat16"]
+
+
+def test_flatten_keeps_opaque_values_whole():
+    assert flatten_to_argv(["--served-model-name", "my model", "/path/with space"]) == [
+        "--served-model-name", "my model", "/path/with space",
+    ]
+    assert flatten_to_argv(["", "  ", None]) == []
+
+
+def test_flatten_quoted_values():
+    assert flatten_to_argv(["--chat-template 'a b'"]) == ["--chat-template", "a b"]
+
+
+def test_flatten_key_equals_spacing():
+    assert flatten_to_argv(["--ctx-size =1024"]) == ["--ctx-size=1024"]
+    assert flatten_to_argv(["--ctx-size= 1024"]) == ["--ctx-size=1024"]
+
+
+def test_unbalanced_quote_is_a_clear_error():
+    with pytest.raises(ValueError, match="cannot split parameter"):
+        flatten_to_argv(["--chat-template 'oops"])
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        (["--enable-x"], True),
+        (["--enable-x=true"], True),
+        (["--enable-x", "1"], True),
+        (["--enable-x=false"], False),
+        (["--enable-x", "0"], False),
+        (["--enable-x=No"], False),
+        (["--enable-x=OFF"], False),
+        (["--enable-x=maybe"], True),
+        ([], False),
+        (None, False),
+    ],
+)
+def test_find_bool_parameter(params, expected):
+    assert find_bool_parameter(params, ["enable-x"]) is expected
+
+
+def test_no_form_counts_when_listed():
+    names = ["enable-x", "no-enable-x"]
+    assert find_bool_parameter(["--no-enable-x"], names) is True
+    assert find_bool_parameter(["--no-enable-x"], ["enable-x"]) is False
+    assert has_parameter(["--no-enable-x"], names)
+    assert has_parameter(["--enable-x=false"], names)
+    assert not has_parameter(["--other"], names)
+
+
+def test_extend_args_no_exist():
+    args = ["--port=9000", "--host", "0.0.0.0"]
+    extend_args_no_exist(args, ("--host", "1.2.3.4"), ("--port", "1"), ("--served-model-name", "m"), "--flag")
+    assert args == ["--port=9000", "--host", "0.0.0.0", "--served-model-name", "m", "--flag"]
+    extend_args_no_exist(args, "--flag")
+    assert args.count("--flag") == 1
+
+
+def test_format_backend_parameters():
+    assert format_backend_parameters(["--max-model-len", "8192", "--enable-prefix-caching"]) == [
+        "--max-model-len=8192", "--enable-prefix-caching",
+    ]
+    assert format_backend_parameters(["--dtype=float16"]) == ["--dtype=float16"]
+    assert format_backend_parameters(["--lora-modules", "a=1", "b=2"]) == ["--lora-modules", "a=1", "b=2"]
+    assert format_backend_parameters(["--temperature", "-0.5"]) == ["--temperature=-0.5"]
+    assert format_backend_parameters(None) == []

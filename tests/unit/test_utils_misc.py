@@ -1,0 +1,66 @@
+"""Versions, port ranges, env masking, units."""
+
+import socket
+
+import pytest
+
+from berth.utils.env import MASK, is_secret_name, mask_env, mask_secrets_in_args, valid_env_name
+from berth.utils.ports import is_port_free, parse_port_range
+from berth.utils.units import byte_to_gib
+from berth.utils.versions import compare_versions
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "expected"),
+    [
+        ("0.16.0", "0.16.0", 0),
+        ("v0.16.0", "0.16.0", 0),
+        ("0.16", "0.16.0", 0),
+        ("0.15.1", "0.16.0", -1),
+        ("0.10.0", "0.9.2", 1),
+        ("0.9.0", "0.9.0.1", -1),
+        ("0.9.0.1", "0.9.0.1", 0),
+        ("0.9.1", "0.9.0.1", 1),
+        ("0.16.0rc1", "0.16.0", -1),
+        ("0.11.0+cu128", "0.11.0", 0),
+    ],
+)
+def test_compare_versions(left, right, expected):
+    assert compare_versions(left, right) == expected
+
+
+def test_parse_port_range():
+    assert parse_port_range("41000-41999") == (41000, 41999)
+    assert parse_port_range(" 10-10 ") == (10, 10)
+    for bad in ("41000", "a-b", "10-5", "0-10", "1-70000"):
+        with pytest.raises(ValueError):
+            parse_port_range(bad)
+
+
+def test_is_port_free():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert not is_port_free(port, "127.0.0.1")
+
+
+def test_secret_names_and_masking():
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY", "DB_PASSWORD"):
+        assert is_secret_name(name), name
+    for name in ("OMP_NUM_THREADS", "VLLM_PORT", "NCCL_SOCKET_IFNAME", "CUDA_VISIBLE_DEVICES"):
+        assert not is_secret_name(name), name
+    assert mask_env({"HF_TOKEN": "hf_abc", "A": "b"}) == {"HF_TOKEN": MASK, "A": "b"}
+    assert mask_secrets_in_args(["--api-key", "sk-1", "--port", "1", "--api-key=sk-2"]) == [
+        "--api-key", MASK, "--port", "1", f"--api-key={MASK}",
+    ]
+
+
+def test_valid_env_name():
+    assert valid_env_name("VLLM_PORT") and valid_env_name("_x1")
+    assert not valid_env_name("1A") and not valid_env_name("A-B") and not valid_env_name("A B")
+
+
+def test_byte_to_gib():
+    assert byte_to_gib(3 << 30) == 3.0
+    assert byte_to_gib(int(1.5 * (1 << 30))) == 1.5
