@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from gpustack_runtime.deployer import (
     Container,
@@ -27,13 +28,15 @@ from berth.backends.plan import (
 )
 from berth.deployers.base import INSTANCE_LABEL, MANAGED_LABEL, RAY_HEAD_CONTAINER, RUN_CONTAINER
 from berth.schemas import is_audio_model, is_omni_model
-from berth.utils.args import extend_args_no_exist, flatten_to_argv
+from berth.schemas.instances import InstancePorts
+from berth.utils.args import extend_args_no_exist, find_int_parameter, find_parameter, flatten_to_argv
 
 __all__ = ["VLLMServer", "ray_start_arguments"]
 
 logger = logging.getLogger(__name__)
 
 _LMCACHE_BACKENDS = {"cuda", "rocm"}
+Executor = Literal["ray", "mp"] | None
 
 
 def ray_start_arguments(ray: RayPorts, node_ip: str, *, leader: bool, head_address: str) -> list[str]:
@@ -70,13 +73,14 @@ class VLLMServer(InferenceServer):
     def plan(self) -> ServePlan:
         meta = self.deployment_metadata()
         ports = self.named_ports(distributed=meta.distributed)
-        env = self.engine_env(meta.distributed, ports.distributed)
+        executor = self.executor_backend(meta)
+        env = self.engine_env(executor, ports.distributed)
         image = self.image()
-        options, injected = self.engine_options(meta.distributed, ports.http, ports.dp_rpc)
+        options, injected = self.engine_options(meta, executor, ports)
         args = [self.model_path, *options]
-        ray = RayPorts.from_range(self.config.ray_port_range) if meta.distributed else None
+        ray = RayPorts.from_range(self.config.ray_port_range) if executor == "ray" else None
         named = NamedPorts(http=ports.http, dp_rpc=ports.dp_rpc, distributed=ports.distributed, ray=ray)
-        workload = self.workload(meta, image, env, args, named)
+        workload = self.workload(meta, executor, image, env, args, named)
         base_url = None if meta.follower else f"http://{_reachable(self.worker.ip)}:{ports.http}"
         return ServePlan(
             name=meta.name,
@@ -92,17 +96,26 @@ class VLLMServer(InferenceServer):
             readiness_url=f"{base_url}/health" if base_url else None,
         )
 
+    def executor_backend(self, meta: DeploymentMetadata) -> Executor:
+        """How a distributed instance spans workers: Ray (default) or vLLM's own ``mp``
+        multi-node mode, chosen per model with ``--distributed-executor-backend mp``."""
+        if not meta.distributed:
+            return None
+        chosen = find_parameter(self.model.backend_parameters, ["distributed-executor-backend"])
+        return "mp" if chosen == "mp" else "ray"
+
     # -- environment ---------------------------------------------------------------------
 
-    def engine_env(self, distributed: bool, distributed_port: int | None) -> dict[str, str]:
+    def engine_env(self, executor: Executor, distributed_port: int | None) -> dict[str, str]:
         env = self.base_env()
         env_rules.set_loading_defaults(env)
         env_rules.set_cache_env(env, self.config.cache_dir)
         env_rules.set_lmcache_env(env, self.model.extended_kv_cache, self.total_vram_claim())
         devices = self.selected_devices()
-        if distributed:
+        if executor is not None:
             assert distributed_port is not None
-            env_rules.set_distributed_env(env, self.worker, distributed_port, is_ascend(devices))
+            ray_port = distributed_port if executor == "ray" else None
+            env_rules.set_distributed_env(env, self.worker, ray_port, is_ascend(devices))
         if is_ascend(devices):
             env_rules.set_ascend_env(env, is_ascend_310p(devices))
         return env
@@ -110,9 +123,10 @@ class VLLMServer(InferenceServer):
     # -- arguments -----------------------------------------------------------------------
 
     def engine_options(
-        self, distributed: bool, http_port: int | None, dp_rpc_port: int | None
+        self, meta: DeploymentMetadata, executor: Executor, ports: InstancePorts
     ) -> tuple[list[str], list[str]]:
         """(options after the model path, the ones berth injected)."""
+        distributed = meta.distributed
         params = self.model.backend_parameters
         options: list[str] = []
         omni = is_omni_model(self.model)
@@ -125,9 +139,11 @@ class VLLMServer(InferenceServer):
         options += rules.speculative_arguments(self.model, self.draft_model_path)
         options += rules.access_log_arguments(params, self.model.backend_version)
         options += rules.cache_report_arguments(params, self.model.backend_version)
-        if distributed:
+        if executor == "ray":
             options += ["--distributed-executor-backend", "ray"]
-            options += rules.data_parallel_arguments(params, dp_rpc_port)
+            options += rules.data_parallel_arguments(params, ports.dp_rpc)
+        elif executor == "mp":
+            options += self._multinode_mp_arguments(meta, ports)
         options += self._lmcache_arguments()
         if is_ascend_310p(self.selected_devices()):
             options += ["--enforce-eager", "--dtype", "float16"]
@@ -136,10 +152,28 @@ class VLLMServer(InferenceServer):
         extend_args_no_exist(
             options,
             ("--host", self.worker.ip),
-            ("--port", str(http_port)),
+            ("--port", str(ports.http)),
             ("--served-model-name", self.instance.model_name),
         )
         return options, rules.injected_arguments(options, user)
+
+    def _multinode_mp_arguments(self, meta: DeploymentMetadata, ports: InstancePorts) -> list[str]:
+        """vLLM's own multi-node mode: every node runs ``vllm serve``; followers are headless."""
+        leader_ip = self.worker.ip if meta.leader else self.instance.worker_ip
+        if not leader_ip:
+            raise PlanError("instance.worker_ip (the leader's address) is required on a follower")
+        followers = self.instance.subordinate_workers
+        rank = 0 if meta.leader else 1 + [w.worker_id for w in followers].index(self.worker.id)
+        out = [
+            "--nnodes", str(len(followers) + 1),
+            "--node-rank", str(rank),
+            "--master-addr", leader_ip,
+            "--master-port", str(ports.distributed),
+        ]
+        dp = find_int_parameter(self.model.backend_parameters, ["data-parallel-size", "dp"])
+        if dp and dp > 1:
+            out += ["--data-parallel-address", leader_ip, "--data-parallel-rpc-port", str(ports.dp_rpc)]
+        return out + (["--headless"] if meta.follower else [])
 
     def _lmcache_arguments(self) -> list[str]:
         kv = self.model.extended_kv_cache
@@ -153,11 +187,19 @@ class VLLMServer(InferenceServer):
     # -- workload ------------------------------------------------------------------------
 
     def workload(
-        self, meta: DeploymentMetadata, image: str, env: dict[str, str], args: list[str], ports: NamedPorts
+        self,
+        meta: DeploymentMetadata,
+        executor: Executor,
+        image: str,
+        env: dict[str, str],
+        args: list[str],
+        ports: NamedPorts,
     ) -> WorkloadPlan:
         run = self._run_container(image, env, args)
         containers = [run]
-        if meta.follower:
+        if executor != "ray":
+            pass  # single node, or vLLM's mp multi-node: every node runs vllm serve itself
+        elif meta.follower:
             self._become_ray_follower(run, ports.ray)
         elif meta.leader:
             run.mounts.append(ContainerMount(path="/tmp", volume="tmp-volume"))

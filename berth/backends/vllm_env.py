@@ -61,12 +61,15 @@ def set_lmcache_env(env: dict[str, str], kv: ExtendedKVCacheConfig | None, vram_
         env["LMCACHE_MAX_LOCAL_CPU_SIZE"] = str(byte_to_gib(int(vram_claim * kv.ram_ratio)))
 
 
-def set_distributed_env(env: dict[str, str], worker: Worker, distributed_port: int, ascend: bool) -> None:
-    """Address and port for distributed init, Ray log defaults, and the NIC for collectives."""
+def set_distributed_env(env: dict[str, str], worker: Worker, ray_port: int | None, ascend: bool) -> None:
+    """This node's address, the NIC for collectives, and for Ray: the distributed-init port
+    (``VLLM_PORT``) and Ray's log defaults. vLLM's mp multi-node mode passes its master port
+    as an argument instead, so ``ray_port`` is None there."""
     env["VLLM_HOST_IP"] = worker.ip
-    env["VLLM_PORT"] = str(distributed_port)
-    set_default(env, "RAY_LOG_TO_STDERR", "0")
-    set_default(env, "RAY_BACKEND_LOG_LEVEL", "warning")
+    if ray_port is not None:
+        env["VLLM_PORT"] = str(ray_port)
+        set_default(env, "RAY_LOG_TO_STDERR", "0")
+        set_default(env, "RAY_BACKEND_LOG_LEVEL", "warning")
     if ascend:
         if "HCCL_SOCKET_IFNAME" not in env:
             env["HCCL_IF_IP"] = worker.ip
