@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if IN_CI:
             pytest.fail(f"[{marker}] required in CI but missing: {reason}", pytrace=False)
         pytest.skip(f"[{marker}] {reason}")
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """A tiny random Llama built locally (no hub), cached under $BERTH_TEST_CACHE."""
+    from berth.testing import tiny_model_path
+
+    return tiny_model_path()
