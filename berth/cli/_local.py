@@ -1,0 +1,196 @@
+"""``berth run / ps / logs / stop``: drive a deployer on this machine directly, no worker.
+
+(With ``--worker URL`` the same commands go through a worker's API instead; see ``_remote``.)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from berth.backends.plan import ServePlan
+from berth.cli._app import CLIError, app, console, err_console, load_spec
+from berth.cli._plan import make_plan
+from berth.deployers import Deployer, DeployerError, get_deployer
+from berth.schemas import WorkloadState, WorkloadStatus
+from berth.utils.readiness import probe_ready
+
+
+class DeployerKind(str, Enum):
+    process = "process"
+    container = "container"
+    launcher = "launcher"
+
+
+def data_dir() -> Path:
+    """``$BERTH_DATA_DIR``, else ``$XDG_DATA_HOME/berth`` (``~/.local/share/berth``)."""
+    explicit = os.environ.get("BERTH_DATA_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(xdg) / "berth"
+
+
+def open_deployer(kind: DeployerKind) -> Deployer:
+    options = {} if kind is DeployerKind.container else {"run_dir": str(data_dir() / kind.value)}
+    try:
+        return get_deployer(kind.value, **options)
+    except DeployerError as exc:
+        raise CLIError(str(exc)) from None
+
+
+DEPLOYER_OPTION = typer.Option(
+    DeployerKind.process, "--deployer", "-d", envvar="BERTH_DEPLOYER",
+    help="Where workloads run: local processes, containers (gpustack-runtime) or the vLLM launcher.",
+)
+
+
+def _wait_ready(deployer: Deployer, plan: ServePlan, timeout: float) -> WorkloadStatus:
+    served = _served_name(plan)
+    started = time.monotonic()
+    with console.status(f"starting {plan.name}...") as status:
+        while True:
+            current = deployer.get(plan.name)
+            if current.state.terminal:
+                return current
+            ready, why = probe_ready(plan.base_url, served) if plan.base_url else (False, "")
+            elapsed = time.monotonic() - started
+            if ready:
+                console.print(f"[green]ready[/] in {elapsed:.1f} s: {plan.base_url}/v1")
+                return current
+            if elapsed > timeout:
+                raise CLIError(f"{plan.name} not ready after {timeout:.0f} s ({why}); see `berth logs {plan.name}`")
+            status.update(f"starting {plan.name}: {current.state} ({why or 'waiting'}), {elapsed:.0f} s")
+            time.sleep(1.0)
+
+
+def _served_name(plan: ServePlan) -> str | None:
+    args = plan.args
+    for index, arg in enumerate(args):
+        if arg == "--served-model-name" and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith("--served-model-name="):
+            return arg.partition("=")[2]
+    return None
+
+
+@app.command()
+def run(
+    spec: Path = typer.Argument(..., help="Deployment spec (YAML or JSON)."),
+    deployer: DeployerKind = DEPLOYER_OPTION,
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until the server answers."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait for readiness."),
+) -> None:
+    """Plan SPEC and run it here; print the API URL once the server is ready.
+
+    Ctrl-C while waiting stops the workload again.
+    """
+    plan = make_plan(load_spec(spec))
+    target = open_deployer(deployer)
+    try:
+        target.create(plan.workload)
+    except DeployerError as exc:
+        raise CLIError(str(exc)) from None
+    console.print(f"created {plan.name} on the {target.name} deployer")
+    if not wait or plan.base_url is None:
+        return
+    try:
+        final = _wait_ready(target, plan, timeout)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: stopping {plan.name}")
+        target.delete(plan.name, timeout=10)
+        raise typer.Exit(130) from None
+    if final.state.terminal:
+        tail = target.logs(plan.name, start=max(0, target.logs(plan.name, start=1 << 62).total - 2000)).data
+        raise CLIError(f"{plan.name} {final.state} ({final.reason or 'exit ' + str(final.exit_code)}):\n"
+                       + tail.decode(errors="replace"))
+
+
+def _age(created: float | None) -> str:
+    if not created:
+        return "-"
+    seconds = int(time.time() - created)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+@app.command()
+def ps(deployer: DeployerKind = DEPLOYER_OPTION) -> None:
+    """List the workloads berth runs on this machine."""
+    table = Table("name", "state", "containers", "exit", "age", "reason")
+    for item in sorted(open_deployer(deployer).list(), key=lambda s: s.name):
+        containers = ", ".join(f"{c.name}:{c.state}" for c in item.containers)
+        exit_code = "-" if item.exit_code is None else str(item.exit_code)
+        table.add_row(item.name, str(item.state), containers, exit_code, _age(item.created_at), item.reason[:60])
+    console.print(table)
+
+
+@app.command()
+def logs(
+    name: str = typer.Argument(..., help="Workload name."),
+    container: str = typer.Option("default", "--container", "-c", help="Container of the plan: default or ray-head."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new output."),
+    tail: int = typer.Option(0, "--tail", "-n", help="Only the last N lines (0: all)."),
+    deployer: DeployerKind = DEPLOYER_OPTION,
+) -> None:
+    """Print a workload's log (one container's stream)."""
+    target = open_deployer(deployer)
+    try:
+        total = target.logs(name, container=container, start=1 << 62).total
+        start = _tail_start(target, name, container, total, tail) if tail else 0
+        if not follow:
+            _copy(target, name, container, start)
+            return
+        for data in target.follow(name, container=container, start=start, stop=threading.Event()):
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+    except DeployerError as exc:
+        raise CLIError(str(exc)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def _copy(target: Deployer, name: str, container: str, start: int) -> None:
+    while True:
+        chunk = target.logs(name, container=container, start=start, end=start + (1 << 20) - 1)
+        if not chunk.data:
+            return
+        sys.stdout.buffer.write(chunk.data)
+        start += len(chunk.data)
+
+
+def _tail_start(target: Deployer, name: str, container: str, total: int, lines: int) -> int:
+    window = 64 * 1024
+    while True:
+        start = max(0, total - window)
+        data = target.logs(name, container=container, start=start).data
+        newlines = [i for i, b in enumerate(data) if b == 0x0A]
+        body = newlines[:-1] if data.endswith(b"\n") else newlines
+        if len(body) >= lines:
+            return start + body[-lines] + 1
+        if start == 0:
+            return 0
+        window *= 4
+
+
+@app.command()
+def stop(
+    name: str = typer.Argument(..., help="Workload name."),
+    timeout: float = typer.Option(10.0, "--timeout", "-t", help="Grace period before killing."),
+    deployer: DeployerKind = DEPLOYER_OPTION,
+) -> None:
+    """Stop a workload gracefully and remove it (containers, volumes, processes, logs)."""
+    try:
+        last = open_deployer(deployer).delete(name, timeout=timeout)
+    except DeployerError as exc:
+        raise CLIError(str(exc)) from None
+    if last is None:
+        raise CLIError(f"no workload named {name!r}; see `berth ps`")
+    state = last.state if last.state is not WorkloadState.RUNNING else WorkloadState.STOPPED
+    console.print(f"stopped {name} ({state})")

@@ -1,0 +1,40 @@
+"""Is a vLLM server ready? ``/health`` answers 200 and ``/v1/models`` lists the served name."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+__all__ = ["probe_ready"]
+
+
+def _get(url: str, timeout: float, token: str | None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http only)
+            return response.status, response.read(1 << 20)
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, b""
+
+
+def probe_ready(base_url: str, served_name: str | None = None, *, timeout: float = 2.0,
+                token: str | None = None) -> tuple[bool, str]:
+    """(ready, why not). Alive-but-loading servers answer /health late or list no model yet."""
+    status, _ = _get(f"{base_url}/health", timeout, token)
+    if status != 200:
+        return False, "not answering /health" if status == 0 else f"/health answered {status}"
+    if served_name is None:
+        return True, ""
+    status, body = _get(f"{base_url}/v1/models", timeout, token)
+    if status != 200:
+        return False, f"/v1/models answered {status}"
+    try:
+        names = {item.get("id") for item in json.loads(body).get("data", [])}
+    except (ValueError, AttributeError):
+        return False, "/v1/models answered something that is not a model list"
+    return (served_name in names, "" if served_name in names else f"{served_name!r} not listed yet")
