@@ -14,6 +14,7 @@ import re
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
+import gpustack_runner
 from gpustack_runtime import envs as runtime_envs
 from gpustack_runtime.deployer import ContainerMount, ContainerResources
 from gpustack_runtime.detector import ManufacturerEnum, manufacturer_to_backend
@@ -60,6 +61,22 @@ def distributed_parallelism(instance: ModelInstance) -> tuple[int, int]:
         logger.warning("workers hold unequal GPU counts %s; using pipeline parallelism only", [tp, *counts])
         return 1, tp + sum(counts)
     return tp, len(followers) + 1
+
+
+def runner_image(backend: str | None, devices: list[GPUDevice], version: str | None) -> str | None:
+    """The newest gpustack-runner vLLM image for a device runtime (and version, if given)."""
+    if backend is None:
+        return None
+    query: dict[str, str] = {"backend": backend, "service": "vllm"}
+    if version:
+        query["service_version"] = version.removeprefix("v")
+    if backend == "cann":
+        query["backend_variant"] = "310p" if is_ascend_310p(devices) else "910b"
+    try:
+        runners = gpustack_runner.list_backend_runners(**query)
+        return runners[0].versions[0].variants[0].services[0].versions[0].platforms[0].docker_image
+    except (IndexError, AttributeError, TypeError, ValueError):
+        return None
 
 
 class InferenceServer(ABC):
@@ -169,18 +186,24 @@ class InferenceServer(ABC):
     # -- resolution ----------------------------------------------------------------------
 
     def image(self) -> str:
-        """The model's image, else the config's image for this vendor and version."""
+        """The model's image; else the config's image for this vendor and version; else
+        gpustack-runner's catalog for the device runtime (other vendors); else an error."""
         if self.model.image_name:
             return self.model.image_name
         vendor = self.vendor() or "cpu"
-        template = self.config.images.get(vendor)
-        if not template:
-            raise PlanError(
-                f"no image for vendor {vendor!r}: set model.image_name, or config.images.{vendor}"
-            )
         version = self.model.backend_version
-        tag = f"v{version.removeprefix('v')}" if version else "latest"
-        return template.format(tag=tag, version=version or "latest")
+        template = self.config.images.get(vendor)
+        if template:
+            tag = f"v{version.removeprefix('v')}" if version else "latest"
+            return template.format(tag=tag, version=version or "latest")
+        found = runner_image(self.runtime_backend(), self.selected_devices(), version)
+        if found:
+            return found
+        raise PlanError(
+            f"no image for vendor {vendor!r}"
+            + (f" and vLLM {version}" if version else "")
+            + f": set model.image_name, or config.images.{vendor}"
+        )
 
     def base_env(self) -> dict[str, str]:
         """The model's own environment (never overridden by defaults)."""

@@ -71,6 +71,14 @@ def test_image_resolution():
         make_plan(instance={"gpu_indexes": []}, worker={"gpu_devices": []})
 
 
+def test_other_vendors_use_the_runner_catalog():
+    hygon = {"gpu_devices": [{"index": 0, "vendor": "hygon"}]}
+    image = make_plan(worker=hygon, model={"backend_version": None}).image
+    assert image.startswith("gpustack/runner:dtk")
+    with pytest.raises(PlanError, match="config.images.hygon"):
+        make_plan(worker=hygon, model={"backend_version": "0.0.1"})
+
+
 def test_leader_has_ray_head_sidecar():
     plan = distributed()
     run, head = plan.workload.containers
