@@ -1,0 +1,115 @@
+"""The process deployer's on-disk layout and the small JSON state files in it.
+
+Standard library only, like :mod:`berth.deployers._process_proc`, because the shim imports it.
+
+::
+
+    <run_dir>/<workload>/workload.json        plan name, labels, container names, created_at
+    <run_dir>/<workload>/<container>.state    written by that container's shim only
+    <run_dir>/<workload>/<container>.log      stdout + stderr of the process, O_APPEND
+    <run_dir>/<workload>/<container>.sh       the plan's command script, when it has one
+
+Every write goes to a temporary file that is renamed over the target, so a reader never sees a
+half-written file. Launch specs (which may carry secrets in their environment) never touch the
+disk: the deployer hands them to the shim through a pipe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+#: Set in every process's environment to ``<workload dir>:<container>``; finds stragglers that
+#: left both the process group and the session (a daemonising grandchild).
+TAG_ENV = "BERTH_PROCESS_TAG"
+WORKLOAD_FILE = "workload.json"
+
+
+@dataclass(slots=True)
+class ContainerState:
+    """What a shim knows about the process it supervises."""
+
+    shim_pid: int | None = None
+    shim_start: int | None = None
+    pid: int | None = None
+    pid_start: int | None = None
+    pgid: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    stop_requested: bool = False
+    error: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ContainerState:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def state_path(workload_dir: str, container: str) -> str:
+    return os.path.join(workload_dir, f"{container}.state")
+
+
+def log_path(workload_dir: str, container: str) -> str:
+    return os.path.join(workload_dir, f"{container}.log")
+
+
+def script_path(workload_dir: str, container: str) -> str:
+    return os.path.join(workload_dir, f"{container}.sh")
+
+
+def process_tag(workload_dir: str, container: str) -> str:
+    return f"{os.path.abspath(workload_dir)}:{container}"
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file + rename), mode 0600."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or ``None`` when it is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_state(workload_dir: str, container: str) -> ContainerState | None:
+    data = read_json(state_path(workload_dir, container))
+    return None if data is None else ContainerState.from_dict(data)
+
+
+def write_state(workload_dir: str, container: str, state: ContainerState) -> None:
+    write_json(state_path(workload_dir, container), state.to_dict())
+
+
+__all__ = [
+    "TAG_ENV",
+    "WORKLOAD_FILE",
+    "ContainerState",
+    "log_path",
+    "process_tag",
+    "read_json",
+    "read_state",
+    "script_path",
+    "state_path",
+    "write_json",
+    "write_state",
+]

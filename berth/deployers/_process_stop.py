@@ -1,0 +1,107 @@
+"""Stopping a workload's processes so that nothing is left behind.
+
+SIGTERM goes to each container's shim, which forwards it to the command's process group (or
+straight to the group when the shim is gone). After the grace period, SIGKILL goes to the group
+and to every straggler: members of the command's session, the shim's descendants, and any
+process carrying the container's tag in its environment (a daemon that left both group and
+session). Group and session ids are only trusted while the command itself is alive (verified by
+its start time): once it is gone its pid may be recycled, so only tagged processes are taken.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from berth.deployers import _process_proc as proc
+from berth.deployers._process_state import TAG_ENV, ContainerState, process_tag
+
+#: How long to wait, after SIGKILL, for shims to record the exit and leave.
+KILL_WAIT = 5.0
+POLL = 0.05
+
+
+@dataclass(slots=True)
+class Target:
+    """One container of a workload being stopped."""
+
+    workload_dir: str
+    container: str
+    state: ContainerState | None
+
+    @property
+    def tag(self) -> tuple[str, str]:
+        return TAG_ENV, process_tag(self.workload_dir, self.container)
+
+    def shim_running(self) -> bool:
+        return self.state is not None and proc.is_running(self.state.shim_pid, self.state.shim_start)
+
+    def child_running(self) -> bool:
+        return self.state is not None and proc.is_running(self.state.pid, self.state.pid_start)
+
+    def leftovers(self) -> set[int]:
+        """Every process still belonging to this container, shim excluded."""
+        found: set[int] = set()
+        if self.child_running() and self.state is not None:
+            found |= proc.members(sid=self.state.pid, pgid=self.state.pid)
+        if self.shim_running() and self.state is not None:
+            found |= proc.members(root=self.state.shim_pid)
+        found |= proc.members(tag=self.tag)
+        if self.state is not None and self.state.shim_pid:
+            found.discard(self.state.shim_pid)
+        return found
+
+    def quiet(self) -> bool:
+        """Nothing of this container runs any more (cheap checks first)."""
+        if self.shim_running() or self.child_running():
+            return False
+        return not self.leftovers()
+
+    def terminate(self) -> None:
+        """Ask politely: through the shim when it lives, so the stop is recorded."""
+        if self.shim_running() and self.state is not None and self.state.shim_pid:
+            proc.send([self.state.shim_pid], signal.SIGTERM)
+        elif self.child_running() and self.state is not None:
+            proc.send_group(self.state.pid, signal.SIGTERM)
+        else:
+            proc.send(self.leftovers(), signal.SIGTERM)
+
+    def kill(self, *, shim_too: bool = False) -> None:
+        if self.child_running() and self.state is not None:
+            proc.send_group(self.state.pid, signal.SIGKILL)
+        proc.send(self.leftovers(), signal.SIGKILL)
+        if shim_too and self.shim_running() and self.state is not None and self.state.shim_pid:
+            proc.send([self.state.shim_pid], signal.SIGKILL)
+
+
+def stop_targets(targets: Sequence[Target], timeout: float) -> bool:
+    """Stop every target; ``True`` when all ended within ``timeout`` without SIGKILL."""
+    live = [t for t in targets if not t.quiet()]
+    for target in live:
+        target.terminate()
+    if _wait_quiet(live, time.monotonic() + max(timeout, 0.0)):
+        return True
+    for target in live:
+        target.kill()
+    if not _wait_quiet(live, time.monotonic() + KILL_WAIT):
+        for target in live:
+            target.kill(shim_too=True)
+        _wait_quiet(live, time.monotonic() + KILL_WAIT)
+    return False
+
+
+def _wait_quiet(targets: Sequence[Target], deadline: float) -> bool:
+    pending = list(targets)
+    while pending:
+        pending = [t for t in pending if not t.quiet()]
+        if not pending:
+            break
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL)
+    return True
+
+
+__all__ = ["KILL_WAIT", "Target", "stop_targets"]

@@ -1,0 +1,289 @@
+"""Run berth plans as local processes: one process per container of the plan.
+
+Each container (the ``ray-head`` sidecar too) runs under its own small supervisor, the shim
+(:mod:`berth.deployers._process_shim`), in a session of its own. The shim starts the command,
+waits for it and writes pid, process group, exit code, signal and timestamps to a JSON file in
+the run directory; ``get``/``list`` read those files, so a new ``ProcessDeployer`` over the same
+``run_dir`` finds and adopts everything an earlier one started, even after berth was killed
+with SIGKILL. Nothing is ever unowned: every process is in a shim's care or findable by its
+group, session or environment tag.
+
+* command + args, or the plan's command script with the args as positional parameters;
+* env: berth's own environment (``inherit_env``), then the plan's envs, then the vendor's
+  visible-devices variables from the container's GPU resources, ``PATH`` with ``bin_dirs``
+  first;
+* stdout and stderr go straight from the process into ``<run_dir>/<name>/<container>.log``
+  (``O_APPEND``): nothing passes a bounded queue, and ``logs()`` reads any byte range with one
+  ``pread`` while the file grows;
+* ``delete`` sends SIGTERM to each process group, SIGKILL after the timeout, then sweeps for
+  stragglers (vLLM's engine-core children included) and removes state and logs;
+* the plan's declared ports are not published (processes share the host network), but a plan
+  whose port is already bound here is refused with :class:`InvalidWorkload` naming it.
+
+Container notions (image, user/group, privileged, capabilities, mounts, files, shm size,
+checks, restart policy, init containers' profile) do not apply to a local process: they are
+ignored with a debug log line, except Init-profile containers, which are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+from gpustack_runtime.deployer import WorkloadPlan
+
+from berth.deployers import _process_shim
+from berth.deployers._process_ports import check_ports_free
+from berth.deployers._process_spec import LaunchSpec, build_launch_specs, check_name, masked_argv
+from berth.deployers._process_state import (
+    WORKLOAD_FILE,
+    log_path,
+    read_json,
+    read_state,
+    write_json,
+)
+from berth.deployers._process_status import container_status
+from berth.deployers._process_stop import Target, stop_targets
+from berth.deployers.base import (
+    MANAGED_LABEL,
+    RUN_CONTAINER,
+    Deployer,
+    DeployerError,
+    InvalidWorkload,
+    WorkloadExists,
+    WorkloadNotFound,
+)
+from berth.schemas.workload import ContainerStatus, LogChunk, WorkloadState, WorkloadStatus, aggregate_state
+
+logger = logging.getLogger(__name__)
+
+SHIM_PATH = os.path.abspath(_process_shim.__file__)
+
+
+def default_run_dir() -> str:
+    """``$BERTH_DATA_DIR/process``, else ``$XDG_DATA_HOME/berth/process`` (``~/.local/share``)."""
+    data_dir = os.environ.get("BERTH_DATA_DIR")
+    if not data_dir:
+        xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+        data_dir = os.path.join(xdg, "berth")
+    return os.path.join(data_dir, "process")
+
+
+class ProcessDeployer(Deployer):
+    """Runs each container of a plan as a supervised local process.
+
+    ``run_dir`` holds state and logs (default :func:`default_run_dir`); ``bin_dirs`` are
+    searched for commands before ``PATH`` (default: the directory of this Python, i.e. the
+    virtualenv's ``bin``); ``inherit_env`` passes berth's environment on to the processes;
+    ``start_timeout`` bounds how long starting one shim may take.
+    """
+
+    name = "process"
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str] | None = None,
+        *,
+        bin_dirs: Sequence[str] | None = None,
+        inherit_env: bool = True,
+        python: str | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.run_dir = os.path.abspath(os.fspath(run_dir) if run_dir is not None else default_run_dir())
+        self.bin_dirs = list(bin_dirs) if bin_dirs is not None else [os.path.dirname(sys.executable)]
+        self.inherit_env = inherit_env
+        self.python = python or sys.executable
+        self.start_timeout = start_timeout
+        self._lock = threading.Lock()
+
+    # -- create --------------------------------------------------------------------------
+
+    def create(self, plan: WorkloadPlan) -> WorkloadStatus:
+        name = check_name("workload", plan.name)
+        workload_dir = self._dir(name)
+        base_env = dict(os.environ) if self.inherit_env else {"PATH": os.defpath}
+        specs = build_launch_specs(plan, workload_dir=workload_dir, bin_dirs=self.bin_dirs, base_env=base_env)
+        with self._lock:
+            check_ports_free(plan.containers or [])
+            self._claim(workload_dir, name)
+        try:
+            self._write_workload(workload_dir, plan, specs)
+            for spec in specs:
+                self._start(workload_dir, spec)
+        except BaseException:
+            self._discard(workload_dir, [s.container for s in specs])
+            raise
+        return self.get(name)
+
+    def _claim(self, workload_dir: str, name: str) -> None:
+        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(workload_dir, 0o700)
+        except FileExistsError:
+            raise WorkloadExists(f"workload {name!r} already exists in {self.run_dir}") from None
+
+    def _write_workload(self, workload_dir: str, plan: WorkloadPlan, specs: list[LaunchSpec]) -> None:
+        for spec in specs:
+            fd = os.open(log_path(workload_dir, spec.container), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.close(fd)
+            if spec.script is not None and spec.script_file is not None:
+                fd = os.open(spec.script_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(spec.script)
+        meta = {
+            "name": plan.name,
+            "labels": dict(plan.labels or {}),
+            "containers": [s.container for s in specs],
+            "created_at": time.time(),
+        }
+        write_json(os.path.join(workload_dir, WORKLOAD_FILE), meta)
+
+    def _start(self, workload_dir: str, spec: LaunchSpec) -> None:
+        logger.debug(
+            "starting %s/%s: %s (env: %s)",
+            os.path.basename(workload_dir), spec.container, masked_argv(spec.argv), ", ".join(sorted(spec.env)),
+        )
+        payload = json.dumps(spec.to_shim()).encode()
+        try:
+            done = subprocess.run(
+                [self.python, "-E", "-s", SHIM_PATH, workload_dir, spec.container],
+                input=payload, capture_output=True, timeout=self.start_timeout, check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DeployerError(f"container {spec.container!r}: cannot start its supervisor: {exc}") from exc
+        report = _parse_report(done.stdout)
+        if not report.get("ok"):
+            detail = report.get("error") or done.stderr.decode(errors="replace").strip()[-2000:]
+            raise InvalidWorkload(f"container {spec.container!r}: {detail or 'supervisor failed'}")
+
+    def _discard(self, workload_dir: str, containers: list[str]) -> None:
+        targets = [Target(workload_dir, c, read_state(workload_dir, c)) for c in containers]
+        stop_targets(targets, timeout=2.0)
+        shutil.rmtree(workload_dir, ignore_errors=True)
+
+    # -- read ----------------------------------------------------------------------------
+
+    def get(self, name: str) -> WorkloadStatus:
+        workload_dir = self._dir(name)
+        meta = read_json(os.path.join(workload_dir, WORKLOAD_FILE))
+        if meta is None:
+            raise WorkloadNotFound(f"no workload named {name!r} in {self.run_dir}")
+        containers = [container_status(c, read_state(workload_dir, c)) for c in meta["containers"]]
+        return self._status(name, meta, containers, workload_dir)
+
+    def _status(
+        self, name: str, meta: dict[str, object], containers: list[ContainerStatus], workload_dir: str
+    ) -> WorkloadStatus:
+        run = next((c for c in containers if c.name == RUN_CONTAINER), containers[0] if containers else None)
+        failed = next((c for c in containers if c.state is WorkloadState.FAILED), None)
+        identity = {"run_dir": self.run_dir, "workload_dir": workload_dir}
+        identity.update({f"pgid.{c.name}": str(c.pid) for c in containers if c.pid})
+        created = meta.get("created_at")
+        return WorkloadStatus(
+            name=name,
+            deployer=self.name,
+            state=aggregate_state([c.state for c in containers]),
+            labels=dict(meta.get("labels") or {}),  # type: ignore[call-overload]
+            containers=containers,
+            exit_code=run.exit_code if run else None,
+            reason=(failed or run).reason if (failed or run) else "",
+            created_at=float(created) if isinstance(created, (int, float)) else None,
+            identity=identity,
+        )
+
+    def list(self) -> list[WorkloadStatus]:
+        try:
+            entries = sorted(e.name for e in os.scandir(self.run_dir) if e.is_dir())
+        except FileNotFoundError:
+            return []
+        found: list[WorkloadStatus] = []
+        for entry in entries:
+            try:
+                status = self.get(entry)
+            except WorkloadNotFound:
+                continue
+            if status.labels.get(MANAGED_LABEL):
+                found.append(status)
+        return found
+
+    def logs(
+        self,
+        name: str,
+        *,
+        container: str = RUN_CONTAINER,
+        start: int = 0,
+        end: int | None = None,
+    ) -> LogChunk:
+        if start < 0 or (end is not None and end < start - 1):
+            raise ValueError(f"bad log range start={start} end={end}; need 0 <= start and end >= start")
+        path = self._log_file(name, container)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            total = os.fstat(fd).st_size
+            stop = total if end is None else min(total, end + 1)
+            data = os.pread(fd, stop - start, start) if start < stop else b""
+        finally:
+            os.close(fd)
+        return LogChunk(data=data, start=start, total=total)
+
+    def _log_file(self, name: str, container: str) -> str:
+        workload_dir = self._dir(name)
+        meta = read_json(os.path.join(workload_dir, WORKLOAD_FILE))
+        if meta is None or container not in meta.get("containers", []):
+            raise WorkloadNotFound(f"no container {container!r} in workload {name!r}")
+        return log_path(workload_dir, container)
+
+    # -- delete --------------------------------------------------------------------------
+
+    def delete(self, name: str, *, timeout: float = 10.0) -> WorkloadStatus | None:
+        workload_dir = self._dir(name)
+        if not os.path.isdir(workload_dir):
+            return None
+        meta = read_json(os.path.join(workload_dir, WORKLOAD_FILE))
+        containers = list(meta["containers"]) if meta else _containers_on_disk(workload_dir)
+        before = self.get(name) if meta else None
+        targets = [Target(workload_dir, c, read_state(workload_dir, c)) for c in containers]
+        stop_targets(targets, timeout)
+        last = self._stopped_status(name, before) if before else None
+        shutil.rmtree(workload_dir, ignore_errors=True)
+        return last
+
+    def _stopped_status(self, name: str, before: WorkloadStatus) -> WorkloadStatus:
+        after = self.get(name)
+        was_live = {c.name for c in before.containers if not c.state.terminal}
+        containers = [_mark_stopped(c) if c.name in was_live else c for c in after.containers]
+        state = aggregate_state([c.state for c in containers])
+        return after.model_copy(update={"containers": containers, "state": state, "reason": "stopped by berth"})
+
+    def _dir(self, name: str) -> str:
+        return os.path.join(self.run_dir, check_name("workload", name))
+
+
+def _parse_report(stdout: bytes) -> dict[str, object]:
+    lines = stdout.decode(errors="replace").strip().splitlines()
+    try:
+        report = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        report = {}
+    return report if isinstance(report, dict) else {}
+
+
+def _mark_stopped(status: ContainerStatus) -> ContainerStatus:
+    if status.state is WorkloadState.STOPPED:
+        return status
+    return status.model_copy(update={"state": WorkloadState.STOPPED, "reason": "stopped by berth"})
+
+
+def _containers_on_disk(workload_dir: str) -> list[str]:
+    suffix = ".state"
+    return [n[: -len(suffix)] for n in os.listdir(workload_dir) if n.endswith(suffix)]
+
+
+__all__ = ["SHIM_PATH", "ProcessDeployer", "default_run_dir"]
