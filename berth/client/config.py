@@ -1,0 +1,148 @@
+"""``LLMConfig`` (which model and how vLLM loads it) and ``ServeConfig`` (how many servers,
+where, and how the client talks to them). Strict: an unknown or mistyped field is an error
+that names it. Both accept keyword arguments, a dict (``model_validate``) or a YAML/JSON file
+(:meth:`from_file`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["DeployerChoice", "LLMConfig", "ServeConfig"]
+
+DeployerChoice = Literal["auto", "launcher", "process"]
+_LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Any:
+        """Read a YAML (or JSON) mapping of this model's fields."""
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+        if not isinstance(data, dict):
+            raise ValueError(f"{os.fspath(path)}: must hold a mapping of {cls.__name__} fields")
+        return cls.model_validate(data)
+
+
+class LLMConfig(_Config):
+    """The model a server loads, as ``vllm serve`` options."""
+
+    model_name: str = Field(min_length=1, description="Hub id or local path of the model.")
+    served_model_name: str | None = Field(
+        default=None, description="Name requests use; default: model_name, as vLLM does."
+    )
+    tokenizer: str | None = Field(default=None, description="Tokenizer, if not the model's own.")
+    tokenizer_mode: str = Field(default="auto", description="vLLM tokenizer mode: auto, slow...")
+    trust_remote_code: bool = Field(default=False, description="Allow the model's own code.")
+    dtype: str = Field(
+        default="auto", description="Weights/activations type: auto, bfloat16, float16, float32."
+    )
+    quantization: str | None = Field(default=None, description="Quantization method, e.g. awq.")
+    revision: str | None = Field(default=None, description="Model revision (branch, tag, commit).")
+    tokenizer_revision: str | None = Field(default=None, description="Tokenizer revision.")
+    seed: int | None = Field(default=0, description="Engine random seed; None leaves vLLM's.")
+    gpu_memory_utilization: float | None = Field(
+        default=None, gt=0, le=1, description="Fraction of GPU memory vLLM may use (0, 1]."
+    )
+    enforce_eager: bool = Field(default=False, description="Disable CUDA graphs / compilation.")
+    max_model_len: int | None = Field(default=None, ge=1, description="Context length cap.")
+    download_dir: str | None = Field(default=None, description="Where to download weights.")
+    lora_path: str | None = Field(
+        default=None, description="LoRA adapter directory; requests then go to the adapter."
+    )
+    lora_name: str = Field(
+        default="lora", min_length=1, description="Name the LoRA adapter is served (and requested) as."
+    )
+    llm_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More `vllm serve` options by name: {'max_num_seqs': 8, 'enable_prefix_"
+        "caching': True}; True is a bare flag, False '--no-<name>', a list repeats values.",
+    )
+
+    @property
+    def request_model(self) -> str:
+        """The model name requests carry: the LoRA adapter when there is one."""
+        if self.lora_path:
+            return self.lora_name
+        return self.served_model_name or self.model_name
+
+
+class ServeConfig(_Config):
+    """How many servers to start, where, and how the client talks to them."""
+
+    gpu_ids: list[int | list[int]] = Field(
+        default_factory=list,
+        description="One server per entry: a GPU index, or a list of indexes for one server "
+        "spanning them (tensor parallel). Empty: servers without GPUs (see num_servers).",
+    )
+    num_servers: int | None = Field(
+        default=None, ge=1,
+        description="Servers to start when gpu_ids is empty (CPU servers); default 1.",
+    )
+    host: str = Field(default="127.0.0.1", min_length=1, description="Address servers bind to.")
+    port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="First server's port, incremented per server; auto-assigned when absent.",
+    )
+    startup_timeout: float = Field(default=180.0, gt=0, description="Seconds to become ready.")
+    client_timeout: float | None = Field(
+        default=30.0, gt=0, description="Seconds one HTTP request may take; None: no limit."
+    )
+    max_concurrency: int = Field(default=64, ge=1, description="Requests in flight per server.")
+    max_retries: int = Field(default=3, ge=0, description="Retries on connection errors.")
+    verbose: bool = Field(default=False, description="Forward server logs to this stderr.")
+    log_level: str | None = Field(
+        default=None,
+        description="VLLM_LOGGING_LEVEL for the servers; default: the 'berth' logger's level "
+        "when set, else INFO.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment for the servers (not logged)."
+    )
+    deployer: DeployerChoice = Field(
+        default="auto",
+        description="How servers run: 'launcher' (a process that preloaded vLLM forks them), "
+        "'process' (one `vllm serve` process each), 'auto' (launcher when vLLM imports here).",
+    )
+    run_dir: str | None = Field(
+        default=None, description="Where server state and logs go; default: a temporary dir."
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.upper() not in _LOG_LEVELS:
+            raise ValueError(f"log_level {value!r} is not one of {', '.join(_LOG_LEVELS)}")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _servers_given_once(self) -> ServeConfig:
+        if self.gpu_ids and self.num_servers not in (None, len(self.gpu_ids)):
+            raise ValueError(
+                f"num_servers={self.num_servers} contradicts gpu_ids (one server per entry, "
+                f"{len(self.gpu_ids)} entries); leave num_servers unset when giving gpu_ids"
+            )
+        return self
+
+    def gpu_groups(self) -> list[list[int]]:
+        """The GPU indexes of each server to start (empty lists for CPU servers)."""
+        if self.gpu_ids:
+            return [[g] if isinstance(g, int) else list(g) for g in self.gpu_ids]
+        return [[] for _ in range(self.num_servers or 1)]
+
+    def server_log_level(self) -> str:
+        """The level servers log at (see ``log_level``)."""
+        if self.log_level:
+            return self.log_level
+        level = logging.getLogger("berth").level
+        return logging.getLevelName(level) if level else "INFO"
