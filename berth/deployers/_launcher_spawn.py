@@ -1,0 +1,155 @@
+"""Finding, starting and stopping the launcher daemon of one state directory.
+
+:class:`DaemonHandle` talks to the daemon through its socket. ``ensure_running`` starts the
+daemon when none answers (under a file lock, so two berth processes never start two), in a
+session of its own so that it survives the berth process; ``shutdown`` asks it to stop every
+instance and waits until it has exited.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from berth.deployers import _launcher_daemon, _launcher_protocol as proto
+from berth.deployers.base import DeployerError, DeployerUnavailable
+
+#: The daemon script, run by path (see :mod:`berth.deployers._launcher_daemon`).
+DAEMON_PATH = os.path.abspath(_launcher_daemon.__file__)
+DAEMON_LOG = "daemon.log"
+START_LOCK = "start.lock"
+#: Longest Unix socket path the kernel accepts (``sun_path`` is 108 bytes with the NUL).
+MAX_SOCKET_PATH = 107
+
+
+class DaemonHandle:
+    """The daemon serving ``state_dir``, started with ``python`` when needed."""
+
+    def __init__(
+        self,
+        state_dir: str,
+        *,
+        python: str,
+        preload: Sequence[str] = (),
+        start_timeout: float = 180.0,
+        request_timeout: float = 60.0,
+    ) -> None:
+        self.state_dir = state_dir
+        self.socket_path = os.path.join(state_dir, proto.SOCKET_NAME)
+        if len(os.fsencode(self.socket_path)) > MAX_SOCKET_PATH:
+            raise DeployerError(
+                f"run_dir {state_dir!r} is too long for a Unix socket path "
+                f"({len(self.socket_path)} > {MAX_SOCKET_PATH} bytes); choose a shorter run_dir"
+            )
+        self.python = python
+        self.preload = list(preload)
+        self.start_timeout = start_timeout
+        self.request_timeout = request_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def call(self, op: str, **fields: Any) -> Any:
+        """One request; ``OSError`` when no daemon answers, :class:`ProtocolError` on refusal."""
+        return proto.call(self.socket_path, {"op": op, **fields}, timeout=self.request_timeout)
+
+    def ping(self) -> dict[str, Any] | None:
+        """The daemon's ``ping`` reply, or ``None`` when none answers."""
+        if not os.path.exists(self.socket_path):
+            return None
+        try:
+            return self.call("ping")
+        except (OSError, proto.ProtocolError):
+            return None
+
+    def ensure_running(self) -> None:
+        """Start the daemon unless one answers; raise :class:`DeployerUnavailable` if it fails."""
+        if self.ping() is not None:
+            return
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        with open(os.path.join(self.state_dir, START_LOCK), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.ping() is None:
+                self._start()
+
+    def _start(self) -> None:
+        argv = [self.python, "-u", "-s", DAEMON_PATH, self.state_dir]
+        for module in self.preload:
+            argv += ["--preload", module]
+        with open(os.path.join(self.state_dir, DAEMON_LOG), "ab") as log:
+            self._process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                cwd=self.state_dir,
+            )
+        self._wait_ready(self._process)
+
+    def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.ping() is not None:
+                return
+            code = process.poll()
+            if code is not None:
+                raise DeployerUnavailable(
+                    f"the launcher daemon exited with code {code} while starting; "
+                    f"its log ends with:\n{self.log_tail()}"
+                )
+            time.sleep(0.1)
+        raise DeployerUnavailable(
+            f"the launcher daemon did not answer within {self.start_timeout:.0f} s "
+            f"(start_timeout); its log ends with:\n{self.log_tail()}"
+        )
+
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Stop every instance and the daemon; wait for it to exit. ``False`` if none ran."""
+        info = self.ping()
+        if info is None:
+            self._reap()
+            return False
+        try:
+            self.call("shutdown", timeout=timeout)
+        except (OSError, proto.ProtocolError):
+            pass
+        _wait_gone(int(info["pid"]), timeout + 10.0)
+        self._reap()
+        return True
+
+    def _reap(self) -> None:
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                return
+            self._process = None
+
+    def log_tail(self, size: int = 4096) -> str:
+        try:
+            with open(os.path.join(self.state_dir, DAEMON_LOG), "rb") as fh:
+                fh.seek(max(0, os.fstat(fh.fileno()).st_size - size))
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return "(no daemon log)"
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Wait until process ``pid`` no longer exists (or is a zombie), up to ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                state = fh.read().rsplit(b")", 1)[-1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state in (b"Z", b"X"):
+            return
+        time.sleep(0.05)
+
+
+__all__ = ["DAEMON_LOG", "DAEMON_PATH", "MAX_SOCKET_PATH", "DaemonHandle"]
