@@ -80,19 +80,21 @@ class StubServer:
         self._loop.close()
 
     def stop(self) -> None:
-        """Stop listening, drop open connections and join the thread."""
+        """Stop listening, close open connections and join the thread."""
         if self._loop is None or self._thread is None:
             return
-        self._loop.call_soon_threadsafe(self._shutdown)
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop = self._thread = None
 
-    def _shutdown(self) -> None:
-        assert self._server is not None and self._loop is not None
+    async def _close(self) -> None:
+        assert self._server is not None
         self._server.close()
         for connection in list(self.connections):
             connection.close()
-        self._loop.stop()
+        await self._server.wait_closed()
+        await asyncio.sleep(0)  # let the transports finish closing
 
     def __enter__(self) -> StubServer:
         return self.start()

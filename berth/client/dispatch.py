@@ -94,7 +94,10 @@ class _Runner:
                 return await self._send_counted(target, index)
             except ServerUnavailable:
                 target.down = True
-                target = self._least_loaded_or_raise()
+                live = [e for e in self.endpoints if not e.down]
+                if not live:
+                    raise
+                target = min(live, key=lambda e: e.outstanding)
 
     async def _send_counted(self, endpoint: Endpoint, index: int) -> Any:
         async with endpoint.slots():
@@ -105,12 +108,3 @@ class _Runner:
                 endpoint.outstanding -= self.weight
         endpoint.answered += 1
         return result
-
-    def _least_loaded_or_raise(self) -> Endpoint:
-        live = [e for e in self.endpoints if not e.down]
-        if not live:
-            raise ServerUnavailable(
-                "every server of the batch is unreachable: "
-                + ", ".join(e.base_url for e in self.endpoints)
-            )
-        return min(live, key=lambda e: e.outstanding)
