@@ -78,13 +78,14 @@ class Daemon:
     # -- loop ----------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        while not (self.shutdown_at is not None and not self._alive()):
+        while not (self.shutdown_at is not None and not self._alive() and not self._draining()):
             for _key, _events in self.selector.select(timeout=_TICK):
                 self._accept()
             if self.signalled and self.shutdown_at is None:
                 _say("signalled: stopping every instance")
                 self.begin_shutdown(_DEFAULT_STOP_TIMEOUT)
             self._reap()
+            self._drain()
             self._enforce_deadlines()
         self.close()
 
@@ -190,7 +191,7 @@ class Daemon:
 
     def op_remove(self, request: dict[str, Any], conn: Any) -> dict[str, Any]:
         record = self._get(request)
-        if record.alive:
+        if record.alive or not record.drained:
             raise _Refused("invalid", f"instance {record.name!r} is still running; stop it first")
         del self.instances[record.name]
         rec.remove_record(self.state_dir, record.name)
@@ -228,6 +229,20 @@ class Daemon:
 
     def _alive(self) -> bool:
         return any(r.alive for r in self.instances.values())
+
+    def _draining(self) -> list[rec.InstanceRecord]:
+        return [r for r in self.instances.values() if not r.alive and not r.drained]
+
+    def _drain(self) -> None:
+        """Kill and (as subreaper) reap what is left of ended instances' process groups."""
+        for record in self._draining():
+            try:
+                os.killpg(record.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                record.drained = True
+                rec.write_record(self.state_dir, record)
+            except PermissionError:
+                pass
 
     def _reap(self) -> None:
         by_pid = {r.pid: r for r in self.instances.values() if r.alive}

@@ -34,6 +34,8 @@ class InstanceRecord:
     signal: int | None = None
     finished_at: float | None = None
     stop_requested: bool = False
+    #: Set once no process of the instance's group is left (engine core and workers included).
+    drained: bool = False
 
     @property
     def alive(self) -> bool:

@@ -210,11 +210,13 @@ class LauncherDeployer(Deployer):
     def _stop_and_wait(self, name: str, timeout: float) -> rec.InstanceRecord:
         record = rec.InstanceRecord.from_dict(self._call("stop", name=name, timeout=timeout))
         deadline = time.monotonic() + timeout + 15.0
-        while record.alive and time.monotonic() < deadline:
+        while not record.drained and time.monotonic() < deadline:
             time.sleep(0.05)
             record = rec.InstanceRecord.from_dict(self._call("status", name=name))
-        if record.alive:
-            raise DeployerError(f"workload {name!r} (pid {record.pid}) did not end after SIGKILL")
+        if not record.drained:
+            raise DeployerError(
+                f"workload {name!r} (process group {record.pid}) still has processes after SIGKILL"
+            )
         return record
 
     def shutdown(self, timeout: float = 10.0) -> bool:

@@ -1,0 +1,180 @@
+"""Start-up latency of one vLLM instance, side by side: time from "create" to the first HTTP 200
+on ``/health``, median of ``--runs`` runs per configuration, same model and flags throughout.
+
+    .venv/bin/python bench/start_latency.py --runs 5
+
+Configurations: a plain ``vllm serve`` subprocess (the baseline), berth's process deployer,
+berth's launcher deployer for its first instance (the daemon starts and imports vLLM within the
+measured time) and for a later instance (daemon already up). Prints one line per configuration:
+its median and its ratio to plain ``vllm serve``, e.g. ``launcher, later instance: 1.6 s, 0.05x``;
+single runs go to stderr. Uses the tiny local model (no hub) unless ``--model`` names another.
+One server runs at a time, and every process started here is stopped before the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from berth.testing import CPU_ENV, free_port, serve_argv, serve_plan, tiny_model_path, wait_http_ok
+
+Run = Callable[[int], float]  # run number -> seconds to healthy
+
+
+def _health(port: int) -> str:
+    return f"http://127.0.0.1:{port}/health"
+
+
+def plain_vllm(model: str, workdir: Path) -> Run:
+    vllm = str(Path(sys.executable).with_name("vllm"))
+
+    def run(i: int) -> float:
+        port = free_port()
+        argv = [vllm, "serve", *serve_argv(model, port)]
+        with open(workdir / f"plain-{i}.log", "wb") as log:
+            started = time.monotonic()
+            proc = subprocess.Popen(argv, env={**os.environ, **CPU_ENV}, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_http_ok(_health(port), give_up=lambda: _exited(proc))
+            return time.monotonic() - started
+        finally:
+            _stop_group(proc)
+
+    return run
+
+
+def _exited(proc: subprocess.Popen[bytes]) -> str | None:
+    code = proc.poll()
+    return None if code is None else f"exited with code {code}"
+
+
+def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (engine core, workers)
+    except ProcessLookupError:
+        pass
+
+
+def deployer_run(make: Callable[[], object], model: str, *, shutdown_each: bool) -> Run:
+    state: dict[str, object] = {}
+
+    def run(i: int) -> float:
+        deployer = state.get("deployer") or make()
+        state["deployer"] = deployer
+        name, port = f"bench-{i}", free_port()
+
+        def failed() -> str | None:
+            status = deployer.get(name)  # type: ignore[attr-defined]
+            return status.reason if status.state.terminal else None
+
+        started = time.monotonic()
+        deployer.create(serve_plan(name, model, port))  # type: ignore[attr-defined]
+        try:
+            wait_http_ok(_health(port), give_up=failed)
+            return time.monotonic() - started
+        finally:
+            deployer.delete(name, timeout=20.0)  # type: ignore[attr-defined]
+            if shutdown_each:
+                _shutdown(state.pop("deployer"))
+
+    run.close = lambda: _shutdown(state.pop("deployer", None))  # type: ignore[attr-defined]
+    return run
+
+
+def _shutdown(deployer: object | None) -> None:
+    if deployer is not None and hasattr(deployer, "shutdown"):
+        deployer.shutdown()
+
+
+def process_deployer(model: str, workdir: Path) -> Run | str:
+    try:
+        from berth.deployers.process import ProcessDeployer
+    except ImportError as exc:
+        return f"berth.deployers.process is not available ({exc})"
+    return deployer_run(lambda: ProcessDeployer(run_dir=workdir / "process"), model, shutdown_each=False)
+
+
+def launcher(model: str, workdir: Path, *, first: bool) -> Run | str:
+    try:
+        from berth.deployers.launcher import LauncherDeployer
+    except ImportError as exc:
+        return f"berth.deployers.launcher is not available ({exc})"
+    run_dir = workdir / ("lf" if first else "ll")
+    make = lambda: LauncherDeployer(run_dir=run_dir)  # noqa: E731
+    run = deployer_run(make, model, shutdown_each=first)
+    if first:
+        return run
+    warm = deployer_run(make, model, shutdown_each=False)  # not timed: starts the daemon
+    return _after_warmup(run, warm)
+
+
+def _after_warmup(run: Run, warm: Run) -> Run:
+    def timed(i: int) -> float:
+        if i == 0:
+            warm(-1)
+            warm.close()  # type: ignore[attr-defined]  # the daemon stays up; the handle goes
+        return run(i)
+
+    timed.close = run.close  # type: ignore[attr-defined]
+    return timed
+
+
+def measure(label: str, run: Run | str, runs: int) -> float | None:
+    if isinstance(run, str):
+        print(f"{label}: skipped, {run}", flush=True)
+        return None
+    times = []
+    try:
+        for i in range(runs):
+            times.append(run(i))
+            print(f"# {label} run {i + 1}: {times[-1]:.2f} s", file=sys.stderr, flush=True)
+    finally:
+        getattr(run, "close", lambda: None)()
+    return statistics.median(times)
+
+
+def main() -> int:
+    cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_argument("--runs", type=int, default=5, help="runs per configuration (median taken; default 5)")
+    cli.add_argument("--model", help="model path (default: the tiny local Llama, built on first use)")
+    options = cli.parse_args()
+    model = options.model or str(tiny_model_path())
+    with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp:
+        workdir = Path(tmp)
+        configs = [
+            ("plain vllm serve", plain_vllm(model, workdir)),
+            ("process deployer", process_deployer(model, workdir)),
+            ("launcher, first instance", launcher(model, workdir, first=True)),
+            ("launcher, later instance", launcher(model, workdir, first=False)),
+        ]
+        baseline = None
+        for label, run in configs:
+            median = measure(label, run, options.runs)
+            if median is None:
+                continue
+            baseline = baseline or median
+            print(f"{label}: {median:.1f} s, {median / baseline:.2f}x", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
