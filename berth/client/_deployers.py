@@ -9,7 +9,7 @@ import logging
 from berth.client.config import DeployerChoice
 from berth.deployers import Deployer, DeployerError, get_deployer
 
-__all__ = ["open_deployer"]
+__all__ = ["close_deployer", "open_deployer"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,3 +30,14 @@ def open_deployer(choice: DeployerChoice, run_dir: str) -> Deployer:
         except (DeployerError, ImportError, TypeError) as exc:
             logger.debug("launcher deployer unavailable (%s); using the process deployer", exc)
     return get_deployer("process", run_dir=run_dir)
+
+
+def close_deployer(deployer: Deployer) -> None:
+    """Release a deployer the client opened, stopping what it keeps alive on its own (the
+    launcher's daemon survives ``close()`` by design; ``shutdown()`` stops it)."""
+    shutdown = getattr(deployer, "shutdown", None)
+    try:
+        if callable(shutdown):
+            shutdown()
+    finally:
+        deployer.close()

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from berth.backends.plan import ServePlan
-from berth.client._deployers import open_deployer
+from berth.client._deployers import close_deployer, open_deployer
 from berth.client._logs import LogForwarder, log_tail, secret_values
 from berth.client._ready import is_ready
 from berth.client.client import VLLMClient, http_url
@@ -212,7 +212,7 @@ class VLLMServer:
     def _close_deployer(self) -> None:
         if not self._owns_deployer or self._deployer is None:
             return
-        self._deployer.close()
+        close_deployer(self._deployer)
         self._deployer = None
         if self._run_dir is not None and self.serve_config.run_dir is None:
             shutil.rmtree(self._run_dir, ignore_errors=True)

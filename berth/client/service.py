@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
-from berth.client._deployers import open_deployer
+from berth.client._deployers import close_deployer, open_deployer
 from berth.client.attach import instance_base_url
 from berth.client.batch import BatchSender
 from berth.client.config import LLMConfig, ServeConfig
@@ -124,7 +124,7 @@ class VLLMService(BatchSender):
     def _close_deployer(self) -> None:
         if self._run_dir is None or self._deployer is None:
             return
-        self._deployer.close()
+        close_deployer(self._deployer)
         self._deployer = None
         if self.serve_config.run_dir is None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
@@ -138,6 +138,11 @@ class VLLMService(BatchSender):
         self.shutdown()
 
     # -- state ----------------------------------------------------------------------------
+
+    @property
+    def run_dir(self) -> str | None:
+        """Where the servers' state and logs are (a temporary directory unless configured)."""
+        return self._run_dir
 
     @property
     def endpoints(self) -> list[Endpoint]:
