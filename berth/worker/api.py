@@ -1,0 +1,112 @@
+"""The worker's FastAPI application: the launcher-compatible API, the spec API, ``/metrics``
+and the OpenAPI page at ``/docs``.
+
+Every error is JSON ``{"detail": "..."}`` naming the field: malformed bodies 422 (never 500),
+unknown ids 404, conflicts 409, oversized bodies 413, missing or wrong token 401. Handlers reach
+the :class:`ServeManager` through ``app.state``; the app starts and closes it with its lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from berth import __version__
+from berth.schemas.errors import field_path
+from berth.worker import api_instances, api_launcher
+from berth.worker._middleware import BearerAuth, BodyLimit, RequestMetrics
+from berth.worker.errors import WorkerError
+from berth.worker.metrics import CONTENT_TYPE
+from berth.worker.serve_manager import ServeManager
+
+__all__ = ["create_app", "validation_detail"]
+
+logger = logging.getLogger(__name__)
+_THREADS = 100
+
+_DESCRIPTION = """berth's worker: runs vLLM instances on this node.
+
+* `/v2/vllm/instances`: the multi-instance launcher's API, unchanged (a client written for the
+  launcher works as is). `status` is `running` while an instance's process lives and `stopped`
+  once it exited; `state` and `ready` say more.
+* `/v2/instances`: instances from deployment specs (the document `berth plan` reads), with their
+  plan, named ports and readiness URL; `/v2/instances/watch` streams changes.
+* With a token configured, every endpoint but `/health` needs `Authorization: Bearer <token>`.
+"""
+
+
+def validation_detail(exc: RequestValidationError) -> str:
+    """One line per problem, each naming its field (``options``, ``query.detail``...)."""
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error.get("loc") or ())
+        named = loc[:1] == ("body",) and len(loc) > 1 and isinstance(loc[1], str)
+        where = field_path(loc[1:]) if named else "body" if loc[:1] == ("body",) else field_path(loc)
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "extra_forbidden":
+            message = "unknown field (check the spelling; see /docs)"
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines) or "invalid request"
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": validation_detail(exc)}, status_code=422)
+
+
+async def _worker_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, WorkerError)
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the worker's log"}, status_code=500)
+
+
+def _lifespan(manager: ServeManager, manage: bool):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, _THREADS)
+        if manage:
+            await run_in_threadpool(manager.start)
+        try:
+            yield
+        finally:
+            if manage:
+                await run_in_threadpool(manager.close)
+
+    return lifespan
+
+
+def create_app(manager: ServeManager, *, manage_lifecycle: bool = True) -> FastAPI:
+    """The API over ``manager``; with ``manage_lifecycle`` the app starts and closes it."""
+    app = FastAPI(title="berth worker", version=__version__, description=_DESCRIPTION,
+                  lifespan=_lifespan(manager, manage_lifecycle))
+    app.state.manager = manager
+    app.include_router(api_launcher.router)
+    app.include_router(api_instances.router)
+    app.add_api_route("/metrics", _metrics, methods=["GET"], response_class=Response, tags=["worker"],
+                      summary="Prometheus metrics")
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(WorkerError, _worker_error)
+    app.add_exception_handler(Exception, _unexpected)
+    settings = manager.settings
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BearerAuth, token=token)
+    app.add_middleware(RequestMetrics, metrics=manager.metrics)
+    return app
+
+
+async def _metrics(request: Request) -> Response:
+    manager: ServeManager = request.app.state.manager
+    return Response(manager.metrics.render(), media_type=CONTENT_TYPE)

@@ -1,0 +1,121 @@
+"""Pure lifecycle rules: what a deployer status and a readiness check make of an instance's state,
+when a failed instance is restarted, and how long it waits first.
+
+Nothing here does I/O; the watcher applies the changes these functions return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from berth.schemas.workload import WorkloadState, WorkloadStatus
+from berth.utils.args import is_parameter_key
+from berth.worker.errors import InvalidRequest
+from berth.worker.readiness import Readiness
+from berth.worker.registry import InstanceRecord
+from berth.worker.states import InstanceState
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "OWNER_LABEL",
+    "backoff_delay",
+    "check_instance_id",
+    "created_changes",
+    "observed_changes",
+    "owner_value",
+    "restart_due",
+    "served_names",
+]
+
+#: Label naming the worker (its registry) that owns a workload, so orphans are told apart.
+OWNER_LABEL = "berth.io/owner"
+MAX_ID_LENGTH = 63
+_SAFE_ID = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
+
+
+def check_instance_id(instance_id: str, field: str = "instance_id") -> str:
+    """A safe instance id: 1-63 letters, digits, '-', '_', '.', alphanumeric at both ends, no '..'."""
+    if not instance_id or len(instance_id) > MAX_ID_LENGTH or ".." in instance_id or not _SAFE_ID.match(instance_id):
+        raise InvalidRequest(
+            f"{field}: {instance_id[:80]!r} is not a safe name; use 1-{MAX_ID_LENGTH} letters, digits, "
+            "'-', '_' or '.', starting and ending with a letter or digit, without '..'"
+        )
+    return instance_id
+
+
+def owner_value(data_dir: Path) -> str:
+    """A short, stable value for :data:`OWNER_LABEL` derived from the registry's location."""
+    return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def served_names(args: Sequence[str]) -> list[str]:
+    """The values of ``--served-model-name`` in a plan's arguments (one or several)."""
+    names: list[str] = []
+    for index, token in enumerate(args):
+        if token.startswith("--served-model-name="):
+            return [token.partition("=")[2]]
+        if token == "--served-model-name":
+            for value in args[index + 1 :]:
+                if is_parameter_key(value):
+                    break
+                names.append(value)
+            return names
+    return names
+
+
+def created_changes(status: WorkloadStatus, now: float) -> dict[str, Any]:
+    """The record after its workload was created and first reported ``status``."""
+    changes: dict[str, Any] = {"identity": dict(status.identity), "started_at": now, "ready_at": None}
+    if status.state.terminal:
+        return changes | _ended(status)
+    return changes | {"state": InstanceState.STARTING, "reason": "waiting for readiness", "exit_code": None}
+
+
+def _ended(status: WorkloadStatus) -> dict[str, Any]:
+    state = InstanceState.FAILED if status.state is WorkloadState.FAILED else InstanceState.STOPPED
+    reason = status.reason or ("failed" if state is InstanceState.FAILED else "exited")
+    return {"state": state, "reason": reason, "exit_code": status.exit_code}
+
+
+def observed_changes(
+    record: InstanceRecord,
+    status: WorkloadStatus | None,
+    readiness: Readiness | None,
+    now: float,
+) -> dict[str, Any]:
+    """Changes to ``record`` given the deployer's ``status`` (None: vanished) and readiness."""
+    if status is None:
+        return {"state": InstanceState.FAILED, "reason": _vanished(record), "exit_code": None}
+    if status.state.terminal:
+        return _ended(status)
+    if record.state is InstanceState.RUNNING:
+        return {}
+    if readiness is not None and readiness.ready:
+        return {"state": InstanceState.RUNNING, "reason": "", "ready_at": now}
+    reason = readiness.detail if readiness is not None else "waiting for the workload to start"
+    changes = {"state": InstanceState.STARTING, "reason": reason}
+    return {k: v for k, v in changes.items() if getattr(record, k) != v}
+
+
+def _vanished(record: InstanceRecord) -> str:
+    if record.state is InstanceState.PENDING:
+        return "the worker stopped before the workload was created"
+    return f"workload {record.workload!r} is gone from the {record.deployer} deployer"
+
+
+def backoff_delay(restarts: int, initial: float, maximum: float) -> float:
+    """Seconds before restart number ``restarts + 1``: ``initial * 2**restarts``, capped."""
+    return min(maximum, initial * (2 ** min(restarts, 32)))
+
+
+def restart_due(record: InstanceRecord) -> bool:
+    """A failed instance is restarted when its policy is on-failure and restarts remain."""
+    return (
+        record.state is InstanceState.FAILED
+        and record.restart_policy == "on-failure"
+        and record.restarts < record.max_restarts
+    )

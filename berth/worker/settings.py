@@ -1,0 +1,274 @@
+"""The worker's settings: one model, read from flags, ``BERTH_*`` variables and a file.
+
+Precedence, highest first: values given to :meth:`Settings.load` (command-line flags), then
+environment variables (``BERTH_<FIELD>``), then the YAML or JSON file named by ``--config`` or
+``BERTH_CONFIG_FILE``, then the defaults below. Every field carries its description, and
+:func:`settings_table` renders them as the one markdown table the README and
+``berth serve --help-settings`` show.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from berth.schemas import BerthConfig, GPUDevice, Worker
+from berth.schemas.config import DEFAULT_IMAGES, DEFAULT_RAY_PORT_RANGE, DEFAULT_SHM_SIZE_GIB
+from berth.utils.ports import parse_port_range
+
+__all__ = ["CPU_IMAGE", "ENV_PREFIX", "DeployerChoice", "RestartPolicy", "Settings", "default_data_dir", "settings_table"]
+
+ENV_PREFIX = "BERTH_"
+#: vLLM's published CPU image (x86_64), used for instances without GPUs.
+CPU_IMAGE = "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:{tag}"
+DeployerChoice = Literal["auto", "launcher", "process", "container", "memory"]
+RestartPolicy = Literal["never", "on-failure"]
+
+
+def default_data_dir() -> Path:
+    """``/var/lib/berth`` as root, else ``$XDG_DATA_HOME/berth`` (``~/.local/share/berth``)."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/berth")
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(xdg) / "berth"
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Settings from the YAML/JSON file named by the ``config_file`` flag or ``BERTH_CONFIG_FILE``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], init: InitSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._path = init.init_kwargs.get("config_file") or os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if not self._path:
+            return {}
+        path = Path(self._path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ValueError(f"config_file {str(path)!r} cannot be read: {exc}") from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ValueError(f"config_file {str(path)!r} must hold a mapping of setting: value")
+        return {str(key): value for key, value in data.items()}
+
+
+def _split_names(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything ``berth serve`` can be told. Build with :meth:`load` to read a file too."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    config_file: Path | None = Field(
+        default=None, description="YAML or JSON file holding any of these settings (flags and env win)."
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Worker state: the instance registry (SQLite), deployer run dirs and logs. "
+        "Default /var/lib/berth as root, else ~/.local/share/berth.",
+    )
+    cache_dir: Path | None = Field(
+        default=None, description="Cache root handed to plans (vLLM compile cache); default <data_dir>/cache."
+    )
+    deployer: DeployerChoice = Field(
+        default="auto",
+        description="Where instances run: launcher (preloaded vLLM, fast starts), process, container "
+        "(Docker/Podman/Kubernetes via gpustack-runtime) or memory (runs nothing; tests). "
+        "auto = launcher when vLLM is importable, else process.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the API binds to.")
+    port: int = Field(default=8001, ge=1, le=65535, description="Port the API listens on.")
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token every endpoint but /health requires. Never logged."
+    )
+    api_token_file: Path | None = Field(
+        default=None, description="File holding the API token (first line), instead of api_token."
+    )
+    worker_ip: str = Field(default="127.0.0.1", description="Address instances bind to and peers reach.")
+    worker_ifname: str = Field(default="lo", description="Network interface for NCCL/GLOO/HCCL.")
+    worker_id: int | None = Field(default=None, description="Scheduler's id of this worker, if any.")
+    worker_name: str | None = Field(default=None, description="Name of this worker (default: host name).")
+    gpu_devices: list[GPUDevice] = Field(
+        default_factory=list,
+        description='Accelerators instances may use, as JSON: [{"index": 0, "uuid": "GPU-...", '
+        '"vendor": "nvidia"}]. Empty: a CPU worker.',
+    )
+    instance_port_range: str = Field(
+        default="40000-40999", description="Ports given to instances that name none (HTTP, DP RPC, distributed)."
+    )
+    ray_port_range: str = Field(
+        default=DEFAULT_RAY_PORT_RANGE, description="Pool carved into one Ray band per distributed instance."
+    )
+    ray_band_size: int = Field(default=100, ge=12, description="Ports in one instance's Ray band (>= 12).")
+    images: dict[str, str] = Field(
+        default_factory=lambda: {**DEFAULT_IMAGES, "cpu": CPU_IMAGE},
+        description="Container image per GPU vendor ('cpu' for none); '{tag}' becomes v<version>.",
+    )
+    entrypoint: list[str] = Field(
+        default_factory=lambda: ["vllm", "serve"], min_length=1,
+        description="Command that starts vLLM's OpenAI-compatible server (JSON list).",
+    )
+    backend_version: str | None = Field(
+        default=None, description="vLLM version for version-gated flags (default: the one installed here)."
+    )
+    runtime_uid: int | None = Field(default=None, ge=0, description="Run containers as this user.")
+    runtime_gid: int | None = Field(default=None, ge=0, description="Run containers as this group.")
+    shm_size_gib: float = Field(default=DEFAULT_SHM_SIZE_GIB, gt=0, description="Shared memory per workload (GiB).")
+    restart_policy: RestartPolicy = Field(
+        default="never", description="Default for instances: never, or on-failure (with back-off)."
+    )
+    max_restarts: int = Field(default=3, ge=0, description="Restarts of one instance before it stays failed.")
+    restart_backoff: float = Field(default=2.0, gt=0, description="First restart delay (s); doubles each time.")
+    restart_backoff_max: float = Field(default=60.0, gt=0, description="Longest restart delay (s).")
+    allowed_env: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Env var names instances may set although they can inject code "
+        "(LD_PRELOAD, LD_LIBRARY_PATH, PYTHONPATH...); comma-separated.",
+    )
+    stop_timeout: float = Field(default=10.0, ge=0, description="Grace period (s) before a stop kills.")
+    poll_interval: float = Field(default=1.0, gt=0, description="Seconds between status and readiness checks.")
+    probe_timeout: float = Field(default=2.0, gt=0, description="Timeout (s) of one readiness request.")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body accepted (413 beyond).")
+    event_retention: int = Field(default=10000, ge=100, description="Instance events kept for the watch stream.")
+    stop_instances_on_exit: bool = Field(
+        default=False, description="Stop every instance when the worker exits (default: keep them for re-adoption)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Worker log level.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(init_settings, InitSettingsSource)
+        return init_settings, env_settings, _FileSource(settings_cls, init_settings)
+
+    @classmethod
+    def load(cls, **flags: Any) -> Settings:
+        """Settings from ``flags`` (``None`` values are treated as not given), env and file."""
+        return cls(**{key: value for key, value in flags.items() if value is not None})
+
+    @field_validator("instance_port_range", "ray_port_range")
+    @classmethod
+    def _valid_range(cls, value: str) -> str:
+        parse_port_range(value)
+        return value
+
+    @field_validator("allowed_env", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
+        return _split_names(value)
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> Settings:
+        if self.api_token_file is None:
+            return self
+        if self.api_token is not None:
+            raise ValueError("set api_token or api_token_file, not both")
+        try:
+            lines = self.api_token_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"api_token_file {str(self.api_token_file)!r} cannot be read: {exc}") from None
+        if not lines or not lines[0].strip():
+            raise ValueError(f"api_token_file {str(self.api_token_file)!r} is empty; put the token on its first line")
+        self.api_token = SecretStr(lines[0].strip())
+        return self
+
+    @model_validator(mode="after")
+    def _ray_band_fits(self) -> Settings:
+        start, end = parse_port_range(self.ray_port_range)
+        if end - start + 1 < self.ray_band_size:
+            raise ValueError(
+                f"ray_port_range {self.ray_port_range!r} is smaller than one band of ray_band_size "
+                f"{self.ray_band_size}; widen the range or lower the band size"
+            )
+        return self
+
+    # -- derived values --------------------------------------------------------------------
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"
+
+    def resolved_backend_version(self) -> str | None:
+        """The configured vLLM version, else the installed distribution's (no import of vLLM)."""
+        if self.backend_version:
+            return self.backend_version
+        for dist in ("vllm", "vllm-cpu"):
+            try:
+                return importlib.metadata.version(dist).split("+", 1)[0]
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return None
+
+    def to_berth_config(self) -> BerthConfig:
+        """The planning config every instance of this worker starts from."""
+        return BerthConfig(
+            cache_dir=str(self.resolved_cache_dir),
+            data_dir=str(self.data_dir),
+            ray_port_range=self.ray_port_range,
+            images=dict(self.images),
+            entrypoint=list(self.entrypoint),
+            runtime_uid=self.runtime_uid,
+            runtime_gid=self.runtime_gid,
+            shm_size_gib=self.shm_size_gib,
+        )
+
+    def to_worker(self) -> Worker:
+        """This worker as plans see it."""
+        return Worker(
+            id=self.worker_id,
+            name=self.worker_name or os.uname().nodename,
+            ip=self.worker_ip,
+            ifname=self.worker_ifname,
+            gpu_devices=[device.model_copy() for device in self.gpu_devices],
+        )
+
+
+def _default_text(name: str, field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        if name == "data_dir":
+            return "/var/lib/berth (root) or ~/.local/share/berth"
+        value = field.default_factory()  # type: ignore[call-arg]
+    else:
+        value = field.default
+    if value is None:
+        return "-"
+    return f"`{value}`" if not isinstance(value, (list, dict)) or value else "`[]`"
+
+
+def settings_table() -> str:
+    """Markdown table of every setting: name, variable, default, description."""
+    rows = ["| setting | environment variable | default | description |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        description = (field.description or "").replace("|", "\\|")
+        default = _default_text(name, field).replace("|", "\\|")
+        rows.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {default} | {description} |")
+    return "\n".join(rows)
