@@ -7,6 +7,6 @@ lives below (backends, deployers, worker, client).
 from __future__ import annotations
 
 from berth.cli._app import app, main
-from berth.cli import _local, _plan  # noqa: F401  (register their commands)
+from berth.cli import _local, _plan, _serve  # noqa: F401  (register their commands)
 
 __all__ = ["app", "main"]
