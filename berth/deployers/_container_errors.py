@@ -36,7 +36,10 @@ def engine_address(engine: str | None = None) -> str:
     chosen = (engine or runtime_envs.GPUSTACK_RUNTIME_DEPLOY or "auto").lower()
     if chosen == "kubernetes":
         return "the Kubernetes API (in-cluster, or the current kubeconfig context)"
-    host = runtime_envs.GPUSTACK_RUNTIME_PODMAN_HOST if chosen == "podman" else runtime_envs.GPUSTACK_RUNTIME_DOCKER_HOST
+    if chosen == "podman":
+        host = runtime_envs.GPUSTACK_RUNTIME_PODMAN_HOST
+    else:
+        host = runtime_envs.GPUSTACK_RUNTIME_DOCKER_HOST
     return str(host or "").removeprefix("http+")
 
 

@@ -14,11 +14,12 @@ Initializing        starting                         code, reason, signal above 
 Running             running                          yet (blocked, e.g. ImagePullBackOff):
 Unhealthy           starting (restarting, or its     pending, or failed when the workload
                     health check not yet passing)    has failed
-Inactive / Failed   running (another one ended)
+Inactive, Failed    running (another one ended)
 Unknown             unknown
-(another container   running
- has exited)
 ==================  ===============================  =========================================
+
+A container with no exit entry is also ``running`` whenever another container of the workload
+has exited: the workload state then speaks of that other one.
 
 ``running`` means the container runs (and passes its health check where the plan declares one);
 whether the server inside answers is the worker's readiness probe, not the deployer's business.

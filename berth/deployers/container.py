@@ -32,7 +32,6 @@ from berth.deployers._container_errors import (
     translate_create_error,
     translate_error,
 )
-from berth.deployers._container_volumes import remove_leftover_volumes
 from berth.deployers._container_logs import (
     LogCache,
     follow_stream,
@@ -40,6 +39,7 @@ from berth.deployers._container_logs import (
     slice_log,
     to_bytes,
 )
+from berth.deployers._container_volumes import remove_leftover_volumes
 from berth.deployers.base import (
     INSTANCE_LABEL,
     MANAGED_LABEL,
