@@ -33,7 +33,7 @@ def _health(port: int) -> str:
     return f"http://127.0.0.1:{port}/health"
 
 
-def plain_vllm(model: str, workdir: Path) -> Run:
+def plain_vllm(model: str, workdir: Path, timeout: float) -> Run:
     vllm = str(Path(sys.executable).with_name("vllm"))
 
     def run(i: int) -> float:
@@ -44,7 +44,7 @@ def plain_vllm(model: str, workdir: Path) -> Run:
             proc = subprocess.Popen(argv, env={**os.environ, **CPU_ENV}, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_http_ok(_health(port), give_up=lambda: _exited(proc))
+            wait_http_ok(_health(port), timeout=timeout, give_up=lambda: _exited(proc))
             return time.monotonic() - started
         finally:
             _stop_group(proc)
@@ -74,7 +74,7 @@ def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
         pass
 
 
-def deployer_run(make: Callable[[], object], model: str, *, shutdown_each: bool) -> Run:
+def deployer_run(make: Callable[[], object], model: str, timeout: float, *, shutdown_each: bool) -> Run:
     state: dict[str, object] = {}
 
     def run(i: int) -> float:
@@ -89,7 +89,7 @@ def deployer_run(make: Callable[[], object], model: str, *, shutdown_each: bool)
         started = time.monotonic()
         deployer.create(serve_plan(name, model, port))  # type: ignore[attr-defined]
         try:
-            wait_http_ok(_health(port), give_up=failed)
+            wait_http_ok(_health(port), timeout=timeout, give_up=failed)
             return time.monotonic() - started
         finally:
             deployer.delete(name, timeout=20.0)  # type: ignore[attr-defined]
@@ -105,25 +105,25 @@ def _shutdown(deployer: object | None) -> None:
         deployer.shutdown()
 
 
-def process_deployer(model: str, workdir: Path) -> Run | str:
+def process_deployer(model: str, workdir: Path, timeout: float) -> Run | str:
     try:
         from berth.deployers.process import ProcessDeployer
     except ImportError as exc:
         return f"berth.deployers.process is not available ({exc})"
-    return deployer_run(lambda: ProcessDeployer(run_dir=workdir / "process"), model, shutdown_each=False)
+    return deployer_run(lambda: ProcessDeployer(run_dir=workdir / "process"), model, timeout, shutdown_each=False)
 
 
-def launcher(model: str, workdir: Path, *, first: bool) -> Run | str:
+def launcher(model: str, workdir: Path, timeout: float, *, first: bool) -> Run | str:
     try:
         from berth.deployers.launcher import LauncherDeployer
     except ImportError as exc:
         return f"berth.deployers.launcher is not available ({exc})"
     run_dir = workdir / ("lf" if first else "ll")
     make = lambda: LauncherDeployer(run_dir=run_dir)  # noqa: E731
-    run = deployer_run(make, model, shutdown_each=first)
+    run = deployer_run(make, model, timeout, shutdown_each=first)
     if first:
         return run
-    warm = deployer_run(make, model, shutdown_each=False)  # not timed: starts the daemon
+    warm = deployer_run(make, model, timeout, shutdown_each=False)  # not timed: starts the daemon
     return _after_warmup(run, warm)
 
 
@@ -138,41 +138,60 @@ def _after_warmup(run: Run, warm: Run) -> Run:
     return timed
 
 
-def measure(label: str, run: Run | str, runs: int) -> float | None:
-    if isinstance(run, str):
-        print(f"{label}: skipped, {run}", flush=True)
-        return None
-    times = []
+def measure_all(configs: list[tuple[str, Run | str]], runs: int) -> dict[str, list[float]]:
+    """Run every configuration once per round, ``runs`` rounds: a machine whose load drifts
+    slows every configuration alike instead of whichever happened to run then."""
+    times: dict[str, list[float]] = {label: [] for label, run in configs if not isinstance(run, str)}
     try:
         for i in range(runs):
-            times.append(run(i))
-            print(f"# {label} run {i + 1}: {times[-1]:.2f} s", file=sys.stderr, flush=True)
+            for label, run in configs:
+                if not isinstance(run, str):
+                    _one(label, run, i, times[label])
     finally:
-        getattr(run, "close", lambda: None)()
-    return statistics.median(times)
+        for _label, run in configs:
+            getattr(run, "close", lambda: None)()
+    return times
+
+
+def _one(label: str, run: Run, i: int, into: list[float]) -> None:
+    try:
+        into.append(run(i))
+        print(f"# {label} run {i + 1}: {into[-1]:.2f} s", file=sys.stderr, flush=True)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"# {label} run {i + 1} failed: {exc}", file=sys.stderr, flush=True)
+
+
+def report(configs: list[tuple[str, Run | str]], times: dict[str, list[float]]) -> None:
+    baseline = None
+    for label, run in configs:
+        if isinstance(run, str):
+            print(f"{label}: skipped, {run}")
+            continue
+        if not times[label]:
+            print(f"{label}: no successful run")
+            continue
+        median = statistics.median(times[label])
+        baseline = baseline or median
+        print(f"{label}: {median:.1f} s, {median / baseline:.2f}x", flush=True)
 
 
 def main() -> int:
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_argument("--runs", type=int, default=5, help="runs per configuration (median taken; default 5)")
     cli.add_argument("--model", help="model path (default: the tiny local Llama, built on first use)")
+    cli.add_argument("--timeout", type=float, default=600.0, help="give up on one start after this many s")
     options = cli.parse_args()
     model = options.model or str(tiny_model_path())
+    timeout = options.timeout
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp:
         workdir = Path(tmp)
         configs = [
-            ("plain vllm serve", plain_vllm(model, workdir)),
-            ("process deployer", process_deployer(model, workdir)),
-            ("launcher, first instance", launcher(model, workdir, first=True)),
-            ("launcher, later instance", launcher(model, workdir, first=False)),
+            ("plain vllm serve", plain_vllm(model, workdir, timeout)),
+            ("process deployer", process_deployer(model, workdir, timeout)),
+            ("launcher, first instance", launcher(model, workdir, timeout, first=True)),
+            ("launcher, later instance", launcher(model, workdir, timeout, first=False)),
         ]
-        baseline = None
-        for label, run in configs:
-            median = measure(label, run, options.runs)
-            if median is None:
-                continue
-            baseline = baseline or median
-            print(f"{label}: {median:.1f} s, {median / baseline:.2f}x", flush=True)
+        report(configs, measure_all(configs, options.runs))
     return 0
 
 

@@ -175,7 +175,6 @@ class Daemon:
             log=log,
             created_at=time.time(),
             labels={str(k): str(v) for k, v in (request.get("labels") or {}).items()},
-            args=args,
         )
 
     def op_status(self, request: dict[str, Any], conn: Any) -> dict[str, Any]:
@@ -339,6 +338,7 @@ def _settle_orphans(state_dir: str) -> None:
         if record.alive:
             _killpg(record.pid, signal.SIGKILL)
             record.finished_at = time.time()
+            record.drained = True  # killed; not ours to reap any more
             rec.write_record(state_dir, record)
 
 

@@ -3,7 +3,8 @@
 The daemon keeps an :class:`InstanceRecord` per instance in memory and mirrors it to
 ``<state_dir>/instances/<name>.json`` (written atomically) when the instance starts and when
 it ends, so a later berth process can learn how an instance ended even after the daemon is
-gone. Environment values are never written (they may hold secrets). Standard library only.
+gone. Neither the environment nor the options are kept (either may hold secrets, such as
+``--api-key``). Standard library only.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ class InstanceRecord:
     log: str
     created_at: float
     labels: dict[str, str] = field(default_factory=dict)
-    args: list[str] = field(default_factory=list)
     exit_code: int | None = None
     signal: int | None = None
     finished_at: float | None = None

@@ -150,6 +150,8 @@ def test_two_instances_concurrently(deployer, tiny_model) -> None:
         for name, port in ports.items():
             _ask_both_apis(model, port)
         _check_logs_separate(deployer, ports)
+        for status in statuses.values():
+            _check_no_daemon_sockets(_daemon_pid(deployer), int(status.identity["pid"]))
     finally:
         finals = {name: deployer.delete(name, timeout=10.0) for name in ports}
     assert {n: s.state for n, s in finals.items()} == {n: WorkloadState.STOPPED for n in ports}
@@ -168,6 +170,24 @@ def _check_logs_separate(deployer, ports: dict[str, int]) -> None:
         assert "POST /v1/completions HTTP/1.1\" 200" in log
         head = deployer.logs(name, start=0, end=99)
         assert len(head.data) == 100 and head.total == len(log.encode())
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            found.add(target)
+    return found
+
+
+def _check_no_daemon_sockets(daemon_pid: int, instance_pid: int) -> None:
+    """The daemon's listening socket (and any request connection) is closed in the instance."""
+    shared = _socket_inodes(daemon_pid) & _socket_inodes(instance_pid)
+    assert not shared, f"instance {instance_pid} inherited the daemon's sockets {shared}"
 
 
 def test_sigkill_from_outside_is_reported_with_its_signal(deployer, tiny_model) -> None:
