@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
-_state = {"debug": False}
+state: dict[str, object] = {"debug": False, "worker": None}
 
 
 class CLIError(Exception):
@@ -38,8 +38,14 @@ def fail(message: str, code: int = 1) -> None:
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+    worker: str | None = typer.Option(
+        None, "--worker", "-w", envvar="BERTH_WORKER", metavar="URL",
+        help="Drive a berth worker's API (run, ps, logs, stop) instead of this machine's deployers. "
+        "Token from BERTH_API_TOKEN or BERTH_API_TOKEN_FILE.",
+    ),
 ) -> None:
-    _state["debug"] = debug
+    state["debug"] = debug
+    state["worker"] = worker
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -70,7 +76,7 @@ def main() -> None:
     try:
         app()
     except CLIError as exc:
-        if _state["debug"]:
+        if state["debug"]:
             raise
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
@@ -78,7 +84,7 @@ def main() -> None:
         err_console.print("interrupted")
         sys.exit(130)
     except Exception as exc:  # the last line of defence: one line, not a traceback
-        if _state["debug"]:
+        if state["debug"]:
             raise
         err_console.print(
             f"[bold red]error:[/] {type(exc).__name__}: {exc} (run with --debug for details)",

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -18,6 +19,7 @@ from rich.table import Table
 from berth.backends.plan import ServePlan
 from berth.cli._app import CLIError, app, console, err_console, load_spec
 from berth.cli._plan import make_plan
+from berth.cli._remote_cmds import remote, remote_logs, remote_ps, remote_run, remote_stop
 from berth.deployers import Deployer, DeployerError, get_deployer
 from berth.schemas import WorkloadState, WorkloadStatus
 from berth.utils.readiness import probe_ready
@@ -92,7 +94,12 @@ def run(
 
     Ctrl-C while waiting stops the workload again.
     """
-    plan = make_plan(load_spec(spec))
+    loaded = load_spec(spec)
+    api = remote()
+    if api is not None:
+        remote_run(api, loaded, wait, timeout)
+        return
+    plan = make_plan(loaded)
     target = open_deployer(deployer)
     try:
         target.create(plan.workload)
@@ -121,10 +128,21 @@ def _age(created: float | None) -> str:
 
 
 @app.command()
-def ps(deployer: DeployerKind = DEPLOYER_OPTION) -> None:
-    """List the workloads berth runs on this machine."""
+def ps(
+    deployer: DeployerKind = DEPLOYER_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """List instances (with --worker) or the workloads berth runs on this machine."""
+    api = remote()
+    if api is not None:
+        remote_ps(api, as_json)
+        return
+    items = sorted(open_deployer(deployer).list(), key=lambda s: s.name)
+    if as_json:
+        typer.echo(json.dumps([item.model_dump(mode="json") for item in items], indent=2))
+        return
     table = Table("name", "state", "containers", "exit", "age", "reason")
-    for item in sorted(open_deployer(deployer).list(), key=lambda s: s.name):
+    for item in items:
         containers = ", ".join(f"{c.name}:{c.state}" for c in item.containers)
         exit_code = "-" if item.exit_code is None else str(item.exit_code)
         table.add_row(item.name, str(item.state), containers, exit_code, _age(item.created_at), item.reason[:60])
@@ -140,6 +158,13 @@ def logs(
     deployer: DeployerKind = DEPLOYER_OPTION,
 ) -> None:
     """Print a workload's log (one container's stream)."""
+    api = remote()
+    if api is not None:
+        try:
+            remote_logs(api, name, container, follow, tail)
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+        return
     target = open_deployer(deployer)
     try:
         total = target.logs(name, container=container, start=1 << 62).total
@@ -186,6 +211,10 @@ def stop(
     deployer: DeployerKind = DEPLOYER_OPTION,
 ) -> None:
     """Stop a workload gracefully and remove it (containers, volumes, processes, logs)."""
+    api = remote()
+    if api is not None:
+        remote_stop(api, name)
+        return
     try:
         last = open_deployer(deployer).delete(name, timeout=timeout)
     except DeployerError as exc:

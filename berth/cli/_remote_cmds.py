@@ -1,0 +1,116 @@
+"""The worker-API side of ``run / ps / logs / stop`` (used when ``--worker URL`` is given)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from berth.cli._app import CLIError, console, state
+from berth.cli._remote import WorkerAPI
+from berth.schemas import DeploymentSpec
+
+__all__ = ["remote", "remote_logs", "remote_ps", "remote_run", "remote_stop"]
+
+
+def _token() -> str | None:
+    token = os.environ.get("BERTH_API_TOKEN")
+    path = os.environ.get("BERTH_API_TOKEN_FILE")
+    if not token and path:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CLIError(f"cannot read BERTH_API_TOKEN_FILE {path}: {exc}") from None
+    return token or None
+
+
+def remote() -> WorkerAPI | None:
+    """The worker given by ``--worker``/``BERTH_WORKER``, or None to act locally."""
+    url = state.get("worker")
+    return WorkerAPI(url, _token()) if url else None
+
+
+def _quoted(instance_id: str) -> str:
+    return urllib.parse.quote(instance_id, safe="")
+
+
+def remote_run(api: WorkerAPI, spec: DeploymentSpec, wait: bool, timeout: float) -> None:
+    created = api.call("POST", "/v2/instances", spec.model_dump(mode="json", exclude_none=True))
+    instance_id = created["instance_id"]
+    console.print(f"created {instance_id} on {api.url}")
+    if not wait:
+        return
+    with console.status(f"starting {instance_id}...") as status:
+        view = api.wait_ready(instance_id, timeout, lambda v, t: status.update(
+            f"starting {instance_id}: {v.get('state')} ({v.get('reason') or 'waiting'}), {t:.0f} s"))
+    if not view.get("ready"):
+        raise CLIError(f"{instance_id} {view.get('state')}: {view.get('reason')}; see `berth logs {instance_id}`")
+    console.print(f"[green]ready[/]: {view.get('base_url')}/v1")
+
+
+def _uptime(view: dict[str, Any]) -> str:
+    since = view.get("ready_at") or view.get("started_at")
+    if not since or view.get("status") == "stopped":
+        return "-"
+    seconds = int(time.time() - since)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def remote_ps(api: WorkerAPI, as_json: bool) -> None:
+    views = api.call("GET", "/v2/instances")["instances"]
+    if as_json:
+        typer.echo(json.dumps(views, indent=2))
+        return
+    table = Table("id", "model", "state", "ports", "GPUs", "uptime", "readiness URL")
+    for view in views:
+        ports = view.get("ports") or {}
+        shown = ", ".join(f"{k}={v}" for k, v in ports.items() if v is not None)
+        model = ", ".join(view.get("served_names") or []) or "-"
+        gpus = ",".join(str(g) for g in view.get("gpus") or []) or "-"
+        table.add_row(view["instance_id"], model, view.get("state", "?"), shown or "-", gpus, _uptime(view),
+                      view.get("readiness_url") or "-")
+    console.print(table)
+
+
+def _write(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+def remote_logs(api: WorkerAPI, instance_id: str, container: str, follow: bool, tail: int) -> None:
+    offset = 0
+    if tail:
+        reply = api.log_range(instance_id, f"bytes=-{64 * 1024}", container)
+        data = reply.body
+        lines = data.splitlines(keepends=True)[-tail:]
+        _write(b"".join(lines))
+        offset = _total(reply) or len(data)
+    while True:
+        reply = api.log_range(instance_id, f"bytes={offset}-", container)
+        if reply.status in (200, 206) and reply.body:
+            _write(reply.body)
+            offset += len(reply.body)
+            continue
+        if not follow:
+            return
+        if api.call("GET", f"/v2/instances/{_quoted(instance_id)}").get("status") == "stopped":
+            return
+        time.sleep(0.5)
+
+
+def _total(reply: Any) -> int | None:
+    value = {k.lower(): v for k, v in reply.headers.items()}.get("content-range", "")
+    total = value.rpartition("/")[2]
+    return int(total) if total.isdigit() else None
+
+
+def remote_stop(api: WorkerAPI, instance_id: str) -> None:
+    api.call("DELETE", f"/v2/instances/{_quoted(instance_id)}")
+    console.print(f"stopped {instance_id}")
