@@ -3,7 +3,9 @@
 The launcher runs exactly one thing: ``vllm serve MODEL [options]``, in a process forked from
 a daemon that preloaded vLLM. A plan fits when it has one container (the run container) whose
 ``command + args`` (or, with a command script, whose args) start with ``vllm serve``; the
-options after that go to vLLM's own parser unchanged. The container's env, plus the vendor's
+options after that go to vLLM's own parser unchanged. A command script itself is not run
+(there is no shell between the daemon and vLLM), so it must not do anything the instance needs
+beyond starting ``vllm serve`` with those args. The container's env, plus the vendor's
 visible-devices variables from its GPU resources, becomes the instance's env.
 """
 
