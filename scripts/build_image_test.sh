@@ -34,7 +34,7 @@ docker info >/dev/null 2>&1 || die "no Docker engine answers; start one (make do
 # Writes to stdout, for `docker import -`, a tar of the base image's files, or with
 # --fingerprint prints a short hash of what that tar would hold.
 read -r -d '' BASE_TAR <<'EOF' || true
-import hashlib, importlib.metadata as md, os, sys, tarfile
+import hashlib, importlib.metadata as md, os, sys, tarfile, tomllib
 from pathlib import Path
 from packaging.requirements import Requirement
 
@@ -44,8 +44,9 @@ import rootfs_paths as rp  # the interpreter and shared-library rules of the vll
 ROOTS = ("pip", "setuptools")  # setuptools builds wheels itself (>= 70.1)
 
 def closure() -> list[md.Distribution]:
-    """berth's runtime requirements (no extras), recursively, plus pip and setuptools."""
-    todo = [Requirement(r) for r in md.requires("berth") or []] + [Requirement(n) for n in ROOTS]
+    """berth's runtime requirements (pyproject.toml, no extras), recursively, plus pip and setuptools."""
+    project = tomllib.loads(Path(sys.argv[1], "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    todo = [Requirement(r) for r in project["dependencies"]] + [Requirement(n) for n in ROOTS]
     found: dict[str, md.Distribution] = {}
     while todo:
         req = todo.pop()
