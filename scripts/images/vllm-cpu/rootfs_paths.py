@@ -13,7 +13,8 @@ path) runs unchanged inside it. Printed, NUL-separated and relative to ``/``:
   loader asks for and the file it resolves to, plus the dynamic loader itself.
 
 ``--fingerprint`` prints a hash of what would be listed (paths, sizes, mtimes of the
-virtualenv's distributions and this recipe) instead, so the image is rebuilt only when it changes.
+virtualenv's distributions, berth's own editable install aside, and this recipe) instead, so the
+image is rebuilt only when it changes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ ELF_MAGIC = b"\x7fELF"
 LDD_BATCH = 64
 #: Host programs vLLM calls that busybox does not provide.
 HOST_TOOLS = ("lscpu",)
+#: site-packages entries left out of the fingerprint: berth's own editable install changes with
+#: every ``pip install -e .`` and is not what the image is for.
+FINGERPRINT_SKIP = ("berth", "__editable__", "_berth")
 
 
 def walk(root: Path, skip: set[str] = frozenset()) -> Iterator[Path]:  # type: ignore[assignment]
@@ -110,6 +114,8 @@ def fingerprint() -> str:
     digest.update(f"{venv}\n{sys.base_prefix}\n{sys.version}\n".encode())
     for site in sorted(venv.glob("lib/python3*/site-packages")):
         for entry in sorted(site.iterdir()):
+            if entry.name.startswith(FINGERPRINT_SKIP):
+                continue
             info = entry.stat()
             digest.update(f"{entry.name} {info.st_size} {int(info.st_mtime)}\n".encode())
     return digest.hexdigest()[:16]
