@@ -128,10 +128,12 @@ def launcher(model: str, workdir: Path, timeout: float, *, first: bool) -> Run |
 
 
 def _after_warmup(run: Run, warm: Run) -> Run:
+    """``run``, after one untimed instance through ``warm`` (same run_dir, so same daemon,
+    which stays up until ``run.close()`` shuts it down)."""
+
     def timed(i: int) -> float:
         if i == 0:
             warm(-1)
-            warm.close()  # type: ignore[attr-defined]  # the daemon stays up; the handle goes
         return run(i)
 
     timed.close = run.close  # type: ignore[attr-defined]
