@@ -8,5 +8,6 @@ from __future__ import annotations
 
 from berth.cli._app import app, main
 from berth.cli import _local, _plan, _serve  # noqa: F401  (register their commands)
+from berth.cli import _demo  # noqa: F401  (registers `berth demo`)
 
 __all__ = ["app", "main"]
