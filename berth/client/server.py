@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import secrets
@@ -128,6 +129,7 @@ class VLLMServer:
             self._close_deployer()
             raise ServerStartError(f"cannot start server {self.name}: {exc}") from exc
         self._plan = plan
+        atexit.register(self.shutdown)  # a program that forgets shutdown() leaves no server
         if self.serve_config.verbose:
             self._forwarder = LogForwarder(deployer, self.name, f"[{self.name}]", self._secrets).start()
         try:
@@ -197,7 +199,12 @@ class VLLMServer:
         return VLLMClient(base_url=self.base_url, **{**settings, **options})
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop the server (SIGTERM, then kill after ``timeout`` s) and remove its state."""
+        """Stop the server (SIGTERM, then kill after ``timeout`` s) and remove its state.
+
+        Also run at interpreter exit for a started server; a process killed by a signal it
+        does not handle skips that, and leaves its servers running.
+        """
+        atexit.unregister(self.shutdown)
         if self._forwarder is not None:
             self._forwarder.stop()
             self._forwarder = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import shutil
 import tempfile
@@ -75,6 +76,7 @@ class VLLMService(BatchSender):
         if self.llm_config is None or self.servers:
             return self
         self.servers = self._make_servers(self.llm_config)
+        atexit.register(self.shutdown)
         with ThreadPoolExecutor(max_workers=len(self.servers)) as pool:
             outcomes = list(pool.map(_start_quietly, self.servers))
         failures = [error for error in outcomes if error is not None]
@@ -112,7 +114,11 @@ class VLLMService(BatchSender):
                         concurrency=self.serve_config.max_concurrency)
 
     def shutdown(self) -> None:
-        """Stop every server this service started (in parallel) and close connections."""
+        """Stop every server this service started (in parallel) and close connections.
+
+        Also run at interpreter exit for a started service.
+        """
+        atexit.unregister(self.shutdown)
         self._release_loop()
         if self.servers:
             with ThreadPoolExecutor(max_workers=len(self.servers)) as pool:

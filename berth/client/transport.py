@@ -20,7 +20,8 @@ from berth.client.errors import ClientError, RequestTimeout, ServerError, Server
 
 __all__ = ["Endpoint", "Transport", "normalize_base_url"]
 
-_JSON_HEADERS = {"Content-Type": "application/json"}
+_JSON = "application/json"
+_JSON_HEADERS = {"Content-Type": _JSON}
 #: Cap on one back-off pause between retries, in seconds.
 MAX_BACKOFF = 5.0
 
@@ -176,7 +177,9 @@ class Transport:
         return min(MAX_BACKOFF, self.backoff * (2**attempt)) * (0.5 + random.random() / 2)
 
     async def _once(self, method: str, url: str, body: bytes | None) -> Any:
-        async with self._client().request(method, url, data=body) as response:
+        # a ready payload skips aiohttp's per-request payload-type lookup
+        data = None if body is None else aiohttp.BytesPayload(body, content_type=_JSON)
+        async with self._client().request(method, url, data=data) as response:
             raw = await response.read()
             if response.status >= 400:
                 raise ServerError(url, response.status, _error_message(raw))
