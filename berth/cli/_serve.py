@@ -6,7 +6,9 @@ reaches any setting, and ``--help-settings`` prints them all as one table.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,18 @@ def _pairs(items: list[str]) -> dict[str, Any]:
             raise CLIError(f"--set {item!r}: use KEY=VALUE, e.g. --set restart_policy=on-failure")
         if key not in Settings.model_fields:
             raise CLIError(f"--set {key}: no such setting; see `berth serve --help-settings`")
-        values[key] = value
+        values[key] = _value(value)
     return values
+
+
+def _value(text: str) -> Any:
+    """JSON lists and objects (``entrypoint``, ``gpu_devices``, ``images``) decoded; the rest as text."""
+    if text.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise CLIError(f"--set value {text[:60]!r} is not valid JSON") from None
+    return text
 
 
 def load_settings(flags: dict[str, Any], pairs: list[str]) -> Settings:
@@ -66,10 +78,10 @@ def _run(settings: Settings) -> None:
         f"{'' if manager.deployer.name == resolve_deployer_name(settings) else ', fallback'}, "
         f"data {settings.data_dir}, auth {'on' if settings.api_token else 'off'})", highlight=False)
     try:
-        uvicorn.run(create_app(manager, manage_lifecycle=False), host=settings.host, port=settings.port,
+        uvicorn.run(create_app(manager, start=False), host=settings.host, port=settings.port,
                     log_config=None, log_level=settings.log_level, timeout_graceful_shutdown=5)
     finally:
-        manager.close()
+        manager.close()  # when uvicorn never started (the lifespan closes it otherwise)
 
 
 @app.command()
@@ -92,5 +104,6 @@ def serve(
     flags = {"config_file": config, "host": host, "port": port, "data_dir": data_dir, "deployer": deployer,
              "api_token_file": api_token_file, "restart_policy": restart_policy, "log_level": log_level}
     settings = load_settings(flags, set_)
+    os.environ.pop(f"{ENV_PREFIX}API_TOKEN", None)  # instances inherit the environment; the token stays here
     _configure_logging(settings.log_level)
     _run(settings)

@@ -9,6 +9,7 @@ the :class:`ServeManager` through ``app.state``; the app starts and closes it wi
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,9 +18,9 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from berth import __version__
-from berth.schemas.errors import field_path
 from berth.worker import api_instances, api_launcher
 from berth.worker._middleware import BearerAuth, BodyLimit, RequestMetrics
 from berth.worker.errors import WorkerError
@@ -30,6 +31,7 @@ __all__ = ["create_app", "validation_detail"]
 
 logger = logging.getLogger(__name__)
 _THREADS = 100
+_SIMPLE = re.compile(r"^[A-Za-z_][\w-]*$")
 
 _DESCRIPTION = """berth's worker: runs vLLM instances on this node.
 
@@ -43,17 +45,33 @@ _DESCRIPTION = """berth's worker: runs vLLM instances on this node.
 
 
 def validation_detail(exc: RequestValidationError) -> str:
-    """One line per problem, each naming its field (``options``, ``query.detail``...)."""
+    """One line per problem, each naming its field (``options``, ``model.env``, ``query.since``...)."""
     lines = []
     for error in exc.errors():
         loc = tuple(error.get("loc") or ())
-        named = loc[:1] == ("body",) and len(loc) > 1 and isinstance(loc[1], str)
-        where = field_path(loc[1:]) if named else "body" if loc[:1] == ("body",) else field_path(loc)
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        if error.get("type") == "extra_forbidden":
-            message = "unknown field (check the spelling; see /docs)"
-        lines.append(f"{where}: {message}")
+        if error.get("type") == "extra_forbidden" and loc:
+            loc, message = loc[:-1], f"unknown field {str(loc[-1])[:60]!r} (check the spelling; see /docs)"
+        path, key = _where(loc)
+        lines.append(f"{path}: {key}{message}")
     return "; ".join(lines) or "invalid request"
+
+
+def _where(loc: tuple[int | str, ...]) -> tuple[str, str]:
+    """(field path, note naming a mapping key): ``("body", "model", "env", "A B")`` ->
+    ``("model.env", "key 'A B': ")``; the body itself is ``body``."""
+    parts = list(loc[1:]) if loc[:1] == ("body",) else list(loc)
+    if loc[:1] == ("body",) and parts[:1] and isinstance(parts[0], int):
+        return "body", ""  # a JSON decoding error at a character position
+    path = ""
+    for index, part in enumerate(parts):
+        if isinstance(part, int):
+            path += f"[{part}]"
+            continue
+        if not _SIMPLE.match(part) or parts[index + 1 : index + 2] == ["[key]"]:
+            return path or "body", f"key {part[:40]!r}: "
+        path += f".{part}" if path else part
+    return path or "body", ""
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -66,31 +84,44 @@ async def _worker_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
 
 
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's errors as JSON; a body FastAPI could not decode (not UTF-8) is a 422 naming it."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        detail = f"body: cannot be decoded ({type(exc.__cause__).__name__}); send UTF-8 JSON"
+        return JSONResponse({"detail": detail}, status_code=422)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the worker's log"}, status_code=500)
 
 
-def _lifespan(manager: ServeManager, manage: bool):  # type: ignore[no-untyped-def]
+def _lifespan(manager: ServeManager, start: bool, close: bool):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, _THREADS)
-        if manage:
+        if start:
             await run_in_threadpool(manager.start)
         try:
             yield
         finally:
-            if manage:
+            if close:
                 await run_in_threadpool(manager.close)
 
     return lifespan
 
 
-def create_app(manager: ServeManager, *, manage_lifecycle: bool = True) -> FastAPI:
-    """The API over ``manager``; with ``manage_lifecycle`` the app starts and closes it."""
+def create_app(manager: ServeManager, *, start: bool = True, close: bool = True) -> FastAPI:
+    """The API over ``manager``; the app's lifespan starts it (``start``) and closes it (``close``).
+
+    Closing belongs to the lifespan: uvicorn re-raises SIGTERM after its shutdown, so code after
+    ``uvicorn.run`` may never run.
+    """
     app = FastAPI(title="berth worker", version=__version__, description=_DESCRIPTION,
-                  lifespan=_lifespan(manager, manage_lifecycle))
+                  lifespan=_lifespan(manager, start, close))
     app.state.manager = manager
     app.include_router(api_launcher.router)
     app.include_router(api_instances.router)
@@ -98,6 +129,7 @@ def create_app(manager: ServeManager, *, manage_lifecycle: bool = True) -> FastA
                       summary="Prometheus metrics")
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(WorkerError, _worker_error)
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
     settings = manager.settings
     token = settings.api_token.get_secret_value() if settings.api_token else None

@@ -79,7 +79,7 @@ async def _stream(request: Request, manager: ServeManager, since: int, timeout: 
 async def watch(
     request: Request,
     manager: Manager,
-    since: Annotated[int, Query(ge=0, description="Stream events with a greater revision.")] = 0,
+    since: Annotated[int, Query(ge=0, le=2**62, description="Stream events with a greater revision.")] = 0,
     timeout: Annotated[float | None, Query(gt=0, le=86400, description="End the stream after this many seconds.")] = None,
 ) -> Response:
     oldest = manager.oldest_revision()

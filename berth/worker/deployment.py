@@ -34,6 +34,8 @@ def plan_instance(spec: DeploymentSpec, owner: str) -> ServePlan:
         raise InvalidRequest(str(exc)) from None
     except ValidationError as exc:
         raise InvalidRequest("; ".join(validation_messages(exc))) from None
+    except ValueError as exc:  # the workload types refuse a value the planner passed through
+        raise InvalidRequest(f"spec cannot be planned: {exc}") from None
     plan.workload.labels = {**(plan.workload.labels or {}), OWNER_LABEL: owner}
     return plan
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from berth.deployers.base import RUN_CONTAINER
 from berth.schemas.workload import WorkloadState, WorkloadStatus
 from berth.utils.args import is_parameter_key
 from berth.worker.errors import InvalidRequest
@@ -75,10 +76,18 @@ def created_changes(status: WorkloadStatus, now: float) -> dict[str, Any]:
     return changes | {"state": InstanceState.STARTING, "reason": "waiting for readiness", "exit_code": None}
 
 
+def _exit_code(status: WorkloadStatus) -> int | None:
+    """The run container's exit code; ``128 + signal`` (as a shell reports it) when a signal ended it."""
+    if status.exit_code is not None:
+        return status.exit_code
+    run = status.container(RUN_CONTAINER)
+    return 128 + run.signal if run is not None and run.signal else None
+
+
 def _ended(status: WorkloadStatus) -> dict[str, Any]:
     state = InstanceState.FAILED if status.state is WorkloadState.FAILED else InstanceState.STOPPED
     reason = status.reason or ("failed" if state is InstanceState.FAILED else "exited")
-    return {"state": state, "reason": reason, "exit_code": status.exit_code}
+    return {"state": state, "reason": reason, "exit_code": _exit_code(status)}
 
 
 def observed_changes(

@@ -94,10 +94,22 @@ class ServeManager:
             self._watcher.stop()
         if self.settings.stop_instances_on_exit:
             self.delete_all()
-        self._ctx.deployer.close()
+        self._release_deployer()
         self._probe.close()
         self._ctx.registry.close()
         self._ctx = None
+
+    def _release_deployer(self) -> None:
+        """Close the deployer; stop its daemon too (the launcher's) when no instance may still run."""
+        deployer = self.ctx.deployer
+        shutdown = getattr(deployer, "shutdown", None)
+        if callable(shutdown) and not any(not r.state.terminal for r in self.ctx.registry.all()):
+            logger.info("no instance left running: stopping the %s deployer's daemon", deployer.name)
+            try:
+                shutdown()
+            except DeployerError as exc:
+                logger.warning("could not stop the %s deployer's daemon: %s", deployer.name, exc)
+        deployer.close()
 
     @property
     def ctx(self) -> WorkerContext:
