@@ -1,7 +1,7 @@
 """Reading ``/proc`` and signalling processes, for the process deployer and its shim.
 
-Standard library only: the shim imports this module as a plain script sibling, without
-importing berth (which would pull in gpustack-runtime and cost most of a second per start).
+Standard library only: the shim loads this module by path, without importing berth (which
+would pull in gpustack-runtime and cost most of a second per start).
 
 A process is named by ``(pid, start)``, where ``start`` is its start time in clock ticks since
 boot (``/proc/<pid>/stat`` field 22), so a recycled pid is never mistaken for the original.

@@ -1,8 +1,8 @@
 """A tiny per-container supervisor, in the manner of conmon or containerd-shim.
 
-The process deployer runs ``python -E -s _process_shim.py WORKLOAD_DIR CONTAINER`` (by path,
-so that berth and gpustack-runtime are not imported; the two arguments make ``ps`` show whose
-shim it is) and writes the rest of the launch spec as JSON to its stdin, so that the
+The process deployer runs ``python -I _process_shim.py WORKLOAD_DIR CONTAINER`` (by path and
+isolated, so that neither berth nor gpustack-runtime is imported and no file beside it can
+shadow a standard module; the two arguments make ``ps`` show whose shim it is) and writes the rest of the launch spec as JSON to its stdin, so that the
 environment, secrets included, never touches the disk::
 
     {"argv": [...], "executable": ..., "env": {...}, "cwd": ... or null}
@@ -27,6 +27,7 @@ run directory reads the state files and adopts them.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import os
 import signal
@@ -34,17 +35,32 @@ import subprocess
 import sys
 import time
 import traceback
+from types import ModuleType
 from typing import Any
 
-if __spec__ is None or not __spec__.parent:  # run as a script: import the siblings directly
-    import _process_proc as proc  # type: ignore[import-not-found,no-redef]
-    import _process_state as st  # type: ignore[import-not-found,no-redef]
+
+
+def _sibling(name: str) -> ModuleType:
+    """Load ``berth/deployers/<name>.py`` by path (the shim runs with ``python -I``)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if __spec__ is None or not __spec__.parent:  # run as a script, without berth on the path
+    proc = _sibling("_process_proc")
+    st = _sibling("_process_state")
 else:
     from berth.deployers import _process_proc as proc
     from berth.deployers import _process_state as st
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _PR_SET_CHILD_SUBREAPER = 36
+_DIED = "the shim died before starting the command"
 
 
 def _become_subreaper() -> bool:
@@ -183,7 +199,7 @@ def main(argv: list[str]) -> int:
         os._exit(code)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as fh:
-        report = fh.readline().decode() or json.dumps({"ok": False, "error": "the shim died before starting the command"})
+        report = fh.readline().decode() or json.dumps({"ok": False, "error": _DIED})
     sys.stdout.write(report)
     return 0 if json.loads(report).get("ok") else 1
 

@@ -153,7 +153,7 @@ class ProcessDeployer(Deployer):
         payload = json.dumps(spec.to_shim()).encode()
         try:
             done = subprocess.run(
-                [self.python, "-E", "-s", SHIM_PATH, workload_dir, spec.container],
+                [self.python, "-I", SHIM_PATH, workload_dir, spec.container],
                 input=payload, capture_output=True, timeout=self.start_timeout, check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
