@@ -164,40 +164,49 @@ def test_ports_and_ids_do_not_collide(manager):
 
 
 def test_delete_does_not_block_other_requests(tmp_path, probe):
-    class SlowStop(MemoryDeployer):
+    release = threading.Event()
+    stopping = threading.Event()
+
+    class BlockedStop(MemoryDeployer):
         def delete(self, name, *, timeout=10.0):
-            time.sleep(1.0)
+            if name == "slow":
+                stopping.set()
+                release.wait(30)
             return super().delete(name, timeout=timeout)
 
-    mgr = ServeManager(settings(tmp_path), deployer=SlowStop(), probe=probe).start(watch=False)
+    mgr = ServeManager(settings(tmp_path), deployer=BlockedStop(), probe=probe).start(watch=False)
     try:
         launch(mgr, "slow")
         stopper = threading.Thread(target=mgr.delete, args=("slow",))
         stopper.start()
-        time.sleep(0.1)
-        started = time.monotonic()
-        launch(mgr, "other")
-        assert {r.id for r in mgr.list()} >= {"other"}
-        assert time.monotonic() - started < 0.5
-        stopper.join()
+        assert stopping.wait(10)
+        others = threading.Thread(target=lambda: (launch(mgr, "other"), mgr.list(), mgr.get("slow")))
+        others.start()
+        others.join(10)
+        assert not others.is_alive() and stopper.is_alive()  # done while the stop still waits
+        assert mgr.get("slow").state is InstanceState.STOPPING
+        release.set()
+        stopper.join(10)
         assert [r.id for r in mgr.list()] == ["other"]
     finally:
+        release.set()
         mgr.close()
 
 
 def test_delete_all_runs_grace_periods_side_by_side(tmp_path, probe):
+    together = threading.Barrier(6, timeout=10)  # broken unless all six stops wait at once
+
     class SlowStop(MemoryDeployer):
         def delete(self, name, *, timeout=10.0):
-            time.sleep(0.5)
+            together.wait()
             return super().delete(name, timeout=timeout)
 
     mgr = ServeManager(settings(tmp_path), deployer=SlowStop(), probe=probe).start(watch=False)
     try:
         for index in range(6):
             launch(mgr, f"i{index}")
-        started = time.monotonic()
         assert len(mgr.delete_all()) == 6
-        assert time.monotonic() - started < 2.0
+        assert not together.broken
     finally:
         mgr.close()
 
