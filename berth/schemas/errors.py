@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import ValidationError
 
 __all__ = ["field_path", "validation_messages"]
 
 
+_PLAIN_KEY = re.compile(r"^[\w-]{1,80}$")
+
+
+def _key(part: str) -> str:
+    """A key as is when it is a plain name, else quoted and escaped (control characters, dots, very long)."""
+    return part if _PLAIN_KEY.match(part) else repr(part[:80] + ("..." if len(part) > 80 else ""))
+
+
 def field_path(loc: tuple[int | str, ...]) -> str:
-    """``("model", "env", 0)`` -> ``model.env[0]``."""
+    """``("model", "env", 0)`` -> ``model.env[0]``; odd keys quoted: ``model.env['A B']``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            out += f".{_key(str(part))}" if out else _key(str(part))
     return out or "(root)"
 
 

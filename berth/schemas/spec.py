@@ -19,6 +19,8 @@ from berth.schemas.workers import Worker
 __all__ = ["DeploymentSpec", "check_model_path"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+#: Values a spec document may hold once YAML aliases are expanded (a real spec has a few hundred).
+MAX_SPEC_VALUES = 100_000
 
 
 def check_model_path(value: str) -> str:
@@ -32,6 +34,21 @@ def check_model_path(value: str) -> str:
     if _REPO_ID.match(value) and ".." not in value:
         return value
     raise ValueError(f"{value!r} must be an absolute path or a hub id such as 'org/name'")
+
+
+def _too_many_values(data: Any, limit: int) -> bool:
+    """True when ``data`` counts more than ``limit`` values, each alias use counted again."""
+    pending, seen = [data], 0
+    while pending:
+        seen += 1
+        if seen > limit:
+            return True
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 class DeploymentSpec(StrictModel):
@@ -58,8 +75,12 @@ class DeploymentSpec(StrictModel):
             data: Any = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ValueError(f"{source}: not valid YAML or JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"{source}: nested too deeply to be a deployment spec") from None
         if not isinstance(data, dict):
             raise ValueError(f"{source}: must be a mapping with model, instance, worker, model_path")
+        if _too_many_values(data, MAX_SPEC_VALUES):
+            raise ValueError(f"{source}: holds more than {MAX_SPEC_VALUES} values once YAML aliases are expanded")
         return cls.model_validate(data)
 
     def unknown_fields(self) -> list[str]:
