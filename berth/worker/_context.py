@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from berth.deployers.base import Deployer
@@ -14,21 +16,56 @@ from berth.worker.registry import Registry
 from berth.worker.settings import Settings
 
 
+@dataclass
+class _Held:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+
+
 class OpLocks:
     """One lock per instance id: create, delete and restart of one instance never overlap,
-    while operations on different instances run side by side."""
+    while operations on different instances run side by side.
+
+    Locks are counted (holders and waiters) and dropped when unused, so thousands of
+    create/delete cycles leave nothing behind, and one id never has two live locks.
+    """
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
-        self._locks: dict[str, threading.Lock] = {}
+        self._held: dict[str, _Held] = {}
 
-    def of(self, instance_id: str) -> threading.Lock:
+    def acquire(self, instance_id: str, *, blocking: bool = True) -> bool:
         with self._guard:
-            return self._locks.setdefault(instance_id, threading.Lock())
+            entry = self._held.setdefault(instance_id, _Held())
+            entry.users += 1
+        if entry.lock.acquire(blocking):
+            return True
+        self._drop(instance_id, entry)
+        return False
 
-    def forget(self, instance_id: str) -> None:
+    def release(self, instance_id: str) -> None:
         with self._guard:
-            self._locks.pop(instance_id, None)
+            entry = self._held[instance_id]
+        entry.lock.release()
+        self._drop(instance_id, entry)
+
+    def _drop(self, instance_id: str, entry: _Held) -> None:
+        with self._guard:
+            entry.users -= 1
+            if entry.users == 0 and self._held.get(instance_id) is entry:
+                del self._held[instance_id]
+
+    @contextmanager
+    def held(self, instance_id: str) -> Iterator[None]:
+        self.acquire(instance_id)
+        try:
+            yield
+        finally:
+            self.release(instance_id)
+
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._held)
 
 
 class RestartSchedule:

@@ -161,8 +161,7 @@ class Watcher:
         return self.ctx.probe.check(base_url, record.endpoints.get("served_names") or [])
 
     def _apply(self, record: InstanceRecord, changes: dict[str, Any]) -> None:
-        lock = self.ctx.locks.of(record.id)
-        if not lock.acquire(blocking=False):
+        if not self.ctx.locks.acquire(record.id, blocking=False):
             return
         try:
             current = self.ctx.registry.get(record.id)
@@ -170,7 +169,7 @@ class Watcher:
                 return
             updated = self.ctx.registry.update(record.id, **with_restart_note(record, changes, self.ctx))
         finally:
-            lock.release()
+            self.ctx.locks.release(record.id)
         self._after(record, updated)
 
     def _after(self, before: InstanceRecord, after: InstanceRecord) -> None:
@@ -185,7 +184,7 @@ class Watcher:
     # -- restarts --------------------------------------------------------------------------
 
     def restart(self, instance_id: str) -> None:
-        with self.ctx.locks.of(instance_id):
+        with self.ctx.locks.held(instance_id):
             record = self.ctx.registry.get(instance_id)
             if record is None or not restart_due(record):
                 return

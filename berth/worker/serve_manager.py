@@ -195,18 +195,17 @@ class ServeManager:
         return record, plan
 
     def _create(self, instance_id: str, source: str, policy: str, admit: Admit) -> tuple[InstanceRecord, ServePlan]:
-        lock = self.ctx.locks.of(instance_id)
         with self._alloc_lock:
             if self.ctx.registry.get(instance_id) is not None:
                 raise InstanceConflict(f"instance {instance_id!r} already exists")
             admitted = admit(Holdings.of(self.ctx.registry.all()))
             plan = plan_instance(admitted.spec, self.ctx.owner)
             record = self.ctx.registry.insert(self._new_record(instance_id, source, policy, admitted, plan))
-            lock.acquire()
+            self.ctx.locks.acquire(instance_id)  # free: a new id, or a delete about to let go
         try:
             return self._deploy(record, plan), plan
         finally:
-            lock.release()
+            self.ctx.locks.release(instance_id)
 
     def _new_record(self, instance_id: str, source: str, policy: str, admitted: Admitted, plan: ServePlan) -> InstanceRecord:
         return InstanceRecord(
@@ -228,7 +227,6 @@ class ServeManager:
             status = create_workload(self.ctx, plan)
         except WorkerError:
             self.ctx.registry.remove(record.id)
-            self.ctx.locks.forget(record.id)
             raise
         logger.info("instance %s created on the %s deployer", record.id, self.ctx.deployer.name)
         return self.ctx.registry.update(record.id, **created_changes(status, time.time()))
@@ -237,7 +235,7 @@ class ServeManager:
 
     def delete(self, instance_id: str) -> InstanceRecord:
         """Stop an instance (grace period, then kill) and forget it; returns its last record."""
-        with self.ctx.locks.of(instance_id):
+        with self.ctx.locks.held(instance_id):
             record = self.get(instance_id)
             self.ctx.restarts.cancel(instance_id)
             self.ctx.registry.update(instance_id, state=InstanceState.STOPPING, reason="stopping on request")
@@ -247,7 +245,6 @@ class ServeManager:
                 self.ctx.registry.update(instance_id, state=record.state, reason=f"stop failed: {exc}")
                 raise DeployFailed(f"cannot stop instance {instance_id!r}: {exc}") from exc
             final = self.ctx.registry.remove(instance_id) or record
-        self.ctx.locks.forget(instance_id)
         exit_code = status.exit_code if status is not None else final.exit_code
         logger.info("instance %s deleted", instance_id)
         return replace(final, state=InstanceState.STOPPED, exit_code=exit_code)

@@ -377,3 +377,26 @@ def test_watcher_thread_promotes_on_its_own(tmp_path, deployer, probe):
         assert wait_for(lambda: mgr.get("w").state is InstanceState.RUNNING)
     finally:
         mgr.close()
+
+
+def test_create_delete_cycles_leave_nothing(manager, deployer):
+    for index in range(50):
+        launch(manager, f"cycle-{index}")
+        manager.delete(f"cycle-{index}")
+    assert manager.list() == [] and deployer.list() == []
+    assert len(manager.ctx.locks) == 0
+
+
+def test_op_locks_are_exclusive_per_id():
+    from berth.worker._context import OpLocks
+
+    locks = OpLocks()
+    assert locks.acquire("a")
+    assert not locks.acquire("a", blocking=False)
+    assert locks.acquire("b", blocking=False)
+    waiter = threading.Thread(target=lambda: (locks.acquire("a"), locks.release("a")))
+    waiter.start()
+    locks.release("a")
+    waiter.join(10)
+    locks.release("b")
+    assert len(locks) == 0
