@@ -125,6 +125,7 @@ class BatchSender:
     async def _chat(self, conversations: Sequence[Conversation], params: Any, extra: bool,
                     progress: bool, extra_body: dict[str, Any] | None) -> Results:
         _check_conversations(conversations)
+        conversations = _as_sequence(conversations)
         if not conversations:
             return []
         fields = self._fields(params, True, extra, extra_body)
@@ -146,6 +147,7 @@ class BatchSender:
     async def _generate(self, prompts: Sequence[str], params: Any, extra: bool,
                         progress: bool, extra_body: dict[str, Any] | None) -> Results:
         _check_prompts(prompts)
+        prompts = _as_sequence(prompts)
         if not prompts:
             return []
         fields = self._fields(params, False, extra, extra_body)
@@ -196,10 +198,14 @@ class BatchSender:
         raise failures[0] if failures else ServerUnavailable("no running server to send to")
 
 
+def _as_sequence(items: Any) -> Sequence[Any]:
+    """Lists and tuples as they are; any other iterable (a generator...) as a list."""
+    return items if isinstance(items, (list, tuple)) else list(items)
+
+
 def _check_conversations(conversations: Sequence[Conversation]) -> None:
-    if isinstance(conversations, (str, dict)) or (
-        conversations and isinstance(conversations[0], dict)
-    ):
+    first = conversations[0] if isinstance(conversations, (list, tuple)) and conversations else None
+    if isinstance(conversations, (str, dict)) or isinstance(first, dict):
         raise ClientError(
             "chat() takes a list of conversations (each a list of {'role', 'content'} "
             "messages); wrap a single conversation as [conversation]"

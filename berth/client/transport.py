@@ -131,7 +131,6 @@ class Transport:
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 headers=self._headers,
-                json_serialize=lambda obj: orjson.dumps(obj).decode(),
             )
         return self._session
 

@@ -7,12 +7,13 @@ starts with its prompt, and every chat answer with its conversation's final assi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from berth.client import LLMConfig, ResponseOutput, ServeConfig, VLLMService
+from berth.client import LLMConfig, ResponseOutput, ServeConfig, VLLMServer, VLLMService
 
 pytestmark = pytest.mark.vllm
 
@@ -99,3 +100,40 @@ def _processes_with(wanted: list[bytes]) -> list[int]:
         if any(w in cmdline for w in wanted):
             found.append(int(entry.name))
     return found
+
+
+def write_lora_adapter(dest: Path, base: Path, rank: int = 8) -> Path:
+    """A random rank-``rank`` LoRA adapter (q_proj, v_proj) for the tiny model, PEFT layout."""
+    import torch
+    from safetensors.torch import save_file
+
+    config = json.loads((base / "config.json").read_text())
+    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
+    dest.mkdir()
+    (dest / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 2 * rank,
+        "lora_dropout": 0.0, "bias": "none", "target_modules": ["q_proj", "v_proj"],
+        "base_model_name_or_path": str(base)}))
+    generator = torch.Generator().manual_seed(0)
+    tensors = {}
+    for layer in range(layers):
+        for module in ("q_proj", "v_proj"):
+            prefix = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+            tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, hidden, generator=generator) / 10
+            tensors[f"{prefix}.lora_B.weight"] = torch.randn(hidden, rank, generator=generator) / 10
+    save_file(tensors, str(dest / "adapter_model.safetensors"))
+    return dest
+
+
+def test_lora_server_serves_and_routes_to_the_adapter(tiny_model: Path, tmp_path: Path):
+    adapter = write_lora_adapter(tmp_path / "adapter", tiny_model)
+    llm = LLMConfig(model_name=str(tiny_model), served_model_name="tiny", enforce_eager=True,
+                    max_model_len=512, lora_path=str(adapter), lora_name="ad",
+                    llm_kwargs={"max_lora_rank": 8})
+    serve = ServeConfig(env=SERVER_ENV, startup_timeout=300, client_timeout=120)
+    with VLLMServer(llm, serve_config=serve) as server, server.client() as client:
+        assert server.model == client.model == "ad"
+        assert set(client.models()) == {"tiny", "ad"}
+        [[answer]] = client.generate(["the model"], {"max_tokens": 4}, return_extra=True)
+        assert answer.token_ids is not None
+    assert not server.is_running()

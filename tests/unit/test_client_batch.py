@@ -152,3 +152,8 @@ def test_closing_the_last_client_stops_the_loop_thread(stub):
         c.generate(["x"])
     after = {t.name for t in threading.enumerate()}
     assert "berth-client-loop" not in after - before
+
+
+def test_any_iterable_of_inputs_is_accepted(client):
+    assert client.generate(p for p in ("a", "b")) == [["a"], ["b"]]
+    assert client.chat(iter(convs(2))) == [["q0"], ["q1"]]
