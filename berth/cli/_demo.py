@@ -25,9 +25,8 @@ __all__ = ["demo"]
 
 
 class DemoDeployer(str, Enum):
-    auto = "auto"
-    launcher = "launcher"
     process = "process"
+    launcher = "launcher"
 
 
 class _RichReporter:
@@ -57,8 +56,10 @@ def demo(
     keep: bool = typer.Option(False, "--keep", help="Leave the worker serving afterwards and print how to use it."),
     port: int | None = typer.Option(None, "--port", "-p", min=1, max=65535,
                                     help="Port for the worker's API on 127.0.0.1 (default: a free one)."),
-    deployer: DemoDeployer = typer.Option(DemoDeployer.auto, "--deployer", "-d",
-                                          help="auto: the preloaded launcher where vLLM imports (fastest)."),
+    deployer: DemoDeployer = typer.Option(
+        DemoDeployer.process, "--deployer", "-d",
+        help="process: vLLM as local processes (fastest end to end here); launcher: forks of a preloaded vLLM.",
+    ),
     cache_dir: Path | None = typer.Option(None, "--cache-dir",
                                           help="Where the converted model is kept (BERTH_CACHE_DIR, ~/.cache/berth)."),
     timeout: float = typer.Option(900.0, "--timeout", min=10, help="Seconds to wait for the instance to be ready."),

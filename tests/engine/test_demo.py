@@ -74,8 +74,9 @@ def test_demo_answers_and_leaves_nothing(cache_dir: Path) -> None:
 
 
 @pytest.mark.vllm
-def test_ctrl_c_while_waiting_stops_everything(cache_dir: Path) -> None:
-    proc = subprocess.Popen(_demo(cache_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+@pytest.mark.parametrize("deployer", ["process", "launcher"])
+def test_ctrl_c_while_waiting_stops_everything(cache_dir: Path, deployer: str) -> None:
+    proc = subprocess.Popen(_demo(cache_dir, "--deployer", deployer), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=_env(), start_new_session=True)
     assert proc.stdout is not None
     seen = []

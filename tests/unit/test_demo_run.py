@@ -37,7 +37,14 @@ def fake_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     model = tmp_path / "model"
     model.mkdir()
     monkeypatch.setattr(demo_run, "prepare_demo_model", lambda _cache, _say: model)
+    monkeypatch.setattr(demo_run, "_require_vllm", lambda: None)  # the memory deployer runs nothing
     return model
+
+
+def test_missing_vllm_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo_run.importlib.util, "find_spec", lambda _name: None)
+    with pytest.raises(DemoError, match="make demo"):
+        run_demo(DemoOptions(cache_dir=tmp_path), _Lines())
 
 
 def test_instance_never_ready_fails_and_leaves_nothing(tmp_path: Path, fake_model: Path) -> None:
@@ -46,7 +53,7 @@ def test_instance_never_ready_fails_and_leaves_nothing(tmp_path: Path, fake_mode
     created: list[LocalWorker] = []
     original = LocalWorker.create
 
-    def tracking(port: int | None = None, deployer: str = "auto") -> LocalWorker:
+    def tracking(port: int | None = None, deployer: str = "process") -> LocalWorker:
         created.append(original(port, "memory"))
         return created[-1]
 
