@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -32,12 +31,14 @@ class DeployerKind(str, Enum):
 
 
 def data_dir() -> Path:
-    """``$BERTH_DATA_DIR``, else ``$XDG_DATA_HOME/berth`` (``~/.local/share/berth``)."""
-    explicit = os.environ.get("BERTH_DATA_DIR")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(xdg) / "berth"
+    """The worker's data dir (``BERTH_DATA_DIR``, the settings file, or the default), so that
+    ``berth run/ps/logs/stop`` and ``berth serve`` look at the same run directories."""
+    from berth.worker.settings import Settings
+
+    try:
+        return Settings().data_dir
+    except ValueError as exc:
+        raise CLIError(f"invalid settings: {exc}") from None
 
 
 def open_deployer(kind: DeployerKind) -> Deployer:

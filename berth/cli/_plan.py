@@ -13,7 +13,7 @@ from berth.backends.plan import ServePlan
 from berth.cli._app import CLIError, app, console, load_spec
 from berth.cli._render import print_plan
 from berth.schemas import DeploymentSpec
-from berth.utils.env import mask_env, mask_secrets_in_args
+from berth.worker.redact import masked_plan
 
 
 class Format(str, Enum):
@@ -31,21 +31,6 @@ def make_plan(spec: DeploymentSpec) -> ServePlan:
     return plan
 
 
-def masked(data: dict) -> dict:
-    """The JSON plan with secret env values and secret option values masked everywhere."""
-    data = dict(data)
-    data["env"] = mask_env(data["env"])
-    data["args"] = mask_secrets_in_args(data["args"])
-    data["injected"] = mask_secrets_in_args(data["injected"])
-    for container in data["workload"].get("containers") or []:
-        for item in container.get("envs") or []:
-            item["value"] = mask_env({item["name"]: item["value"]})[item["name"]]
-        execution = container.get("execution") or {}
-        if execution.get("args"):
-            execution["args"] = mask_secrets_in_args(execution["args"])
-    return data
-
-
 @app.command()
 def plan(
     spec: Path = typer.Argument(..., help="Deployment spec (YAML or JSON): model, instance, worker, config, model_path."),
@@ -57,7 +42,7 @@ def plan(
     """Show the plan for SPEC: image, command line, env (secrets masked), ports, mounts, resources."""
     result = make_plan(load_spec(spec))
     if format is Format.json:
-        data = result.to_dict() if show_secrets else masked(result.to_dict())
+        data = result.to_dict() if show_secrets else masked_plan(result.to_dict())
         typer.echo(json.dumps(data, indent=2))
     else:
         print_plan(console, result)
