@@ -1,0 +1,1 @@
+"""Hardening suites: bad input, secrets, faults, load and auth against the worker."""
