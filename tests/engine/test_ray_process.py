@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -29,9 +29,12 @@ from berth.deployers import RAY_HEAD_CONTAINER, RUN_CONTAINER
 from berth.deployers import _process_proc as proc
 from berth.deployers._process_ports import bound_ports
 from berth.deployers._process_state import TAG_ENV, process_tag
-from berth.deployers.base import InvalidWorkload
+from berth.deployers.base import InvalidWorkload, WorkloadNotFound
 from berth.deployers.process import ProcessDeployer
 from berth.schemas import DeploymentSpec
+from berth.worker.admission import Holdings, admit_spec
+from berth.worker.allocation import expand_ports
+from berth.worker.settings import Settings
 
 pytestmark = pytest.mark.ray
 
@@ -40,6 +43,7 @@ FOLLOWER_IP = "127.0.0.3"
 BAND = 100  # ports per Ray node: 10 fixed ones, then the worker port range
 FORM_TIMEOUT = 240.0
 STOP_TIMEOUT = 15.0
+RESTARTS = 2
 #: Ports a Ray head binds that the seed's plan does not assign: Ray's client server (default
 #: 10001; two heads share it through SO_REUSEPORT, so a client may reach the wrong cluster) and
 #: the autoscaler's and dashboard's metrics (AUTOSCALER_METRIC_PORT, DASHBOARD_METRIC_PORT: the
@@ -79,10 +83,14 @@ while True:
 # -- plans -----------------------------------------------------------------------------------
 
 
-def free_band(size: int, taken: set[int], start: int = 46000) -> int:
-    """First port of ``size`` consecutive ports neither bound here nor in ``taken``."""
+def free_band(size: int, taken: set[int], start: int = 21000) -> int:
+    """First port of ``size`` consecutive ports neither bound here nor in ``taken``.
+
+    Below Linux's ephemeral range (32768-60999 by default), where any process's port-0
+    listener or outgoing connection could take a port of a band between choosing and binding.
+    """
     bound = bound_ports()
-    for first in range(start, 60000, size):
+    for first in range(start, 32768 - size, size):
         band = set(range(first, first + size))
         if band.isdisjoint(bound) and band.isdisjoint(taken):
             taken.update(band)
@@ -102,47 +110,99 @@ class Instance:
         return self.leader.name
 
 
-def spec(name: str, *, leader: bool, band: int, http: int, head_port: int | None = None) -> DeploymentSpec:
-    instance = {
+def spec(
+    name: str, *, leader: bool, ports: list[int] | None = None, config: dict[str, object] | None = None
+) -> DeploymentSpec:
+    """The instance as the leader (worker 1) or the follower (worker 2) receives it."""
+    instance: dict[str, object] = {
         "name": name,
         "model_name": "m",
         "worker_id": 1,
         "worker_ip": LEADER_IP,
         "gpu_indexes": [0],
-        "ports": [http, http + 1, http + 2],
-        "distributed_servers": {"subordinate_workers": [{"worker_id": 2, "worker_ip": FOLLOWER_IP, "gpu_indexes": [0]}]},
+        "distributed_servers": {
+            "subordinate_workers": [{"worker_id": 2, "worker_ip": FOLLOWER_IP, "gpu_indexes": [0]}]
+        },
     }
+    if ports is not None:
+        instance["ports"] = ports
     worker = {
         "id": 1 if leader else 2,
         "ip": LEADER_IP if leader else FOLLOWER_IP,
         "ifname": "lo",
         "gpu_devices": [{"index": 0, "vendor": "nvidia"}],
     }
-    config: dict[str, object] = {"ray_port_range": f"{band}-{band + BAND - 1}"}
-    if head_port is not None:
-        config["ray_head_port"] = head_port
     data = {
         "model": {"name": "m", "backend_version": "0.32.0"},
         "instance": instance,
         "worker": worker,
-        "config": config,
+        "config": config or {},
         "model_path": "/models/org/m",
     }
     return DeploymentSpec.model_validate(data)
 
 
-def make_instance(name: str, taken: set[int]) -> Instance:
-    leader_band, follower_band = free_band(BAND, taken), free_band(BAND, taken)
-    http = free_band(3, taken)
-    leader = VLLMServer.from_spec(spec(name, leader=True, band=leader_band, http=http)).plan()
-    follower_spec = spec(name, leader=False, band=follower_band, http=http, head_port=leader_band)
-    follower = VLLMServer.from_spec(follower_spec).plan()
+def with_stand_in(leader: ServePlan, follower: ServePlan) -> Instance:
+    """The pair of plans, the leader's vLLM command replaced by the stand-in driver."""
     assert leader.ports.ray is not None
     run = leader.workload.containers[0]
     assert run.name == RUN_CONTAINER and run.execution is not None
     gcs = f"{LEADER_IP}:{leader.ports.ray.gcs}"
     run.execution.command = ["python", "-c", STAND_IN, f"--ray-address={gcs}", "--expect-nodes=2"]
     return Instance(leader, follower)
+
+
+def make_instance(name: str, taken: set[int]) -> Instance:
+    """Plans with hand-picked free bands, each identity's ``ray_port_range`` set in its config."""
+    leader_band, follower_band, http = free_band(BAND, taken), free_band(BAND, taken), free_band(3, taken)
+    ports = [http, http + 1, http + 2]
+    leader_config = {"ray_port_range": f"{leader_band}-{leader_band + BAND - 1}"}
+    follower_config = {"ray_port_range": f"{follower_band}-{follower_band + BAND - 1}", "ray_head_port": leader_band}
+    leader = VLLMServer.from_spec(spec(name, leader=True, ports=ports, config=leader_config)).plan()
+    follower = VLLMServer.from_spec(spec(name, leader=False, ports=ports, config=follower_config)).plan()
+    return with_stand_in(leader, follower)
+
+
+@dataclass
+class Workers:
+    """Both identities' worker settings and what their instances hold, as berth's worker sees it."""
+
+    leader: Settings
+    follower: Settings
+    held_leader: Holdings = field(default_factory=Holdings)
+    held_follower: Holdings = field(default_factory=Holdings)
+
+    def admit(self, name: str) -> Instance:
+        """Admit the instance on both workers, as ``berth serve`` does: ports and Ray bands given."""
+        lead = admit_spec(spec(name, leader=True), self.leader, self.held_leader, shared_gpus=True)
+        assert lead.ray_range is not None
+        head_port = int(lead.ray_range.split("-")[0])
+        follower_spec = spec(name, leader=False, ports=lead.spec.instance.ports, config={"ray_head_port": head_port})
+        follow = admit_spec(follower_spec, self.follower, self.held_follower, shared_gpus=True)
+        self.held_leader = _hold(self.held_leader, name, lead.spec.instance.ports, lead.ray_range)
+        self.held_follower = _hold(self.held_follower, name, [], follow.ray_range)
+        leader = VLLMServer.from_spec(lead.spec).plan()
+        follower = VLLMServer.from_spec(follow.spec).plan()
+        return with_stand_in(leader, follower)
+
+
+def _hold(held: Holdings, owner: str, ports: list[int] | None, ray_range: str | None) -> Holdings:
+    named: dict[str, object] = {f"p{i}": p for i, p in enumerate(ports or [])}
+    named["ray_range"] = ray_range
+    return Holdings(ports={**held.ports, **dict.fromkeys(expand_ports(named), owner)}, gpus=dict(held.gpus))
+
+
+def worker_settings(tmp_path: Path, ip: str, worker_id: int, taken: set[int]) -> Settings:
+    pool, instance_ports = free_band(2 * BAND, taken), free_band(10, taken)
+    return Settings(
+        data_dir=tmp_path / f"data-{worker_id}",
+        worker_ip=ip,
+        worker_id=worker_id,
+        gpu_devices=[{"index": 0, "vendor": "nvidia"}],
+        instance_port_range=f"{instance_ports}-{instance_ports + 9}",
+        ray_port_range=f"{pool}-{pool + 2 * BAND - 1}",
+        ray_band_size=BAND,
+    )
 
 
 def planned_ports(plan: ServePlan) -> set[int]:
@@ -182,19 +242,68 @@ def listening_ports(pids: Iterable[int]) -> set[int]:
     return ports
 
 
-def wait_cluster(deployer: ProcessDeployer, plan: ServePlan) -> dict[str, object]:
-    """The stand-in's report of the formed cluster (fails with the logs when it does not form)."""
-    deadline = time.monotonic() + FORM_TIMEOUT
-    while time.monotonic() < deadline:
-        text = deployer.logs(plan.name).data.decode(errors="replace")
-        for line in text.splitlines():
-            if line.startswith("CLUSTER "):
-                return json.loads(line[len("CLUSTER "):])
-        if deployer.get(plan.name).state.terminal:
-            break
+def wait_for(check: Callable[[], bool], what: str, timeout: float = FORM_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.5)
-    head = deployer.logs(plan.name, container=RAY_HEAD_CONTAINER).data.decode(errors="replace")
-    pytest.fail(f"cluster {plan.name} did not form: {deployer.get(plan.name).reason}\n{text[-3000:]}\n{head[-3000:]}")
+
+
+def cluster_report(pair: Pair, instance: Instance) -> dict[str, object] | None:
+    """The stand-in's report once the cluster formed, else ``None``.
+
+    An instance with a side that ended before the cluster formed is started again, at most
+    ``RESTARTS`` times, as the worker's restart policy would: on a loaded host Ray's fixed 30 s
+    wait for a new raylet to register with the GCS can run out.
+    """
+    text = pair.leader.logs(instance.name).data.decode(errors="replace")
+    for line in text.splitlines():
+        if line.startswith("CLUSTER "):
+            return json.loads(line[len("CLUSTER ") :])
+    sides = ((pair.leader, instance.leader), (pair.follower, instance.follower))
+    if any(_ended(d, p) for d, p in sides):
+        if pair.restarts.get(instance.name, 0) >= RESTARTS:
+            pytest.fail(f"cluster {instance.name} did not form:\n{describe(pair, instance)}")
+        pair.restarts[instance.name] = pair.restarts.get(instance.name, 0) + 1
+        pair.stop(instance)
+        pair.start(instance)
+    return None
+
+
+def _ended(deployer: ProcessDeployer, plan: ServePlan) -> bool:
+    try:
+        return deployer.get(plan.name).state.terminal
+    except WorkloadNotFound:
+        return True
+
+
+def describe(pair: Pair, instance: Instance) -> str:
+    """Status and log tail of every container on both sides."""
+    parts = []
+    for deployer, plan in ((pair.leader, instance.leader), (pair.follower, instance.follower)):
+        if _ended(deployer, plan) and plan.name not in {w.name for w in deployer.list()}:
+            parts.append(f"--- {plan.name}: not created")
+            continue
+        for container in plan.workload.containers:
+            chunk = deployer.logs(plan.name, container=container.name)
+            tail = deployer.logs(plan.name, container=container.name, start=max(0, chunk.total - 2500))
+            status = deployer.get(plan.name).container(container.name)
+            parts.append(f"--- {plan.name}/{container.name}: {status}\n{tail.data.decode(errors='replace')}")
+    return "\n".join(parts)
+
+
+def wait_cluster(pair: Pair, instance: Instance) -> dict[str, object]:
+    found: list[dict[str, object]] = []
+
+    def formed() -> bool:
+        report = cluster_report(pair, instance)
+        if report is not None:
+            found.append(report)
+        return bool(found)
+
+    wait_for(formed, f"cluster {instance.name} to form", timeout=FORM_TIMEOUT * (RESTARTS + 1))
+    return found[0]
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -206,10 +315,15 @@ class Pair:
 
     leader: ProcessDeployer
     follower: ProcessDeployer
+    restarts: dict[str, int] = field(default_factory=dict)
 
     def start(self, instance: Instance) -> None:
+        """The leader first; the follower once the head's GCS listens (as a worker would retry)."""
         self.leader.create(instance.leader.workload)
-        self.follower.create(instance.follower.workload)
+        gcs = instance.leader.ports.ray.gcs  # type: ignore[union-attr]
+        wait_for(lambda: gcs in bound_ports() or self.leader.get(instance.name).state.terminal, "the Ray head")
+        if not self.leader.get(instance.name).state.terminal:
+            self.follower.create(instance.follower.workload)
 
     def stop(self, instance: Instance) -> None:
         self.follower.delete(instance.follower.name, timeout=STOP_TIMEOUT)
@@ -285,7 +399,7 @@ def test_two_workers_form_one_ray_cluster_from_their_plans(pair: Pair) -> None:
     instance = make_instance("dist-1", set())
     pair.start(instance)
     try:
-        check_cluster(wait_cluster(pair.leader, instance.leader), instance)
+        check_cluster(wait_cluster(pair, instance), instance)
         check_state_api(instance)
         check_sockets(pair, instance)
         assert pair.leader.get(instance.name).state.value == "running"
@@ -295,16 +409,18 @@ def test_two_workers_form_one_ray_cluster_from_their_plans(pair: Pair) -> None:
     check_gone(pair, instance)
 
 
-def test_two_instances_at_once_get_disjoint_bands(pair: Pair) -> None:
+def test_two_instances_at_once_get_disjoint_bands(pair: Pair, tmp_path: Path) -> None:
     taken: set[int] = set()
-    first, second = make_instance("dist-a", taken), make_instance("dist-b", taken)
+    workers = Workers(
+        worker_settings(tmp_path, LEADER_IP, 1, taken), worker_settings(tmp_path, FOLLOWER_IP, 2, taken)
+    )
+    first, second = workers.admit("dist-a"), workers.admit("dist-b")
     assert planned_ports(first.leader).isdisjoint(planned_ports(second.leader))
     assert planned_ports(first.follower).isdisjoint(planned_ports(second.follower))
-    pair.start(first)
-    pair.start(second)
     try:
-        for instance in (first, second):
-            check_cluster(wait_cluster(pair.leader, instance.leader), instance)
+        for instance in (first, second):  # one after the other, to spare a small host
+            pair.start(instance)
+            check_cluster(wait_cluster(pair, instance), instance)
         a_leader, a_follower = check_sockets(pair, first)
         b_leader, b_follower = check_sockets(pair, second)
         assert (a_leader & b_leader) <= UNPLANNED_HEAD_PORTS and not a_follower & b_follower

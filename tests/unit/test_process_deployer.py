@@ -425,3 +425,39 @@ def test_killed_shim_leaves_the_process_owned(deployer: ProcessDeployer, run_dir
     last = deployer.delete("lonely", timeout=5)
     assert last is not None and last.state is WorkloadState.STOPPED
     assert not alive(status.containers[0].pid)
+
+
+# -- pure pieces ----------------------------------------------------------------------------
+
+
+def test_masked_argv_hides_secret_option_values() -> None:
+    from berth.deployers._process_spec import masked_argv
+
+    argv = ["vllm", "serve", "m", "--api-key", "s3cret", "--hf-token=abc", "--port", "8000"]
+    assert masked_argv(argv) == ["vllm", "serve", "m", "--api-key", "***", "--hf-token=***", "--port", "8000"]
+
+
+def test_search_path_puts_bin_dirs_first_once() -> None:
+    from berth.deployers._process_spec import search_path
+
+    assert search_path(["/venv/bin"], "/usr/bin:/venv/bin::/bin") == "/venv/bin:/usr/bin:/bin"
+
+
+def test_status_without_record() -> None:
+    from berth.deployers._process_state import ContainerState
+    from berth.deployers._process_status import container_status
+
+    assert container_status("default", None).state is WorkloadState.PENDING
+    gone = ContainerState(shim_pid=2**22 + 1, shim_start=1, pid=2**22 + 2, pid_start=1)
+    status = container_status("default", gone)
+    assert status.state is WorkloadState.FAILED and "exit status unknown" in status.reason
+    error = ContainerState(exit_code=127, finished_at=1.0, error="cannot execute 'x': No such file")
+    assert container_status("default", error).reason.startswith("cannot execute")
+
+
+def test_bad_log_range(deployer: ProcessDeployer) -> None:
+    deployer.create(plan("ranges", py("print('x')")))
+    with pytest.raises(ValueError, match="start"):
+        deployer.logs("ranges", start=-1)
+    wait_state(deployer, "ranges", WorkloadState.STOPPED)
+    deployer.delete("ranges")
