@@ -15,6 +15,7 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 #: Modules an instance loads that the daemon imports ahead of time (failures are skipped:
@@ -135,6 +136,66 @@ def fork_engine_after_config() -> None:
     cls.check_and_update_config = classmethod(check_and_update_config)
 
 
+def apply_omp_env_in_forked_workers() -> None:
+    """Give a forked CPU worker the OpenMP threads and cores vLLM chose for it.
+
+    vLLM's CPU backend sets ``OMP_NUM_THREADS`` and ``GOMP_CPU_AFFINITY`` (or the Intel/generic
+    equivalents) around starting each worker, for the new process's OpenMP runtime to read as
+    it loads. A forked worker's runtime was loaded long before, in the daemon, so the variables
+    would go unread: the worker would run as many threads as the machine has cores, unbound,
+    competing with the API server and engine core. This fork hook applies them at once instead:
+    the process's CPU affinity (inherited by the threads OpenMP creates later) and torch's
+    thread count (the original setter, before vLLM's worker disables it).
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    import torch
+
+    set_num_threads = torch.set_num_threads
+
+    def after_fork_in_child() -> None:
+        cpus = omp_cpus(os.environ)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit() and int(threads) > 0:
+            set_num_threads(int(threads))
+
+    os.register_at_fork(after_in_child=after_fork_in_child)
+
+
+def omp_cpus(env: Mapping[str, str]) -> set[int]:
+    """The cores named by ``GOMP_CPU_AFFINITY`` (``"0 1 2"``), ``KMP_AFFINITY``
+    (``...proclist=[0,1]``) or ``OMP_PLACES`` (``"{0,1}"``); empty when none is set."""
+    if env.get("GOMP_CPU_AFFINITY"):
+        text = env["GOMP_CPU_AFFINITY"]
+    elif "proclist=[" in env.get("KMP_AFFINITY", ""):
+        text = env["KMP_AFFINITY"].split("proclist=[", 1)[1].split("]", 1)[0]
+    else:
+        text = env.get("OMP_PLACES", "").strip("{}")
+    return {int(item) for item in text.replace(",", " ").split() if item.isdigit()}
+
+
+def close_listener_in_forked_children() -> None:
+    """Keep the HTTP listening socket out of the engine core and workers vLLM forks.
+
+    ``run_server`` binds the API socket before it builds the engine; forked (not spawned)
+    engine processes would inherit it and hold the port after the API server is gone.
+    """
+    from vllm.entrypoints.launchers.api_server import entry
+
+    original = entry.setup_server
+
+    def setup_server(*args: Any, **kwargs: Any) -> Any:
+        listen_address, sock = original(*args, **kwargs)
+        os.register_at_fork(after_in_child=sock.close)
+        return listen_address, sock
+
+    entry.setup_server = setup_server
+
+
 def serve(namespace: argparse.Namespace, argv: list[str]) -> None:
     """Run vLLM's OpenAI-compatible server for ``namespace`` (parsed from ``argv``) until it is
     told to stop."""
@@ -144,6 +205,8 @@ def serve(namespace: argparse.Namespace, argv: list[str]) -> None:
 
     configure_logging_from_args(namespace)  # after the instance's env is in place
     fork_engine_after_config()
+    apply_omp_env_in_forked_workers()
+    close_listener_in_forked_children()
     sys.argv = ["vllm", "serve", *argv]  # vLLM inspects sys.argv in places
     uvloop.run(run_server(namespace))
 
@@ -152,8 +215,11 @@ __all__ = [
     "MP_METHOD_ENV",
     "PRELOAD",
     "ServeArgsError",
+    "apply_omp_env_in_forked_workers",
     "build_parser",
+    "close_listener_in_forked_children",
     "fork_engine_after_config",
+    "omp_cpus",
     "parse_serve_args",
     "preload",
     "serve",

@@ -81,3 +81,18 @@ def test_env_layers_and_devices() -> None:
 
 def test_default_cwd_when_plan_names_none() -> None:
     assert instance_request(_plan(), base_env={}, default_cwd="/here").cwd == "/here"
+
+
+@pytest.mark.parametrize(
+    "env,cpus",
+    [
+        ({"GOMP_CPU_AFFINITY": "0 1 3"}, {0, 1, 3}),
+        ({"KMP_AFFINITY": "granularity=fine,explicit,proclist=[2,5]"}, {2, 5}),
+        ({"OMP_PLACES": "{4,6}", "OMP_PROC_BIND": "true"}, {4, 6}),
+        ({}, set()),
+    ],
+)
+def test_omp_cpus_reads_what_vllm_sets_for_a_cpu_worker(env, cpus) -> None:
+    from berth.deployers._launcher_vllm import omp_cpus
+
+    assert omp_cpus(env) == cpus
