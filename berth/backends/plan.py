@@ -42,8 +42,28 @@ class RayPorts:
         start, end = parse_port_range(text)
         return cls(*(start + offset for offset in range(11)), max_worker=end)
 
+    @property
+    def dashboard_metrics(self) -> int:
+        """Head only: the dashboard's metrics port, in the slot Ray >= 2.45 no longer uses."""
+        return self.dashboard_grpc
+
+    @property
+    def autoscaler_metrics(self) -> int:
+        """Head only: the autoscaler's metrics port, the band's last port (taken from the
+        head's worker range, which then ends one port earlier)."""
+        return self.max_worker
+
+    def head_env(self) -> dict[str, str]:
+        """Ray settings that keep a head's metrics ports inside the band (Ray's defaults,
+        44217 and 44227, collide when two heads share a host)."""
+        return {
+            "DASHBOARD_METRIC_PORT": str(self.dashboard_metrics),
+            "AUTOSCALER_METRIC_PORT": str(self.autoscaler_metrics),
+        }
+
     def declared(self, *, leader: bool) -> list[int]:
-        """Ports a Ray container declares: the node's own, plus GCS and dashboard on the head."""
+        """Ports a Ray container declares: the node's own, plus GCS, dashboard, Ray client
+        server and autoscaler metrics on the head."""
         ports = [
             self.dashboard_grpc,
             self.dashboard_agent_grpc,
@@ -53,7 +73,7 @@ class RayPorts:
             self.object_manager,
             self.runtime_env_agent,
         ]
-        return ports + [self.gcs, self.dashboard] if leader else ports
+        return ports + [self.gcs, self.dashboard, self.client, self.autoscaler_metrics] if leader else ports
 
 
 @dataclass(frozen=True, slots=True)

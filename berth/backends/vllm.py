@@ -40,7 +40,12 @@ Executor = Literal["ray", "mp"] | None
 
 
 def ray_start_arguments(ray: RayPorts, node_ip: str, *, leader: bool, head_address: str) -> list[str]:
-    """``ray start`` arguments for the head (leader) or a node joining ``head_address``."""
+    """``ray start`` arguments for the head (leader) or a node joining ``head_address``.
+
+    Every port Ray binds comes from the band: the head also pins its Ray client server (the
+    band's reserved client slot; Ray's default 10001 is shared between heads on one host) and
+    gives its last worker port to the autoscaler's metrics (see :meth:`RayPorts.head_env`).
+    """
     args = [
         "--block",
         "--disable-usage-stats",
@@ -52,7 +57,7 @@ def ray_start_arguments(ray: RayPorts, node_ip: str, *, leader: bool, head_addre
         f"--dashboard-agent-listen-port={ray.dashboard_agent_listen}",
         f"--metrics-export-port={ray.metrics_export}",
         f"--min-worker-port={ray.min_worker}",
-        f"--max-worker-port={ray.max_worker}",
+        f"--max-worker-port={ray.max_worker - 1 if leader else ray.max_worker}",
         f"--node-ip-address={node_ip}",
     ]
     if leader:
@@ -61,6 +66,7 @@ def ray_start_arguments(ray: RayPorts, node_ip: str, *, leader: bool, head_addre
             f"--port={ray.gcs}",
             f"--dashboard-host={node_ip}",
             f"--dashboard-port={ray.dashboard}",
+            f"--ray-client-server-port={ray.client}",
         ]
     return args + [f"--address={head_address}"]
 
@@ -267,6 +273,9 @@ class VLLMServer(InferenceServer):
                 break
         else:
             envs.append(ContainerEnv(name="RAY_LOG_TO_STDERR", value="1"))
+        assert ray is not None
+        present = {e.name for e in envs}
+        envs += [ContainerEnv(name=k, value=v) for k, v in ray.head_env().items() if k not in present]
         return Container(
             image=run.image,
             name=RAY_HEAD_CONTAINER,

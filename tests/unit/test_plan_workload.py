@@ -7,12 +7,13 @@ from berth.backends import PlanError
 from berth.deployers import INSTANCE_LABEL, MANAGED_LABEL
 from tests.support.specs import distributed, make_plan
 
-RAY_COMMON = [
+RAY_NODE = [
     "--block", "--disable-usage-stats", "--verbose",
     "--node-manager-port=41007", "--object-manager-port=41008", "--runtime-env-agent-port=41009",
     "--dashboard-agent-grpc-port=41004", "--dashboard-agent-listen-port=41005",
-    "--metrics-export-port=41006", "--min-worker-port=41010", "--max-worker-port=41999",
+    "--metrics-export-port=41006", "--min-worker-port=41010",
 ]
+RAY_COMMON = [*RAY_NODE, "--max-worker-port=41999"]
 
 
 def test_single_workload_shape():
@@ -86,16 +87,21 @@ def test_leader_has_ray_head_sidecar():
     assert head.name == "ray-head"
     assert head.execution.command == ["ray", "start"]
     assert head.execution.args == [
-        *RAY_COMMON, "--node-ip-address=10.0.0.1",
+        *RAY_NODE, "--max-worker-port=41998", "--node-ip-address=10.0.0.1",
         "--head", "--port=41000", "--dashboard-host=10.0.0.1", "--dashboard-port=41002",
+        "--ray-client-server-port=41001",
     ]
-    assert [p.internal for p in head.ports] == [41003, 41004, 41005, 41006, 41007, 41008, 41009, 41000, 41002]
+    assert [p.internal for p in head.ports] == [
+        41003, 41004, 41005, 41006, 41007, 41008, 41009, 41000, 41002, 41001, 41999,
+    ]
     assert head.mounts is run.mounts and head.resources is run.resources
     run_env = {e.name: e.value for e in run.envs}
     head_env = [(e.name, e.value) for e in head.envs]
     assert run_env["RAY_LOG_TO_STDERR"] == "0"
     assert ("RAY_LOG_TO_STDERR", "1") in head_env
-    assert [k for k, _ in head_env] == list(run_env)  # replaced in place, order kept
+    assert [k for k, _ in head_env] == [*run_env, "DASHBOARD_METRIC_PORT", "AUTOSCALER_METRIC_PORT"]
+    assert head_env[-2:] == [("DASHBOARD_METRIC_PORT", "41003"), ("AUTOSCALER_METRIC_PORT", "41999")]
+    assert "DASHBOARD_METRIC_PORT" not in run_env
     assert [p.internal for p in run.ports] == [40000, 40001, 40002]
     assert plan.ports.ray.gcs == 41000
 
