@@ -280,9 +280,9 @@ def scaling_run(service: VLLMService, servers: int, batch: int, params: dict[str
     urls = [e.base_url for e in service.endpoints][:servers]
     target = Target(f"{servers} server{'s' * (servers > 1)}", urls, TINY_MODEL, params, warm=8)
     roots = server_roots(service, servers)
-    before = tree_cpu_seconds(roots)
+    cpu_before, wall_before = tree_cpu_seconds(roots), time.perf_counter()
     chat = berth_chat(target, batch, repeats)
-    cores = (tree_cpu_seconds(roots) - before) / (chat.wall * repeats)
+    cores = (tree_cpu_seconds(roots) - cpu_before) / (time.perf_counter() - wall_before)
     results = [chat]
     sequential = max(1, batch // 4)  # one by one is slow: a quarter of the batch tells its rate
     for run, count in ((berth_generate, batch), (sdk_chat, sequential), (pool_chat, batch)):
@@ -307,7 +307,8 @@ def vllm_part(batch: int, max_tokens: int, repeats: int) -> None:
     print(f"two servers vs one (berth chat batch time): {ratio:.2f}x")
     if ratio > 0.75:
         print(f"  bounded by CPU: one server already kept {one.server_cores:.2f} of "
-              f"{os.cpu_count()} cores busy, so a second one on the same cores has little to add")
+              f"{os.cpu_count()} cores busy (its API process and its engine core), so a second "
+              "one oversubscribes the same cores instead of adding any")
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
