@@ -42,7 +42,8 @@ def _quoted(instance_id: str) -> str:
 
 
 def remote_run(api: WorkerAPI, spec: DeploymentSpec, wait: bool, timeout: float) -> None:
-    created = api.call("POST", "/v2/instances", spec.model_dump(mode="json", exclude_none=True))
+    # only what the spec file says: the worker fills in its own config (entrypoint, images...)
+    created = api.call("POST", "/v2/instances", spec.model_dump(mode="json", exclude_unset=True))
     instance_id = created["instance_id"]
     console.print(f"created {instance_id} on {api.url}")
     if not wait:

@@ -84,9 +84,16 @@ def admit_launcher(instance_id: str, request: LauncherRequest, settings: Setting
 
 
 def _merged_config(spec: DeploymentSpec, settings: Settings) -> BerthConfig:
-    """The worker's config, overridden by the fields the spec sets explicitly."""
+    """The worker's config, overridden by the fields the spec sets explicitly and may change."""
+    base = settings.to_berth_config()
     given = {name: getattr(spec.config, name) for name in spec.config.model_fields_set}
-    return settings.to_berth_config().model_copy(update=given)
+    for name, value in given.items():
+        if name not in settings.spec_overrides and value != getattr(base, name):
+            raise InvalidRequest(
+                f"config.{name}: this worker sets it and a request may not change it (it decides what "
+                f"runs and as whom); leave it out, or allow it on the worker with BERTH_SPEC_OVERRIDES={name}"
+            )
+    return base.model_copy(update=given)
 
 
 def _spec_ports(spec: DeploymentSpec, distributed: bool, ports: PortAllocator, held: Holdings) -> list[int]:

@@ -148,6 +148,12 @@ class Settings(BaseSettings):
         description="Env var names instances may set although they can inject code "
         "(LD_PRELOAD, LD_LIBRARY_PATH, PYTHONPATH...); comma-separated.",
     )
+    spec_overrides: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["ray_port_range", "ray_head_port", "shm_size_gib"],
+        description="Fields of a spec's config that a request to /v2/instances may set to other values "
+        "than this worker's; the others (entrypoint, images, cache_dir, data_dir, runtime_uid, "
+        "runtime_gid) decide what runs and as whom. Comma-separated.",
+    )
     stop_timeout: float = Field(default=10.0, ge=0, description="Grace period (s) before a stop kills.")
     poll_interval: float = Field(default=1.0, gt=0, description="Seconds between status and readiness checks.")
     probe_timeout: float = Field(default=2.0, gt=0, description="Timeout (s) of one readiness request.")
@@ -181,10 +187,18 @@ class Settings(BaseSettings):
         parse_port_range(value)
         return value
 
-    @field_validator("allowed_env", mode="before")
+    @field_validator("allowed_env", "spec_overrides", mode="before")
     @classmethod
     def _names(cls, value: object) -> object:
         return _split_names(value)
+
+    @field_validator("spec_overrides")
+    @classmethod
+    def _config_fields(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(BerthConfig.model_fields))
+        if unknown:
+            raise ValueError(f"{unknown} are not config fields; choose from {sorted(BerthConfig.model_fields)}")
+        return value
 
     @model_validator(mode="after")
     def _token_from_file(self) -> Settings:

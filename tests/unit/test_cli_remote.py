@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.unit.test_cli_local import free_port, write_spec
+from tests.unit.test_cli_local import FAKE, free_port, write_spec
 
 
 def berth(env, *args, timeout=90):
@@ -23,10 +23,12 @@ def berth(env, *args, timeout=90):
 def worker(tmp_path):
     port = free_port()
     env = {**os.environ, "BERTH_DATA_DIR": str(tmp_path / "cli-data")}
+    # the worker decides what runs: a spec may only repeat its entrypoint (see spec_overrides)
+    serve_env = {**env, "BERTH_ENTRYPOINT": json.dumps([sys.executable, FAKE])}
     proc = subprocess.Popen(
         [sys.executable, "-m", "berth", "serve", "--port", str(port), "--data-dir", str(tmp_path / "worker"),
          "--deployer", "process"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        env=serve_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
