@@ -1,0 +1,163 @@
+"""A real ``berth serve`` for the hardening suites, and what they check after each fault: no
+process, listening port or file descriptor left behind, read from ``/proc``.
+
+The worker runs in a session of its own with the process deployer and the fast vLLM stand-in as
+its entrypoint; :meth:`ServeProcess.kill9` kills the worker alone (its instances live on, as
+they would on a node), :meth:`ServeProcess.start` brings it back over the same data dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from berth.deployers._process_proc import mentioning
+from tests.hardening._fixtures import FAKE_ENTRYPOINT
+
+__all__ = ["ServeProcess", "fd_count", "free_port", "kill_strays", "listening_ports", "rss_kib", "stray_processes"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def listening_ports(low: int, high: int) -> set[int]:
+    """TCP ports in ``low..high`` that something on this machine listens on (IPv4 and IPv6)."""
+    found: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            port = int(fields[1].rsplit(":", 1)[1], 16)
+            if fields[3] == "0A" and low <= port <= high:  # 0A: LISTEN
+                found.add(port)
+    return found
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def stray_processes(data_dir: Path, *, exclude: set[int] | None = None) -> set[int]:
+    """Live processes started for this data dir (instances, their shims), the worker excluded."""
+    return {pid for pid in mentioning(str(data_dir.resolve())) if pid not in (exclude or set())
+            and not _is_zombie(pid)}
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+class ServeProcess:
+    """One ``berth serve`` over ``data_dir``; its output goes to ``log``."""
+
+    def __init__(self, root: Path, ports: str, extra_env: dict[str, str] | None = None,
+                 token: str | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = root / "data"
+        self.log = root / "serve.log"
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        self.env = {**inherited, "BERTH_DATA_DIR": str(self.data_dir), "BERTH_DEPLOYER": "process",
+                    "BERTH_ENTRYPOINT": json.dumps(FAKE_ENTRYPOINT), "BERTH_POLL_INTERVAL": "0.1",
+                    "BERTH_STOP_TIMEOUT": "5", "BERTH_INSTANCE_PORT_RANGE": ports, "BERTH_LOG_LEVEL": "debug",
+                    **(extra_env or {})}
+        if token:
+            self.env["BERTH_API_TOKEN"] = token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.url, trust_env=False, timeout=30, headers=headers)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 60.0) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "berth", "serve", "--port", str(self.port)],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if self.http.get("/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError("berth serve did not answer /health:\n" + self.log.read_text())
+
+    def kill9(self) -> None:
+        """SIGKILL the worker process alone; its instances are in sessions of their own."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+    def close(self) -> None:
+        """Delete every instance, stop the worker, kill anything left (and say so)."""
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.http.delete("/v2/vllm/instances")
+        except httpx.HTTPError:
+            pass
+        self.stop()
+        self.http.close()
+
+    def get(self, instance_id: str) -> dict[str, Any]:
+        return self.http.get(f"/v2/vllm/instances/{instance_id}").json()
+
+    def wait_state(self, instance_id: str, state: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            body = self.get(instance_id)
+            if body.get("state") == state and all(body.get(k) == v for k, v in fields.items()):
+                return body
+            time.sleep(0.1)
+        raise AssertionError(f"{instance_id} never reached {state} {fields}: {body}\n{self.log.read_text()[-4000:]}")
+
+
+def kill_strays(data_dir: Path) -> set[int]:
+    """Last resort after a failed test: SIGKILL what is left, return what was."""
+    left = stray_processes(data_dir)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
