@@ -265,13 +265,13 @@ class ScalingRun:
     server_cores: float
 
 
-def tiny_service() -> VLLMService:
+def tiny_service(deployer: str) -> VLLMService:
     from berth.testing import tiny_model_path
 
     llm = LLMConfig(model_name=str(tiny_model_path()), served_model_name=TINY_MODEL,
                     enforce_eager=True, max_model_len=512)
     serve = ServeConfig(num_servers=2, env={"VLLM_CPU_KVCACHE_SPACE": "1"},
-                        startup_timeout=600, client_timeout=600)
+                        startup_timeout=600, client_timeout=600, deployer=deployer)
     return VLLMService(llm, serve)
 
 
@@ -291,13 +291,14 @@ def scaling_run(service: VLLMService, servers: int, batch: int, params: dict[str
     return ScalingRun(servers, results, chat, cores)
 
 
-def vllm_part(batch: int, max_tokens: int, repeats: int) -> None:
+def vllm_part(batch: int, max_tokens: int, repeats: int, deployer: str) -> None:
     """The clients against one, then two, tiny vLLM servers (the same two servers)."""
     params = {"max_tokens": max_tokens, "ignore_eos": True, "temperature": 0.8, "seed": 0}
     started = time.perf_counter()
-    with tiny_service() as service:
+    with tiny_service(deployer) as service:
         print(f"\n(two tiny servers ready in {time.perf_counter() - started:.0f} s; "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)", flush=True)
+              f"{deployer} deployer; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
+              "cores)", flush=True)
         one, two = (scaling_run(service, n, batch, params, repeats) for n in (1, 2))
     print_table(f"against tiny vLLM servers ({batch} requests x {max_tokens} tokens, best of "
                 f"{repeats})", one.results + two.results)
@@ -306,9 +307,10 @@ def vllm_part(batch: int, max_tokens: int, repeats: int) -> None:
     ratio = two.berth_chat.wall / one.berth_chat.wall
     print(f"two servers vs one (berth chat batch time): {ratio:.2f}x")
     if ratio > 0.75:
-        print(f"  bounded by CPU: one server already kept {one.server_cores:.2f} of "
-              f"{os.cpu_count()} cores busy (its API process and its engine core), so a second "
-              "one oversubscribes the same cores instead of adding any")
+        print(f"  not met here: both CPU servers share the same {os.cpu_count()} cores (load "
+              f"average {os.getloadavg()[0]:.1f}), and vLLM's CPU backend binds each server's "
+              "OpenMP threads to the same cores (auto binding), so a second server competes "
+              "with the first instead of adding capacity; GPU servers each get their own GPU")
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -322,11 +324,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=64, help="vLLM part: requests per batch")
     parser.add_argument("--max-tokens", type=int, default=32, help="vLLM part: tokens per answer")
     parser.add_argument("--repeats", type=int, default=2, help="vLLM part: best of N runs")
+    parser.add_argument("--deployer", default="auto", choices=["auto", "launcher", "process"],
+                        help="vLLM part: how the servers run (ServeConfig.deployer)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     results = stub_part(args.scale)
     if not args.stub_only:
-        vllm_part(args.batch, args.max_tokens, args.repeats)
+        vllm_part(args.batch, args.max_tokens, args.repeats, args.deployer)
     print()
     stub_ratios(results)
 
