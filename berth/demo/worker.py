@@ -49,13 +49,13 @@ class LocalWorker:
 
     data_dir: Path
     port: int
-    deployer: str = "process"
+    deployer: str = "launcher"
     pid: int | None = None
     owns_data_dir: bool = True
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @classmethod
-    def create(cls, port: int | None = None, deployer: str = "process") -> LocalWorker:
+    def create(cls, port: int | None = None, deployer: str = "launcher") -> LocalWorker:
         """A worker (not started yet) with a fresh temporary data directory."""
         data_dir = Path(tempfile.mkdtemp(prefix="berth-demo-"))
         return cls(data_dir=data_dir, port=port or free_port(), deployer=deployer)
@@ -157,7 +157,7 @@ class LocalWorker:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> LocalWorker:
         return cls(data_dir=Path(state["data_dir"]), port=int(state["port"]),
-                   deployer=str(state.get("deployer", "process")), pid=state.get("pid"))
+                   deployer=str(state.get("deployer", "launcher")), pid=state.get("pid"))
 
     def is_ours(self) -> bool:
         """Whether ``pid`` still is this worker (and not a process that reused its id)."""
