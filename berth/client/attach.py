@@ -22,15 +22,23 @@ __all__ = ["base_url_from_instance", "instance_base_url"]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def instance_base_url(worker_url: str, instance_id: str | int, timeout: float = 10.0) -> str:
-    """The OpenAI-compatible base URL of instance ``instance_id`` managed by the worker."""
+def instance_base_url(worker_url: str, instance_id: str | int, timeout: float = 10.0,
+                      token: str | None = None) -> str:
+    """The OpenAI-compatible base URL of instance ``instance_id`` managed by the worker.
+
+    ``token`` is the worker's API token, sent as ``Authorization: Bearer`` (never shown).
+    """
     url = f"{normalize_base_url(worker_url)}/v2/instances/{urllib.parse.quote(str(instance_id))}"
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with _OPENER.open(url, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             body = json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        raise ClientError(f"GET {url} answered HTTP {exc.code}; is {instance_id!r} an instance "
-                          "of that worker?") from exc
+        hint = ("pass the worker's token (token=...)" if exc.code == 401
+                else f"is {instance_id!r} an instance of that worker?")
+        raise ClientError(f"GET {url} answered HTTP {exc.code}; {hint}") from exc
     except (OSError, ValueError) as exc:
         raise ServerUnavailable(f"GET {url} failed: {exc}; is the worker running?") from exc
     return base_url_from_instance(body, url)

@@ -60,9 +60,10 @@ class VLLMService(BatchSender):
     @classmethod
     def from_worker(cls, worker_url: str, instance_ids: Sequence[str | int],
                     serve_config: ServeConfig | Mapping[str, Any] | None = None,
-                    **options: Any) -> VLLMService:
-        """A service over instances a berth worker manages, found by instance id."""
-        urls = [instance_base_url(worker_url, i) for i in instance_ids]
+                    *, worker_token: str | None = None, **options: Any) -> VLLMService:
+        """A service over instances a berth worker manages, found by instance id
+        (``worker_token``: the worker API's bearer token, when it has one)."""
+        urls = [instance_base_url(worker_url, i, token=worker_token) for i in instance_ids]
         return cls(serve_config=serve_config, attach=urls, **options)
 
     def __repr__(self) -> str:

@@ -128,6 +128,11 @@ class _Worker(BaseHTTPRequestHandler):
     instances: dict[str, dict[str, str]] = {}
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.headers.get("Authorization") != "Bearer w-token":
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = self.instances.get(self.path.rsplit("/", 1)[-1])
         payload = json.dumps(body or {"detail": "not found"}).encode()
         self.send_response(200 if body else 404)
@@ -154,12 +159,14 @@ def worker(two_stubs):
 
 
 def test_attach_to_worker_instances_by_id(worker, two_stubs):
-    assert instance_base_url(worker, "a") == two_stubs[0].base_url
-    with VLLMService.from_worker(worker, ["a", "b"]) as service:
+    assert instance_base_url(worker, "a", token="w-token") == two_stubs[0].base_url
+    with pytest.raises(ClientError, match="HTTP 401; pass the worker's token"):
+        instance_base_url(worker, "a")
+    with VLLMService.from_worker(worker, ["a", "b"], worker_token="w-token") as service:
         assert service.generate(["x", "y"]) == [["x"], ["y"]]
         assert [e.base_url for e in service.endpoints] == [s.base_url for s in two_stubs]
     with pytest.raises(ClientError, match="HTTP 404"):
-        instance_base_url(worker, "zzz")
+        instance_base_url(worker, "zzz", token="w-token")
 
 
 def test_instance_without_address_is_a_clear_error():
