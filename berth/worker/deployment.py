@@ -7,6 +7,7 @@ others'. Deployer errors become worker errors with the right HTTP status.
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -24,6 +25,7 @@ from berth.worker.lifecycle import OWNER_LABEL, served_names
 __all__ = ["create_workload", "plan_instance", "plan_endpoints", "plan_ports"]
 
 logger = logging.getLogger(__name__)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def plan_instance(spec: DeploymentSpec, owner: str) -> ServePlan:
@@ -63,6 +65,9 @@ def _translate(exc: Exception, deployer: str) -> WorkerError:
         return DeployerDown(f"the {deployer} deployer is unavailable: {exc}")
     if isinstance(exc, DeployerError):
         return DeployFailed(f"the {deployer} deployer failed to create the instance: {exc}")
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+        return DeployerDown(f"the {deployer} deployer cannot write its files: {exc.strerror}; "
+                            "free space under the worker's data_dir and retry")
     logger.error("unexpected error from the %s deployer", deployer, exc_info=exc)
     return DeployFailed(f"the {deployer} deployer failed: {type(exc).__name__}: {exc}")
 
