@@ -20,9 +20,10 @@ FIELD_DETAIL = re.compile(
 _TRACEBACK = re.compile(rb"Traceback \(most recent call last\)|File \"[^\"]+\", line \d+")
 
 
-def problem(status: int, content_type: str, body: bytes) -> str | None:
-    """Why an answer breaks the rules, or None when it is clean."""
-    if status >= 500:
+def problem(status: int, content_type: str, body: bytes, *, unavailable_ok: bool = False) -> str | None:
+    """Why an answer breaks the rules, or None when it is clean (with ``unavailable_ok``, a 503
+    saying what is unavailable is clean too: the answer to a fault the client cannot fix)."""
+    if status >= 500 and not (unavailable_ok and status == 503):
         return f"server error {status}: {body[:300]!r}"
     if _TRACEBACK.search(body):
         return f"traceback in a {status} answer: {body[:300]!r}"
@@ -41,6 +42,6 @@ def problem(status: int, content_type: str, body: bytes) -> str | None:
     return None
 
 
-def assert_clean_answer(status: int, content_type: str, body: bytes) -> None:
-    found = problem(status, content_type, body)
+def assert_clean_answer(status: int, content_type: str, body: bytes, *, unavailable_ok: bool = False) -> None:
+    found = problem(status, content_type, body, unavailable_ok=unavailable_ok)
     assert found is None, found

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,9 +22,15 @@ from typing import Any
 import httpx
 
 from berth.deployers._process_proc import mentioning
-from tests.hardening._fixtures import FAKE_ENTRYPOINT
 
-__all__ = ["ServeProcess", "fd_count", "free_port", "kill_strays", "listening_ports", "rss_kib", "stray_processes"]
+
+#: The stand-in with fault options (``--ignore-term``); what every ServeProcess runs as vLLM.
+STAND_IN = [sys.executable, str(Path(__file__).with_name("_stand_in.py"))]
+
+__all__ = [
+    "STAND_IN", "ServeProcess", "fd_count", "free_block", "free_port", "kill_strays", "listening_ports",
+    "listening_ports_of", "rss_kib", "stray_processes",
+]
 
 
 def free_port() -> int:
@@ -32,9 +39,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def listening_ports(low: int, high: int) -> set[int]:
-    """TCP ports in ``low..high`` that something on this machine listens on (IPv4 and IPv6)."""
-    found: set[int] = set()
+def _listening() -> list[tuple[int, str]]:
+    """(port, socket inode) of every listening TCP socket (IPv4 and IPv6)."""
+    found = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -42,10 +49,44 @@ def listening_ports(low: int, high: int) -> set[int]:
             continue
         for line in lines:
             fields = line.split()
-            port = int(fields[1].rsplit(":", 1)[1], 16)
-            if fields[3] == "0A" and low <= port <= high:  # 0A: LISTEN
-                found.add(port)
+            if fields[3] == "0A":  # LISTEN
+                found.append((int(fields[1].rsplit(":", 1)[1], 16), fields[9]))
     return found
+
+
+def listening_ports(low: int, high: int) -> set[int]:
+    """Ports in ``low..high`` that something on this machine listens on."""
+    return {port for port, _ in _listening() if low <= port <= high}
+
+
+def listening_ports_of(pids: set[int]) -> set[int]:
+    """Ports the processes ``pids`` listen on (by the socket inodes among their fds)."""
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            names = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for name in names:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{name}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    return {port for port, inode in _listening() if inode in inodes}
+
+
+def free_block(size: int = 50) -> tuple[int, int]:
+    """A random block of ``size`` ports in 47000-59999 that nothing listens on: test runs of
+    several engineers on one machine do not share ports."""
+    busy = {port for port, _ in _listening()}
+    starts = list(range(47000, 60000 - size, size))
+    random.shuffle(starts)
+    for start in starts:
+        if not busy & set(range(start, start + size)):
+            return start, start + size - 1
+    raise RuntimeError("no free block of ports")
 
 
 def fd_count(pid: int) -> int:
@@ -75,15 +116,16 @@ def _is_zombie(pid: int) -> bool:
 class ServeProcess:
     """One ``berth serve`` over ``data_dir``; its output goes to ``log``."""
 
-    def __init__(self, root: Path, ports: str, extra_env: dict[str, str] | None = None,
-                 token: str | None = None) -> None:
+    def __init__(self, root: Path, extra_env: dict[str, str] | None = None, token: str | None = None) -> None:
+        self.ports = free_block()
+        ports = f"{self.ports[0]}-{self.ports[1]}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = root / "data"
         self.log = root / "serve.log"
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
         self.env = {**inherited, "BERTH_DATA_DIR": str(self.data_dir), "BERTH_DEPLOYER": "process",
-                    "BERTH_ENTRYPOINT": json.dumps(FAKE_ENTRYPOINT), "BERTH_POLL_INTERVAL": "0.1",
+                    "BERTH_ENTRYPOINT": json.dumps(STAND_IN), "BERTH_POLL_INTERVAL": "0.1",
                     "BERTH_STOP_TIMEOUT": "5", "BERTH_INSTANCE_PORT_RANGE": ports, "BERTH_LOG_LEVEL": "debug",
                     **(extra_env or {})}
         if token:
@@ -91,6 +133,8 @@ class ServeProcess:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.url, trust_env=False, timeout=30, headers=headers)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.leftovers: set[int] = set()
+        self.leftover_ports: set[int] = set()
 
     @property
     def pid(self) -> int:
@@ -128,8 +172,9 @@ class ServeProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
 
-    def close(self) -> None:
-        """Delete every instance, stop the worker, kill anything left (and say so)."""
+    def close(self) -> set[int]:
+        """Delete every instance, stop the worker, SIGKILL anything left; returns what was left
+        (tests assert it is empty, after the cleanup has happened either way)."""
         try:
             if self.proc is not None and self.proc.poll() is None:
                 self.http.delete("/v2/vllm/instances")
@@ -137,6 +182,10 @@ class ServeProcess:
             pass
         self.stop()
         self.http.close()
+        left = stray_processes(self.data_dir)
+        self.leftover_ports = listening_ports_of(left)
+        self.leftovers = kill_strays(self.data_dir)
+        return self.leftovers
 
     def get(self, instance_id: str) -> dict[str, Any]:
         return self.http.get(f"/v2/vllm/instances/{instance_id}").json()

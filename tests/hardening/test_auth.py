@@ -18,7 +18,7 @@ from berth.deployers.memory import MemoryDeployer
 from berth.worker import _middleware
 from tests.hardening._answers import assert_clean_answer
 from tests.hardening._fixtures import in_process
-from tests.hardening._serve import ServeProcess, kill_strays
+from tests.hardening._serve import ServeProcess
 
 TOKEN = "berth-TOKEN-planted-0123456789abcdef"
 WRONG = [
@@ -112,7 +112,7 @@ def test_token_file(tmp_path):
 
 
 def test_served_worker_never_logs_or_passes_on_the_token(tmp_path):
-    serve = ServeProcess(tmp_path, "46350-46369", token=TOKEN)
+    serve = ServeProcess(tmp_path, token=TOKEN)
     serve.start()
     try:
         assert serve.http.get("/v2/vllm/instances", headers={"Authorization": f"Bearer {TOKEN}x"}).status_code == 401
@@ -124,7 +124,7 @@ def test_served_worker_never_logs_or_passes_on_the_token(tmp_path):
         assert TOKEN.encode() not in serve.http.get("/v2/vllm/instances/auth-1/log").content
     finally:
         serve.close()
-    assert kill_strays(serve.data_dir) == set()
+    assert serve.leftovers == set() and serve.leftover_ports == set()
     log = serve.log.read_text()
     assert "auth on" in log and "DEBUG" in log
     assert TOKEN not in log and TOKEN[:-1] not in log

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from berth.cli import app
 from tests.hardening._fixtures import FAKE_ENTRYPOINT, spec_body
-from tests.hardening._serve import ServeProcess, kill_strays
+from tests.hardening._serve import ServeProcess
 
 HF_TOKEN = "hf_PLANTEDsecretToken0123456789abc"
 API_KEY = "sk-PLANTED-api-key-9876543210zyx"
@@ -39,12 +39,11 @@ def found_in(text: str | bytes) -> list[str]:
 
 @pytest.fixture
 def worker(tmp_path):
-    serve = ServeProcess(tmp_path, "46300-46349", {"BERTH_RESTART_POLICY": "on-failure",
-                                                   "BERTH_RESTART_BACKOFF": "0.2", "BERTH_MAX_RESTARTS": "1"})
+    serve = ServeProcess(tmp_path, {"BERTH_RESTART_POLICY": "on-failure", "BERTH_RESTART_BACKOFF": "0.2",
+                                    "BERTH_MAX_RESTARTS": "1"})
     serve.start()
     yield serve
-    serve.close()
-    assert kill_strays(serve.data_dir) == set()
+    assert serve.close() == set()
 
 
 def _plant(worker: ServeProcess, answers: list[bytes]) -> None:
