@@ -22,7 +22,7 @@ from berth.schemas import DeploymentSpec
 from berth.schemas.workload import WorkloadState, WorkloadStatus
 from berth.worker._context import WorkerContext
 from berth.worker.deployment import create_workload, plan_instance
-from berth.worker.errors import WorkerError
+from berth.worker.errors import RegistryUnavailable, WorkerError
 from berth.worker.lifecycle import backoff_delay, created_changes, observed_changes, restart_due
 from berth.worker.readiness import Readiness
 from berth.worker.registry import InstanceRecord
@@ -129,6 +129,8 @@ class Watcher:
     def _guarded(self, instance_id: str, job: Callable[[str], None]) -> None:
         try:
             job(instance_id)
+        except RegistryUnavailable as exc:  # locked or full: one line, the next tick retries
+            logger.warning("instance %s: %s; will retry", instance_id, exc)
         except Exception:  # noqa: BLE001
             logger.exception("checking instance %s failed", instance_id)
         finally:

@@ -134,7 +134,8 @@ class Registry:
     def __init__(self, data_dir: str | os.PathLike[str], *, retention: int = 10000) -> None:
         self.path = Path(data_dir) / REGISTRY_FILE
         self.retention = retention
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # writers, and the connection
+        self._cache_lock = threading.Lock()  # the in-memory copy: reads never wait on the file
         self._conn: sqlite3.Connection | None = None
         self._cache: dict[str, InstanceRecord] = {}
         self._revision = 0
@@ -191,16 +192,16 @@ class Registry:
     # -- reads -------------------------------------------------------------------------------
 
     def get(self, instance_id: str) -> InstanceRecord | None:
-        with self._lock:
+        with self._cache_lock:
             return self._cache.get(instance_id)
 
     def all(self) -> list[InstanceRecord]:
-        with self._lock:
+        with self._cache_lock:
             return list(self._cache.values())
 
     @property
     def revision(self) -> int:
-        with self._lock:
+        with self._cache_lock:
             return self._revision
 
     def oldest_revision(self) -> int:
@@ -253,8 +254,9 @@ class Registry:
             with self._transaction() as conn:
                 record = replace(record, revision=self._event(conn, "deleted", record), updated_at=time.time())
                 conn.execute("DELETE FROM instances WHERE id = ?", (instance_id,))
-            self._cache.pop(instance_id, None)
-            self._revision = record.revision
+            with self._cache_lock:
+                self._cache.pop(instance_id, None)
+                self._revision = record.revision
             self._maybe_trim()
             return record
 
@@ -268,8 +270,9 @@ class Registry:
         return revision
 
     def _commit(self, record: InstanceRecord) -> InstanceRecord:
-        self._cache[record.id] = record
-        self._revision = record.revision
+        with self._cache_lock:
+            self._cache[record.id] = record
+            self._revision = record.revision
         self._maybe_trim()
         return record
 

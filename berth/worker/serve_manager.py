@@ -21,14 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from berth.backends import ServePlan
-from berth.deployers.base import RUN_CONTAINER, Deployer, DeployerError, WorkloadNotFound
+from berth.deployers.base import RUN_CONTAINER, Deployer, DeployerError, DeployerUnavailable, WorkloadNotFound
 from berth.schemas import DeploymentSpec, LogChunk
 from berth.worker._context import WorkerContext
 from berth.worker._watcher import Watcher
 from berth.worker.admission import Admitted, Holdings, admit_launcher, admit_spec
 from berth.worker.deployer_factory import open_deployer
 from berth.worker.deployment import create_workload, plan_endpoints, plan_instance, plan_ports
-from berth.worker.errors import DeployFailed, InstanceConflict, InstanceNotFound, WorkerError
+from berth.worker.errors import DeployerDown, DeployFailed, InstanceConflict, InstanceNotFound, WorkerError
 from berth.worker.launcher_spec import LauncherRequest
 from berth.worker.lifecycle import check_instance_id, created_changes, owner_value
 from berth.worker.metrics import WorkerMetrics
@@ -44,6 +44,11 @@ __all__ = ["ServeManager"]
 logger = logging.getLogger(__name__)
 
 Admit = Callable[[Holdings], Admitted]
+
+
+def _failure(exc: DeployerError) -> type[WorkerError]:
+    """503 while the deployer's engine cannot be reached (retry later), else 500."""
+    return DeployerDown if isinstance(exc, DeployerUnavailable) else DeployFailed
 
 
 class ServeManager:
@@ -160,7 +165,7 @@ class ServeManager:
         except WorkloadNotFound:
             return LogChunk(data=b"", start=start, total=0)
         except DeployerError as exc:
-            raise DeployFailed(f"cannot read the log of {record.id!r}: {exc}") from exc
+            raise _failure(exc)(f"cannot read the log of {record.id!r}: {exc}") from exc
 
     def log_size(self, instance_id: str, *, container: str = RUN_CONTAINER) -> int:
         return self.logs(instance_id, 0, 0, container=container).total
@@ -243,7 +248,7 @@ class ServeManager:
                 status = self.ctx.deployer.delete(record.workload, timeout=self.settings.stop_timeout)
             except DeployerError as exc:
                 self.ctx.registry.update(instance_id, state=record.state, reason=f"stop failed: {exc}")
-                raise DeployFailed(f"cannot stop instance {instance_id!r}: {exc}") from exc
+                raise _failure(exc)(f"cannot stop instance {instance_id!r}: {exc}") from exc
             final = self.ctx.registry.remove(instance_id) or record
         exit_code = status.exit_code if status is not None else final.exit_code
         logger.info("instance %s deleted", instance_id)
