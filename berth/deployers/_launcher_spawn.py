@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from berth.deployers import _launcher_daemon, _launcher_protocol as proto
+from berth.deployers import _launcher_records as rec
 from berth.deployers.base import DeployerError, DeployerUnavailable
 
 #: The daemon script, run by path (see :mod:`berth.deployers._launcher_daemon`).
@@ -108,16 +110,23 @@ class DaemonHandle:
         )
 
     def shutdown(self, timeout: float = 10.0) -> bool:
-        """Stop every instance and the daemon; wait for it to exit. ``False`` if none ran."""
+        """Stop every instance and the daemon; wait for it to exit. ``False`` if none ran.
+
+        A daemon that does not answer (hung, or too busy under load) is not trusted to stop
+        itself: its process group and its instances' groups are signalled directly.
+        """
         info = self.ping()
-        if info is None:
+        pids = [int(info["pid"])] if info else _daemon_pids(self.state_dir)
+        if not pids:
             self._reap()
             return False
-        try:
-            self.call("shutdown", timeout=timeout)
-        except (OSError, proto.ProtocolError):
-            pass
-        _wait_gone(int(info["pid"]), timeout + 10.0)
+        if info is not None:
+            try:
+                self.call("shutdown", timeout=timeout)
+            except (OSError, proto.ProtocolError):
+                pass
+            _wait_gone(pids[0], timeout + 10.0)
+        _kill_leftovers(self.state_dir, pids, timeout)
         self._reap()
         return True
 
@@ -136,6 +145,42 @@ class DaemonHandle:
                 return fh.read().decode("utf-8", "replace")
         except OSError:
             return "(no daemon log)"
+
+
+def _daemon_pids(state_dir: str) -> list[int]:
+    """Daemons serving ``state_dir``, found by their command line (when none answers)."""
+    wanted = [os.fsencode(DAEMON_PATH), os.fsencode(state_dir)]
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if all(part in argv for part in wanted):
+            found.append(int(entry))
+    return found
+
+
+def _kill_leftovers(state_dir: str, daemon_pids: list[int], timeout: float) -> None:
+    """SIGTERM, then SIGKILL, the daemon's group and every recorded instance group still alive."""
+    groups = list(daemon_pids) + [r.pid for r in rec.list_records(state_dir) if r.alive and r.pid]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [g for g in groups if _signal_group(g, sig)]
+        if not alive:
+            return
+        for pid in alive:
+            _wait_gone(pid, timeout if sig == signal.SIGTERM else 5.0)
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _wait_gone(pid: int, timeout: float) -> None:
