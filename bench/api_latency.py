@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from berth.deployers._logfile import read_range
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import LogChunk, WorkloadState
 from berth.testing import free_port
@@ -46,14 +47,7 @@ class FileLogDeployer(MemoryDeployer):
 
     def logs(self, name, *, container="default", start=0, end=None) -> LogChunk:  # type: ignore[override]
         self.get(name)
-        fd = os.open(self.log_path(name), os.O_RDONLY | os.O_CREAT, 0o600)
-        try:
-            total = os.fstat(fd).st_size
-            stop = total if end is None else min(total, end + 1)
-            data = os.pread(fd, stop - start, start) if start < stop else b""
-        finally:
-            os.close(fd)
-        return LogChunk(data=data, start=start, total=total)
+        return read_range(str(self.log_path(name)), start, end)
 
 
 def write_log(path: Path, size: int, dense: bool) -> None:

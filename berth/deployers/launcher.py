@@ -40,6 +40,7 @@ from berth.deployers._launcher_daemon import LOGS_DIR
 from berth.deployers._launcher_plan import instance_request
 from berth.deployers._launcher_spawn import DaemonHandle
 from berth.deployers._launcher_status import workload_status
+from berth.deployers._logfile import read_range, read_tail
 from berth.deployers.base import (
     MANAGED_LABEL,
     RUN_CONTAINER,
@@ -253,30 +254,6 @@ class LauncherDeployer(Deployer):
         return os.path.join(self.run_dir, LOGS_DIR, f"{name}.log")
 
 
-def read_range(path: str, start: int, end: int | None) -> LogChunk:
-    """Bytes ``start..end`` (inclusive) of the file at ``path`` with one ``pread``."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return LogChunk(data=b"", start=start, total=0)
-    try:
-        total = os.fstat(fd).st_size
-        stop = total if end is None else min(total, end + 1)
-        data = os.pread(fd, stop - start, start) if start < stop else b""
-    finally:
-        os.close(fd)
-    return LogChunk(data=data, start=start, total=total)
-
-
-def read_tail(path: str, size: int) -> str:
-    """The last ``size`` bytes of the file at ``path``, decoded leniently ("" if absent)."""
-    try:
-        total = os.stat(path).st_size
-    except OSError:
-        return ""
-    return read_range(path, max(0, total - size), None).data.decode("utf-8", "replace")
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -294,4 +271,4 @@ def _unlink(path: str) -> None:
         pass
 
 
-__all__ = ["LauncherDeployer", "default_run_dir", "read_range", "read_tail", "vllm_missing"]
+__all__ = ["LauncherDeployer", "default_run_dir", "vllm_missing"]

@@ -51,6 +51,7 @@ from berth.deployers._process_state import (
 )
 from berth.deployers._process_status import container_status
 from berth.deployers._process_stop import Target, stop_targets
+from berth.deployers._logfile import read_range
 from berth.deployers.base import (
     MANAGED_LABEL,
     RUN_CONTAINER,
@@ -223,15 +224,7 @@ class ProcessDeployer(Deployer):
     ) -> LogChunk:
         if start < 0 or (end is not None and end < start - 1):
             raise ValueError(f"bad log range start={start} end={end}; need 0 <= start and end >= start")
-        path = self._log_file(name, container)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            total = os.fstat(fd).st_size
-            stop = total if end is None else min(total, end + 1)
-            data = os.pread(fd, stop - start, start) if start < stop else b""
-        finally:
-            os.close(fd)
-        return LogChunk(data=data, start=start, total=total)
+        return read_range(self._log_file(name, container), start, end, missing_ok=False)
 
     def _log_file(self, name: str, container: str) -> str:
         workload_dir = self._dir(name)

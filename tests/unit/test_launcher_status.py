@@ -11,7 +11,8 @@ from berth.deployers import _launcher_records as rec
 from berth.deployers._launcher_spawn import DaemonHandle
 from berth.deployers._launcher_status import record_state, with_tail, workload_status
 from berth.deployers.base import DeployerError, DeployerUnavailable
-from berth.deployers.launcher import LauncherDeployer, read_range, read_tail, vllm_missing
+from berth.deployers._logfile import read_range, read_tail
+from berth.deployers.launcher import LauncherDeployer, vllm_missing
 from berth.schemas.workload import WorkloadState
 
 
