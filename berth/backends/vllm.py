@@ -214,6 +214,9 @@ class VLLMServer(InferenceServer):
             name=meta.name,
             labels={MANAGED_LABEL: "true", INSTANCE_LABEL: meta.name},
             host_network=True,
+            # vLLM's ray.init() in the run container finds the head's raylet among the processes
+            # it can see: a Ray leader's containers share one PID namespace.
+            pid_shared=executor == "ray" and meta.leader,
             shm_size=int(self.config.shm_size_gib * (1 << 30)),
             containers=containers,
             run_as_user=self.config.runtime_uid,

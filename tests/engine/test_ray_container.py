@@ -171,20 +171,6 @@ def container_processes(deployer: Deployer, plan: ServePlan) -> set[int]:
 
 # -- the plans -------------------------------------------------------------------------------
 
-PID_GAP = (
-    "planner gap: the leader's WorkloadPlan keeps pid_shared=False, but a Ray driver in the run "
-    "container (vLLM's ray.init) finds its node's raylet by scanning processes, so it cannot see "
-    "the ray-head sidecar's raylet and fails with 'No node info found'; plan pid_shared=True"
-)
-
-
-def sharing_pids(instance: Instance) -> Instance:
-    """The leader's containers in one PID namespace, as long as the planner does not say so
-    itself (:data:`PID_GAP`; ``test_leader_plan_shares_one_pid_namespace`` tracks it)."""
-    instance.leader.workload.pid_shared = True
-    return instance
-
-
 @pytest.fixture(scope="module")
 def ray_image() -> str:
     require_ray_image()
@@ -219,14 +205,15 @@ def unique(stem: str) -> str:
 # -- tests -------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=PID_GAP)
 def test_leader_plan_shares_one_pid_namespace() -> None:
+    """vLLM's ray.init() in the run container must see the ray-head sidecar's raylet."""
     model = Model(path="/models/org/m", image=IMAGE, gpus=False)
-    assert make_instance(unique("pid"), set(), model).leader.workload.pid_shared
+    instance = make_instance(unique("pid"), set(), model)
+    assert instance.leader.workload.pid_shared and not instance.follower.workload.pid_shared
 
 
 def test_two_workers_form_one_ray_cluster_in_containers(pair: Pair, model: Model) -> None:
-    instance = sharing_pids(make_instance(unique("ray"), set(), model))
+    instance = make_instance(unique("ray"), set(), model)
     assert {c.image for p in (instance.leader, instance.follower) for c in p.workload.containers} == {IMAGE}
     pair.start(instance)
     try:
@@ -247,7 +234,7 @@ def test_two_instances_in_containers_get_disjoint_bands(pair: Pair, model: Model
         worker_settings(tmp_path, FOLLOWER_IP, 2, taken, gpus=False),
         model,
     )
-    first, second = sharing_pids(workers.admit(unique("ray-a"))), sharing_pids(workers.admit(unique("ray-b")))
+    first, second = workers.admit(unique("ray-a")), workers.admit(unique("ray-b"))
     assert planned_ports(first.leader).isdisjoint(planned_ports(second.leader))
     assert planned_ports(first.follower).isdisjoint(planned_ports(second.follower))
     try:

@@ -95,6 +95,7 @@ def test_leader_has_ray_head_sidecar():
         41003, 41004, 41005, 41006, 41007, 41008, 41009, 41000, 41002, 41001, 41999,
     ]
     assert head.mounts is run.mounts and head.resources is run.resources
+    assert plan.workload.pid_shared is True
     run_env = {e.name: e.value for e in run.envs}
     head_env = [(e.name, e.value) for e in head.envs]
     assert run_env["RAY_LOG_TO_STDERR"] == "0"
@@ -120,6 +121,7 @@ def test_follower_run_container_joins_head():
     assert [p.internal for p in run.ports] == [41003, 41004, 41005, 41006, 41007, 41008, 41009]
     assert dict(run.resources) == {"nvidia.com/devices": "0,1"}
     assert plan.readiness_url is None
+    assert plan.workload.pid_shared is False
 
 
 def test_follower_with_explicit_head_port():

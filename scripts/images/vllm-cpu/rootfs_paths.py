@@ -33,7 +33,7 @@ DYNLOAD_SKIP = ("_tkinter",)
 ELF_MAGIC = b"\x7fELF"
 LDD_BATCH = 64
 #: Host programs vLLM calls that busybox does not provide.
-HOST_TOOLS = ("lscpu",)
+HOST_TOOLS = ("lscpu", "bash")  # vLLM's CPU backend calls lscpu; Ray starts workers through bash
 #: site-packages entries left out of the fingerprint: berth's own editable install changes with
 #: every ``pip install -e .`` and is not what the image is for.
 FINGERPRINT_SKIP = ("berth", "__editable__", "_berth")
