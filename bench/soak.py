@@ -227,11 +227,17 @@ class Follower:
         self.instance_id = instance_id
         self.offset = 0
         self.reads = 0
+        self.errors: list[str] = []
 
     async def poll(self, client: httpx.AsyncClient) -> None:
         while True:
-            reply = await client.get(f"/v2/vllm/instances/{self.instance_id}/log",
-                                     headers={"Range": f"bytes={self.offset}-"})
+            try:
+                reply = await client.get(f"/v2/vllm/instances/{self.instance_id}/log",
+                                         headers={"Range": f"bytes={self.offset}-"})
+            except httpx.TransportError as exc:  # e.g. a pooled connection the server closed: retry
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(POLL_S)
+                continue
             self.reads += 1
             if reply.status_code != 206 or not reply.content:
                 return
@@ -267,42 +273,62 @@ async def _watch(client: httpx.AsyncClient, stop: asyncio.Event, counts: list[in
 # -- the run --------------------------------------------------------------------------------------------
 
 
+async def _start_followed(client: httpx.AsyncClient, rec: Recorder) -> tuple[list[str], list[str]]:
+    """The long-lived instances whose logs are followed: (ids, base URLs)."""
+    followed = [f"followed-{i}" for i in range(FOLLOWED)]
+    for name in followed:
+        assert (await client.put(f"/v2/vllm/instances/{name}", json=_options(name))).status_code == 201
+    urls = []
+    for name in followed:
+        assert await _wait_ready(client, rec, name), f"{name} never became ready"
+        urls.append((await client.get(f"/v2/vllm/instances/{name}")).json()["base_url"])
+    return followed, urls
+
+
+async def _load(client: httpx.AsyncClient, rec: Recorder, followed: list[str], urls: list[str],
+                args: argparse.Namespace, result: SoakResult) -> list[Follower]:
+    """The measured cycles, with followers, chatter and watch streams running meanwhile."""
+    stop, quiet = asyncio.Event(), asyncio.Event()
+    followers = [Follower(followed[i % FOLLOWED]) for i in range(args.followers)]
+    watched = [0]
+    chatter = asyncio.create_task(_chatter(urls, quiet))
+    background = [asyncio.create_task(f.run(client, stop)) for f in followers]
+    background += [asyncio.create_task(_watch(client, stop, watched)) for _ in range(2)]
+    await _cycles(client, rec, args.warmup, args.cycles - args.warmup, args.concurrency, result)
+    quiet.set()  # the logs stop growing first, so the followers' last reads reach the end
+    await chatter
+    await asyncio.sleep(0.5)
+    stop.set()
+    for outcome in await asyncio.gather(*background, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            result.errors.append(f"follower: {type(outcome).__name__}: {outcome}")
+    result.watch_events = watched[0]
+    return followers
+
+
+async def _complete(client: httpx.AsyncClient, followers: list[Follower]) -> bool:
+    """Whether every follower read its log to the end."""
+    totals = {}
+    for name in {f.instance_id for f in followers}:
+        head = await client.get(f"/v2/vllm/instances/{name}/log", headers={"Range": "bytes=0-0"})
+        totals[name] = int(head.headers["content-range"].rpartition("/")[2])
+    return all(f.offset == totals[f.instance_id] for f in followers)
+
+
 async def _soak(worker: Worker, pid: int, args: argparse.Namespace, result: SoakResult) -> None:
     limits = httpx.Limits(max_connections=args.followers + args.concurrency + 16)
     async with httpx.AsyncClient(base_url=worker.url, trust_env=False, timeout=60, limits=limits) as client:
         rec = Recorder()
-        followed = [f"followed-{i}" for i in range(FOLLOWED)]
-        for name in followed:
-            assert (await client.put(f"/v2/vllm/instances/{name}", json=_options(name))).status_code == 201
-        urls = []
-        for name in followed:
-            assert await _wait_ready(client, rec, name), f"{name} never became ready"
-            urls.append((await client.get(f"/v2/vllm/instances/{name}")).json()["base_url"])
-        warmup = min(10, args.cycles)
-        await _cycles(client, rec, 0, warmup, args.concurrency, result)
+        followed, urls = await _start_followed(client, rec)
+        await _cycles(client, rec, 0, args.warmup, args.concurrency, result)
         result.rss_kib_warm, result.fds_warm = _rss_kib(pid), _fds(pid)
         rec.samples.clear()
-        stop, quiet = asyncio.Event(), asyncio.Event()
-        followers = [Follower(followed[i % FOLLOWED]) for i in range(args.followers)]
-        watched = [0]
-        chatter = asyncio.create_task(_chatter(urls, quiet))
-        background = [asyncio.create_task(f.run(client, stop)) for f in followers]
-        background += [asyncio.create_task(_watch(client, stop, watched)) for _ in range(2)]
-        await _cycles(client, rec, warmup, args.cycles - warmup, args.concurrency, result)
-        quiet.set()  # the logs stop growing first, so the followers' last reads reach the end
-        await chatter
-        await asyncio.sleep(0.5)
-        stop.set()
-        await asyncio.gather(*background, return_exceptions=True)
+        followers = await _load(client, rec, followed, urls, args, result)
         result.latency_ms = rec.summary()
         result.follower_reads = sum(f.reads for f in followers)
         result.follower_bytes = sum(f.offset for f in followers)
-        result.watch_events = watched[0]
-        totals = {}
-        for name in followed:
-            head = await client.get(f"/v2/vllm/instances/{name}/log", headers={"Range": "bytes=0-0"})
-            totals[name] = int(head.headers["content-range"].rpartition("/")[2])
-        result.followers_complete = all(f.offset == totals[f.instance_id] for f in followers)
+        result.followers_complete = await _complete(client, followers)
+        result.errors += [f"follower {f.instance_id}: {e}" for f in followers for e in f.errors]
         await client.delete("/v2/vllm/instances")
     await asyncio.sleep(0.5)
     result.rss_kib_end, result.fds_end = _rss_kib(pid), _fds(pid)
@@ -310,7 +336,7 @@ async def _soak(worker: Worker, pid: int, args: argparse.Namespace, result: Soak
 
 def run_soak(cycles: int = 200, followers: int = 50, concurrency: int = 4) -> SoakResult:
     """Run the soak; everything it started is stopped before it returns."""
-    args = argparse.Namespace(cycles=cycles, followers=followers, concurrency=concurrency)
+    args = argparse.Namespace(cycles=cycles, followers=followers, concurrency=concurrency, warmup=min(10, cycles))
     result = SoakResult()
     ports = _port_block(200)
     with tempfile.TemporaryDirectory(prefix="berth-soak-") as root:
