@@ -25,7 +25,7 @@ from berth.schemas import LogChunk, WorkloadStatus
 from berth.worker import ServeManager, Settings, create_app
 from berth.worker.readiness import ReadinessProbe
 from tests.hardening._answers import assert_clean_answer
-from tests.hardening._serve import STAND_IN, free_block, free_port, listening_ports, stray_processes
+from tests.hardening._serve import STAND_IN, free_block, free_port, kill_strays, listening_ports, stray_processes
 
 
 class FlakyDeployer(Deployer):
@@ -128,8 +128,14 @@ def ports() -> tuple[int, int]:
     return free_block()
 
 
-def test_deployer_unreachable_for_a_while(tmp_path, ports):
-    data = tmp_path / "data"
+@pytest.fixture
+def data(tmp_path: Path) -> Iterator[Path]:
+    """The worker's data dir; whatever a failed test left running under it is killed afterwards."""
+    yield tmp_path / "data"
+    kill_strays(tmp_path / "data")
+
+
+def test_deployer_unreachable_for_a_while(data, ports):
     flaky = FlakyDeployer(ProcessDeployer(run_dir=data / "process"))
     manager = ServeManager(_settings(data, ports), deployer=flaky, probe=ReadinessProbe(timeout=1))
     fds = open_fds()
@@ -165,8 +171,7 @@ def _during_outage(client: httpx.Client) -> None:
     assert client.get("/v2/vllm/instances/steady").json()["state"] == "running"
 
 
-def test_worker_started_while_the_deployer_is_down_adopts_later(tmp_path, ports):
-    data = tmp_path / "data"
+def test_worker_started_while_the_deployer_is_down_adopts_later(data, ports):
     first = ServeManager(_settings(data, ports), probe=ReadinessProbe(timeout=1))
     with served(first) as client:
         assert put(client, "kept").status_code == 201
@@ -182,8 +187,7 @@ def test_worker_started_while_the_deployer_is_down_adopts_later(tmp_path, ports)
     assert stray_processes(data) == set()
 
 
-def test_registry_locked_by_another_connection(tmp_path, ports):
-    data = tmp_path / "data"
+def test_registry_locked_by_another_connection(data, ports):
     manager = ServeManager(_settings(data, ports), probe=ReadinessProbe(timeout=1))
     with served(manager) as client:
         assert put(client, "held").status_code == 201
