@@ -24,11 +24,11 @@ from gpustack_runtime.deployer import Container, ContainerProfileEnum, WorkloadP
 from berth.deployers._devices import visible_devices_env
 from berth.deployers._process_state import TAG_ENV, process_tag, script_path
 from berth.deployers.base import InvalidWorkload
+from berth.utils.env import is_secret_option
 
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
-_SECRET_OPTION = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
 _CONTAINER_ONLY = (
     "image", "mounts", "files", "checks", "restart_policy",
 )
@@ -176,7 +176,7 @@ def masked_argv(argv: Sequence[str]) -> list[str]:
             hide_next = False
             continue
         name, eq, _ = arg.partition("=")
-        secret = arg.startswith("-") and bool(_SECRET_OPTION.search(name))
+        secret = arg.startswith("-") and is_secret_option(name)
         out.append(f"{name}=***" if secret and eq else arg)
         hide_next = secret and not eq
     return out

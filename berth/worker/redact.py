@@ -13,19 +13,18 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from berth.utils.args import iter_parameters
-from berth.utils.env import MASK, is_secret_name, mask_env, mask_secrets_in_args
+from berth.utils.env import MASK, is_secret_name, is_secret_option, mask_env, mask_secrets_in_args
 
 __all__ = ["MIN_SECRET", "masked_plan", "masked_spec", "redact_bytes", "redact_text", "secret_values"]
 
 #: Shorter values are not treated as secrets to hide (they would mask ordinary text).
 MIN_SECRET = 4
-_SECRET_OPTION_WORDS = ("api-key", "token", "password", "secret", "hf-token")
 
 
 def _secret_options(parameters: Iterable[str]) -> list[str]:
     found = []
     for key, value in iter_parameters(parameters):
-        if value and any(word in key.lower() for word in _SECRET_OPTION_WORDS):
+        if value and is_secret_option(key):
             found.append(value)
     return found
 

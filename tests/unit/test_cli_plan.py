@@ -47,6 +47,17 @@ def test_secrets_masked_unless_asked():
     assert json.loads(shown)["env"]["HF_TOKEN"] == "hf_example_not_a_real_token"
 
 
+def test_json_keeps_ordinary_values(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "model: {name: m, backend_version: '0.9.0', backend_parameters: ['--max-num-batched-tokens 8192']}\n"
+        "instance: {name: i, model_name: m, ports: [8000], gpu_indexes: [0], worker_id: 1}\n"
+        "worker: {id: 1, ip: 1.2.3.4, gpu_devices: [{index: 0, vendor: nvidia}]}\nmodel_path: /m/x\n"
+    )
+    data = json.loads(runner.invoke(app, ["plan", str(spec), "--format", "json"]).output)
+    assert data["args"][1:3] == ["--max-num-batched-tokens", "8192"]
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "berth", *args], capture_output=True, text=True, timeout=60)
 

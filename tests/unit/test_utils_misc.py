@@ -48,12 +48,20 @@ def test_is_port_free():
 def test_secret_names_and_masking():
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY", "DB_PASSWORD"):
         assert is_secret_name(name), name
-    for name in ("OMP_NUM_THREADS", "VLLM_PORT", "NCCL_SOCKET_IFNAME", "CUDA_VISIBLE_DEVICES"):
+    assert is_secret_name("AWS_ACCESS_KEY_ID") and is_secret_name("MY_KEY")
+    for name in ("OMP_NUM_THREADS", "VLLM_PORT", "NCCL_SOCKET_IFNAME", "CUDA_VISIBLE_DEVICES", "VLLM_MAX_TOKENS",
+                 "KEYBOARD_LAYOUT"):
         assert not is_secret_name(name), name
     assert mask_env({"HF_TOKEN": "hf_abc", "A": "b"}) == {"HF_TOKEN": MASK, "A": "b"}
     assert mask_secrets_in_args(["--api-key", "sk-1", "--port", "1", "--api-key=sk-2"]) == [
         "--api-key", MASK, "--port", "1", f"--api-key={MASK}",
     ]
+
+
+def test_ordinary_options_with_token_in_their_name_are_not_masked():
+    args = ["--max-num-batched-tokens", "8192", "--enable-prompt-tokens-details", "--hf-token", "hf_x"]
+    assert mask_secrets_in_args(args) == ["--max-num-batched-tokens", "8192", "--enable-prompt-tokens-details",
+                                          "--hf-token", MASK]
 
 
 def test_valid_env_name():
