@@ -24,6 +24,7 @@ from berth.worker._context import WorkerContext
 from berth.worker.deployment import create_workload, plan_instance
 from berth.worker.errors import RegistryUnavailable, WorkerError
 from berth.worker.lifecycle import backoff_delay, created_changes, observed_changes, restart_due
+from berth.worker.ray_join import RayJoinCheck
 from berth.worker.readiness import Readiness
 from berth.worker.registry import InstanceRecord
 from berth.worker.states import InstanceState
@@ -78,6 +79,7 @@ class Watcher:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="berth-watch")
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
+        self._joins = RayJoinCheck(timeout=ctx.settings.probe_timeout)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="berth-watcher", daemon=True)
@@ -88,6 +90,7 @@ class Watcher:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._joins.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -160,7 +163,14 @@ class Watcher:
         base_url = record.endpoints.get("base_url")
         if not base_url:
             return Readiness(True)  # a follower serves no HTTP: alive is all it can be
+        if (join := record.endpoints.get("ray_join")) and (waiting := self._followers(record, join)) is not None:
+            return waiting
         return self.ctx.probe.check(base_url, record.endpoints.get("served_names") or [])
+
+    def _followers(self, record: InstanceRecord, join: dict[str, Any]) -> Readiness | None:
+        """None once every Ray node of a leader has joined; else who is missing (failed past the timeout)."""
+        waited = time.time() - (record.started_at or record.created_at)
+        return self._joins.check(join, waited, self.ctx.settings.distributed_join_timeout)
 
     def _apply(self, record: InstanceRecord, changes: dict[str, Any]) -> None:
         if not self.ctx.locks.acquire(record.id, blocking=False):

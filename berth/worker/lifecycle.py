@@ -103,6 +103,8 @@ def observed_changes(
         return _ended(status)
     if record.state is InstanceState.RUNNING:
         return {}
+    if readiness is not None and readiness.failed:
+        return {"state": InstanceState.FAILED, "reason": readiness.detail, "exit_code": None}
     if readiness is not None and readiness.ready:
         return {"state": InstanceState.RUNNING, "reason": "", "ready_at": now}
     reason = readiness.detail if readiness is not None else "waiting for the workload to start"

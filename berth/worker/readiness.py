@@ -20,6 +20,7 @@ __all__ = ["Probe", "Readiness", "ReadinessProbe"]
 class Readiness:
     ready: bool
     detail: str = ""
+    failed: bool = False  #: never going to be ready (e.g. followers never joined): fail the instance
 
 
 class Probe(Protocol):

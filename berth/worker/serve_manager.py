@@ -32,6 +32,7 @@ from berth.worker.errors import DeployerDown, DeployFailed, InstanceConflict, In
 from berth.worker.launcher_spec import LauncherRequest
 from berth.worker.lifecycle import check_instance_id, created_changes, owner_value
 from berth.worker.metrics import WorkerMetrics
+from berth.worker.ray_join import join_plan
 from berth.worker.readiness import Probe, ReadinessProbe
 from berth.worker.redact import redact_bytes, secret_values
 from berth.worker.recovery import RecoveryReport, recover
@@ -44,6 +45,12 @@ __all__ = ["ServeManager"]
 logger = logging.getLogger(__name__)
 
 Admit = Callable[[Holdings], Admitted]
+
+
+def _ray_join(plan: ServePlan, spec: DeploymentSpec) -> dict[str, object]:
+    """What the watcher checks before a Ray leader can be ready (see :mod:`berth.worker.ray_join`)."""
+    join = join_plan(plan, spec)
+    return {"ray_join": join} if join else {}
 
 
 def _failure(exc: DeployerError) -> type[WorkerError]:
@@ -224,7 +231,7 @@ class ServeManager:
             gpus=admitted.gpus,
             restart_policy=policy,
             max_restarts=self.settings.max_restarts,
-            endpoints=plan_endpoints(plan),
+            endpoints=plan_endpoints(plan) | _ray_join(plan, admitted.spec),
         )
 
     def _deploy(self, record: InstanceRecord, plan: ServePlan) -> InstanceRecord:

@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     )
     stop_timeout: float = Field(default=10.0, ge=0, description="Grace period (s) before a stop kills.")
     poll_interval: float = Field(default=1.0, gt=0, description="Seconds between status and readiness checks.")
+    distributed_join_timeout: float = Field(
+        default=600.0, gt=0,
+        description="Seconds a distributed (Ray) leader waits for its followers to join its head before "
+        "it is failed, naming the missing nodes.",
+    )
     probe_timeout: float = Field(default=2.0, gt=0, description="Timeout (s) of one readiness request.")
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body accepted (413 beyond).")
     event_retention: int = Field(default=10000, ge=100, description="Instance events kept for the watch stream.")
