@@ -162,8 +162,8 @@ class InferenceServer(ABC):
         missing = [i for i in self.gpu_indexes() if i not in by_index]
         if missing:
             raise PlanError(
-                f"GPU indexes {missing} are assigned to the instance but worker.gpu_devices "
-                "does not list them; add them to worker.gpu_devices"
+                f"instance.gpu_indexes: GPU indexes {missing} are assigned to the instance but "
+                "worker.gpu_devices does not list them; add them to worker.gpu_devices"
             )
         return [by_index[i] for i in self.gpu_indexes()]
 
@@ -200,7 +200,7 @@ class InferenceServer(ABC):
         if found:
             return found
         raise PlanError(
-            f"no image for vendor {vendor!r}"
+            f"model.image_name: no image for vendor {vendor!r}"
             + (f" and vLLM {version}" if version else "")
             + f": set model.image_name, or config.images.{vendor}"
         )
@@ -217,7 +217,7 @@ class InferenceServer(ABC):
             return ContainerResources()
         key = (runtime_envs.GPUSTACK_RUNTIME_DETECT_BACKEND_MAP_RESOURCE_KEY or {}).get(backend)
         if key is None:
-            raise PlanError(f"gpustack-runtime knows no resource key for runtime {backend!r}")
+            raise PlanError(f"worker.gpu_devices: gpustack-runtime knows no resource key for runtime {backend!r}")
         return ContainerResources(**{key: ",".join(str(i) for i in indexes)})
 
     def mounts(self) -> list[ContainerMount]:

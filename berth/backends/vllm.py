@@ -253,7 +253,7 @@ class VLLMServer(InferenceServer):
 
     def _ray_args(self, ray: RayPorts | None, *, leader: bool) -> list[str]:
         if ray is None:
-            raise PlanError("a distributed instance needs config.ray_port_range")
+            raise PlanError("config.ray_port_range: a distributed instance needs a Ray port range")
         head_port = self.config_ray_head_port(ray)
         head = f"{self.instance.worker_ip}:{head_port}"
         if not leader and not self.instance.worker_ip:

@@ -86,6 +86,14 @@ class Model(GPUStackModel):
             raise ValueError("must be a list of strings, e.g. ['--max-model-len', '8192']")
         return value
 
+    @field_validator("backend_parameters")
+    @classmethod
+    def _parameters_split(cls, value: list[str] | None) -> list[str] | None:
+        from berth.utils.args import flatten_to_argv
+
+        flatten_to_argv(value)  # raises ValueError naming the entry (an unclosed quote...)
+        return value
+
     @field_validator("env", mode="before")
     @classmethod
     def _env_values_are_strings(cls, value: object) -> object:
