@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support.serve_process import spawn_serve, stop_group, wait_healthy
 
 from berth.testing import CPU_ENV, free_port
 
@@ -50,20 +51,8 @@ class ServeProcess:
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", trust_env=False, timeout=120)
 
     def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "berth", "serve", "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if self.http.get("/health").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError("berth serve did not answer:\n" + self.log.read_text())
+        self.proc = spawn_serve(["--port", str(self.port)], self.env, self.log)
+        wait_healthy(self.proc, self.http, self.log, timeout=120, poll=0.2)
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -71,14 +60,7 @@ class ServeProcess:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        stop_group(self.proc, timeout=60)
 
     def status(self, instance_id: str) -> dict:
         return self.http.get(f"/v2/vllm/instances/{instance_id}").json()

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from berth.deployers._process_proc import mentioning
+from tests.support.serve_process import spawn_serve, stop_group, wait_healthy
 
 
 #: The stand-in with fault options (``--ignore-term``); what every ServeProcess runs as vLLM.
@@ -142,20 +143,8 @@ class ServeProcess:
         return self.proc.pid
 
     def start(self, timeout: float = 60.0) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "berth", "serve", "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if self.http.get("/health").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError("berth serve did not answer /health:\n" + self.log.read_text())
+        self.proc = spawn_serve(["--port", str(self.port)], self.env, self.log)
+        wait_healthy(self.proc, self.http, self.log, timeout=timeout)
 
     def kill9(self) -> None:
         """SIGKILL the worker process alone; its instances are in sessions of their own."""
@@ -164,13 +153,7 @@ class ServeProcess:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_group(self.proc, timeout=30)
 
     def close(self) -> set[int]:
         """Delete every instance, stop the worker, SIGKILL anything left; returns what was left

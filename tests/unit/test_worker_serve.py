@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.serve_process import spawn_serve, stop_group, wait_healthy
+
 FAKE = str(Path(__file__).resolve().parents[1] / "support" / "fake_vllm.py")
 
 
@@ -39,20 +41,8 @@ class Worker:
         self.http = httpx.Client(base_url=self.url, trust_env=False, timeout=30)
 
     def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "berth", "serve", "--port", str(self.port), "--deployer", "process"],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if self.http.get("/health").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError("berth serve did not answer /health in 60 s:\n" + self.log.read_text())
+        self.proc = spawn_serve(["--port", str(self.port), "--deployer", "process"], self.env, self.log)
+        wait_healthy(self.proc, self.http, self.log, timeout=60)
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -60,13 +50,7 @@ class Worker:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_group(self.proc, timeout=20)
 
     def wait_state(self, instance_id: str, state: str, timeout: float = 30.0, **fields: object) -> dict:
         deadline = time.monotonic() + timeout
