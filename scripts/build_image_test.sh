@@ -25,7 +25,7 @@ PY="$VENV/bin/python"
 BASE_IMAGE="${BERTH_TEST_PYTHON_IMAGE:-berth-test/python:local}"
 WORKER_IMAGE="${BERTH_TEST_WORKER_IMAGE:-berth-test/worker:local}"
 
-say() { echo "build_image_test: $*"; }
+say() { echo "build_image_test: $*" >&2; }
 die() { echo "build_image_test: error: $*" >&2; exit 1; }
 
 [[ -x "$PY" ]] || die "$PY not found; create the virtualenv first (make venv)"

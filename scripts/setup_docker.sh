@@ -34,7 +34,7 @@ VLLM_IMAGE="berth-test/vllm-cpu:local"
 IMAGES_DIR="$ROOT/scripts/images"
 RECIPE_VERSION="1"
 
-say() { echo "setup_docker: $*"; }
+say() { echo "setup_docker: $*" >&2; }
 skip() { say "skipping: $*"; exit 0; }
 in_ci() { [[ "${CI:-}" =~ ^(1|true|yes|TRUE|True)$ ]]; }
 fail() {
@@ -55,8 +55,8 @@ install_packages() {  # install Debian packages "$@" that are not installed yet
     [[ "$(id -u)" == 0 ]] || skip "${missing[*]} missing and this is not root; install them by hand"
     command -v apt-get >/dev/null || skip "apt-get not found; install ${missing[*]} by hand"
     say "installing ${missing[*]} from Debian (apt-get)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 }
 
 sandbox_limited() {  # true when root here cannot take CAP_SYS_RESOURCE (bit 24 of CapBnd)

@@ -34,9 +34,9 @@ EOF
 }
 
 if installed; then
-    echo "setup_ray: ray[default]==$RAY_VERSION already installed"
+    echo "setup_ray: ray[default]==$RAY_VERSION already installed" >&2
 else
-    echo "setup_ray: installing ray[default]==$RAY_VERSION (about a minute)"
+    echo "setup_ray: installing ray[default]==$RAY_VERSION (about a minute)" >&2
     "$PY" -m pip install -q "ray[default]==$RAY_VERSION"
     installed || { echo "setup_ray: ray or its dashboard modules still do not import" >&2; exit 1; }
 fi

