@@ -1,0 +1,50 @@
+"""What the inference router asks of whoever can bring a model up.
+
+The router (``/v1/*`` on the worker's port) finds a *running* instance for a request by
+GPUStack's instance header or by the request's ``model``. When none runs, it asks the worker's
+:class:`ModelActivator` (``app.state.model_activator``, absent when no swap policy is
+configured) to make one ready: start a parked model, wake a sleeping one. The activator raises
+:class:`ModelUnavailable` when the model exists but cannot be ready in time (the router answers
+503 with ``Retry-After``) and :class:`UnknownModel` when no such model is defined (404).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from berth.worker.errors import WorkerError
+
+__all__ = ["ModelActivator", "ModelUnavailable", "UnknownModel"]
+
+
+class ModelUnavailable(WorkerError):
+    """The model is defined but cannot serve before the deadline; retry after ``retry_after`` s."""
+
+    status_code = 503
+
+    def __init__(self, detail: str, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class UnknownModel(WorkerError):
+    """No instance serves this model name and none is defined under it."""
+
+    status_code = 404
+
+
+@runtime_checkable
+class ModelActivator(Protocol):
+    """Brings a model up on demand and hears of its use (for idle policies)."""
+
+    async def ensure_ready(self, model: str, timeout: float) -> str:
+        """Return the id of an instance of ``model`` that answers requests now.
+
+        Waits at most ``timeout`` seconds (starting or waking it as needed); concurrent calls
+        for one model share one start. Raises :class:`ModelUnavailable` or :class:`UnknownModel`.
+        """
+        ...
+
+    def touch(self, instance_id: str) -> None:
+        """Note that a request was routed to ``instance_id`` just now."""
+        ...
