@@ -47,8 +47,13 @@ def deployer():
 
 @pytest.fixture
 def client(tmp_path, deployer):
-    manager = ServeManager(make_settings(tmp_path), deployer=deployer, probe=FakeProbe())
-    with TestClient(create_app(manager)) as test_client:
+    """The API over a manager whose watcher runs only when a test calls ``watcher.run_once()``.
+
+    With the background watcher also polling, ``run_once`` skips an instance the background
+    thread is checking at that moment, and returns before that instance's new state is recorded.
+    """
+    manager = ServeManager(make_settings(tmp_path), deployer=deployer, probe=FakeProbe()).start(watch=False)
+    with TestClient(create_app(manager, start=False)) as test_client:
         yield test_client
 
 
@@ -65,12 +70,13 @@ def test_index_and_health_are_the_seeds(client):
 
 
 def test_create_with_generated_id(client):
-    response = client.post("/v2/vllm/instances", json={"options": "--model /models/tiny --port 45290"})
+    port = free_port()  # an explicit --port must be unbound on this host: not a fixed number
+    response = client.post("/v2/vllm/instances", json={"options": f"--model /models/tiny --port {port}"})
     assert response.status_code == 201
     body = response.json()
     assert set(body) == {"status", "instance_id"} and body["status"] == "started"
     assert len(body["instance_id"]) == 36
-    assert client.get(f"/v2/vllm/instances/{body['instance_id']}").json()["port"] == 45290
+    assert client.get(f"/v2/vllm/instances/{body['instance_id']}").json()["port"] == port
 
 
 def test_create_named_then_conflict(client):
@@ -333,8 +339,9 @@ def test_spec_create_get_list_delete(client, deployer):
     response = client.post("/v2/instances", json=spec_body(backend_parameters=["--api-key", "sk-planted-key"]))
     assert response.status_code == 201, response.text
     body = response.json()
-    assert body["instance_id"] == "spec-1" and body["named_ports"]["http"] == 45200
-    assert body["readiness_url"] == "http://127.0.0.1:45200/health"
+    http_port = body["named_ports"]["http"]  # the first port of the range free on this machine now
+    assert body["instance_id"] == "spec-1" and 45200 <= http_port <= 45299
+    assert body["readiness_url"] == f"http://127.0.0.1:{http_port}/health"
     assert body["plan"]["env"]["HF_TOKEN"] == "******"
     assert "sk-planted-key" not in response.text and "hf_planted_secret" not in response.text
     listed = client.get("/v2/instances").json()

@@ -16,6 +16,7 @@ from berth.worker.allocation import expand_ports
 from berth.worker.lifecycle import OWNER_LABEL, backoff_delay
 from berth.worker.registry import InstanceRecord, Registry
 from berth.worker.states import InstanceState
+from tests.support.ports import free_port
 
 
 def settings(tmp_path, **extra):
@@ -52,7 +53,7 @@ def settle(manager, rounds=1):
 
 def test_starting_until_health_and_models_answer(manager, probe):
     record = launch(manager, "a")
-    assert record.state is InstanceState.STARTING and record.ports["http"] == 45100
+    assert record.state is InstanceState.STARTING and 45100 <= record.ports["http"] <= 45199  # the lowest free
     settle(manager)
     assert manager.get("a").state is InstanceState.STARTING
     assert "not ready" in manager.get("a").reason
@@ -327,9 +328,10 @@ def test_spec_gpu_oversubscription_refused_unless_asked(manager):
 
 
 def test_spec_ports_checked(manager):
-    manager.create_from_spec(spec_for("p1", ports=[45150]))
-    with pytest.raises(InstanceConflict, match="port 45150"):
-        manager.create_from_spec(spec_for("p2", ports=[45150]))
+    port = free_port()
+    manager.create_from_spec(spec_for("p1", ports=[port]))
+    with pytest.raises(InstanceConflict, match=f"port {port}"):
+        manager.create_from_spec(spec_for("p2", ports=[port]))
 
 
 def test_launcher_gpus_allocated_from_worker(tmp_path, deployer, probe):
