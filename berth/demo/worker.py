@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -26,9 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LocalWorker", "WorkerAPIError", "free_port"]
+__all__ = ["LocalWorker", "WorkerAPIError", "free_port", "free_port_block"]
 
 HOST = "127.0.0.1"
+#: Where the demo's worker takes its instances' ports: blocks of 100 below Linux's ephemeral range
+#: (32768 and up), so no port the kernel hands out to a client collides with them.
+_BLOCK_STARTS = range(20000, 32700, 100)
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
 
 
@@ -43,6 +47,31 @@ def free_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_block(size: int = 100) -> str:
+    """A range ``START-END`` of ``size`` ports, none bound right now, picked at random.
+
+    The worker's default instance range (40000-40999) is the one every berth worker on a machine
+    starts with; the demo runs beside whatever else the machine serves (other workers, other demos,
+    test suites), and its instance binds its port seconds after the worker chose it. A random block
+    nobody holds makes taking the same port in between unlikely.
+    """
+    starts = list(_BLOCK_STARTS)
+    random.shuffle(starts)
+    for start in starts:
+        if all(_bindable(port) for port in range(start, start + size)):
+            return f"{start}-{start + size - 1}"
+    raise WorkerAPIError(f"no {size} free ports in a row between {_BLOCK_STARTS.start} and {_BLOCK_STARTS.stop}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
 @dataclass
 class LocalWorker:
     """``berth serve`` on ``127.0.0.1:port`` with its own data directory."""
@@ -52,13 +81,15 @@ class LocalWorker:
     deployer: str = "launcher"
     pid: int | None = None
     owns_data_dir: bool = True
+    #: The instances' port range (``BERTH_INSTANCE_PORT_RANGE``); empty: the worker's default.
+    instance_ports: str = ""
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, port: int | None = None, deployer: str = "launcher") -> LocalWorker:
         """A worker (not started yet) with a fresh temporary data directory."""
         data_dir = Path(tempfile.mkdtemp(prefix="berth-demo-"))
-        return cls(data_dir=data_dir, port=port or free_port(), deployer=deployer)
+        return cls(data_dir=data_dir, port=port or free_port(), deployer=deployer, instance_ports=free_port_block())
 
     @property
     def url(self) -> str:
@@ -78,7 +109,7 @@ class LocalWorker:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=_worker_env(), start_new_session=True,
+                env=_worker_env(self.instance_ports), start_new_session=True,
             )
         self.pid = self._process.pid
         self._wait_healthy(timeout)
@@ -194,10 +225,12 @@ class LocalWorker:
                 self._process.wait(timeout=10)
 
 
-def _worker_env() -> dict[str, str]:
+def _worker_env(instance_ports: str = "") -> dict[str, str]:
     """This environment without BERTH_* settings (the demo's worker is self-contained)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("BERTH_")}
     env["BERTH_STOP_INSTANCES_ON_EXIT"] = "true"
+    if instance_ports:
+        env["BERTH_INSTANCE_PORT_RANGE"] = instance_ports
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

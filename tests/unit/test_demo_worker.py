@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from berth.demo.worker import LocalWorker, WorkerAPIError, _sweep, free_port
+from berth.demo.worker import LocalWorker, WorkerAPIError, _sweep, _worker_env, free_port, free_port_block
 
 
 def _gone(pid: int, within: float = 5.0) -> bool:
@@ -29,6 +29,33 @@ def test_free_port_can_be_bound() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_free_port_block_is_a_random_block_below_the_ephemeral_range() -> None:
+    blocks = {free_port_block() for _ in range(5)}
+    assert len(blocks) > 1, "the same block every time: workers side by side would collide"
+    for block in blocks:
+        start, end = map(int, block.split("-"))
+        assert end - start == 99 and 20000 <= start and end < 32768
+
+
+def test_free_port_block_skips_a_block_with_a_bound_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    import berth.demo.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "_BLOCK_STARTS", range(20000, 20200, 100))
+    monkeypatch.setattr(worker_module, "_bindable", lambda port: port != 20050)  # as if 20050 were bound
+    assert free_port_block() == "20100-20199"
+    monkeypatch.setattr(worker_module, "_bindable", lambda port: port not in (20050, 20150))
+    with pytest.raises(WorkerAPIError, match="no 100 free ports in a row"):
+        free_port_block()
+
+
+def test_worker_env_names_the_instance_ports_and_drops_other_berth_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BERTH_INSTANCE_PORT_RANGE", "1-2")
+    monkeypatch.setenv("BERTH_AUTH_TOKEN", "x")
+    env = _worker_env("20100-20199")
+    assert env["BERTH_INSTANCE_PORT_RANGE"] == "20100-20199" and "BERTH_AUTH_TOKEN" not in env
+    assert "BERTH_INSTANCE_PORT_RANGE" not in _worker_env()
 
 
 def test_sweep_kills_only_processes_naming_the_marker(tmp_path: Path) -> None:
