@@ -1,8 +1,11 @@
 """Markers by what a test needs: ``docker``, ``podman``, ``vllm``, ``ray``.
 
 With ``CI=true`` a missing requirement fails the test (CI provisions every engine); elsewhere
-the test is skipped with the reason printed in the summary (``-ra``). ``subprocess`` needs
-nothing missing can be: it marks tests that start processes, which leave ``make test-unit``.
+the test is skipped with the reason printed in the summary (``-ra``).
+
+``subprocess`` needs nothing that can be missing: it marks tests that start processes, which
+``make test-unit`` leaves out so that it runs in seconds. A test with none of these markers that
+starts a process fails, saying which marker it lacks, so the pure suite stays pure.
 """
 
 from __future__ import annotations
@@ -53,6 +56,26 @@ def ray_missing() -> str | None:
 
 _CHECKS = {"docker": docker_missing, "podman": functools.cache(podman_missing), "vllm": vllm_missing,
            "ray": ray_missing}
+
+
+#: Markers under which a test may start processes (every other one is left to make test-unit).
+PROCESS_MARKERS = ("subprocess", "docker", "podman", "vllm", "ray", "gpustack")
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_when_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refuse to start a process from a test that carries none of :data:`PROCESS_MARKERS`."""
+    if any(request.node.get_closest_marker(name) for name in PROCESS_MARKERS):
+        return
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a process: mark it @pytest.mark.subprocess "
+                             "(make test-unit runs only tests that start none)")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, refuse)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

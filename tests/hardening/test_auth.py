@@ -111,6 +111,7 @@ def test_token_file(tmp_path):
         assert client.get("/v2/vllm/instances", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
 
 
+@pytest.mark.subprocess
 def test_served_worker_never_logs_or_passes_on_the_token(tmp_path):
     serve = ServeProcess(tmp_path, token=TOKEN)
     serve.start()

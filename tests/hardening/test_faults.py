@@ -22,6 +22,8 @@ import pytest
 from tests.hardening._answers import assert_clean_answer
 from tests.hardening._serve import ServeProcess, fd_count, listening_ports, stray_processes
 
+pytestmark = pytest.mark.subprocess  # starts processes: not in make test-unit
+
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[ServeProcess]:

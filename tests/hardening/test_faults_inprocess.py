@@ -27,6 +27,8 @@ from berth.worker.readiness import ReadinessProbe
 from tests.hardening._answers import assert_clean_answer
 from tests.hardening._serve import STAND_IN, free_block, free_port, kill_strays, listening_ports, stray_processes
 
+pytestmark = pytest.mark.subprocess  # starts processes: not in make test-unit
+
 
 class FlakyDeployer(Deployer):
     """A real deployer whose engine can be made unreachable: every call raises

@@ -80,6 +80,7 @@ def _collect(worker: ServeProcess, answers: list[bytes]) -> None:
     _logs(worker, "sec-l", answers)
 
 
+@pytest.mark.subprocess
 def test_planted_secrets_appear_in_nothing_berth_shows(worker):
     answers: list[bytes] = []
     _plant(worker, answers)

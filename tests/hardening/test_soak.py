@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
+pytestmark = pytest.mark.subprocess  # starts processes: not in make test-unit
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "soak.py"
 
 

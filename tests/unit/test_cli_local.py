@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.subprocess  # starts processes: not in make test-unit
+
 FAKE = str(Path(__file__).resolve().parents[1] / "support" / "fake_vllm.py")
 
 

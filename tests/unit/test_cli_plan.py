@@ -62,6 +62,7 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "berth", *args], capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.subprocess
 def test_missing_file_is_one_line():
     result = run_cli("plan", "/nonexistent/spec.yaml")
     assert result.returncode == 1
@@ -69,6 +70,7 @@ def test_missing_file_is_one_line():
     assert "not found" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.subprocess
 def test_invalid_spec_names_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {name: m}\ninstance: {name: i, model_name: m, ports: [1]}\nworker: {ip: 1.2.3.4}\n"
@@ -78,6 +80,7 @@ def test_invalid_spec_names_field(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.subprocess
 def test_unplannable_spec_is_one_line(tmp_path):
     bad = tmp_path / "cpu.yaml"
     bad.write_text("model: {name: m}\ninstance: {name: i, model_name: m, ports: [1]}\nworker: {ip: 1.2.3.4}\n"

@@ -13,6 +13,8 @@ import pytest
 
 from tests.unit.test_cli_local import FAKE, free_port, write_spec
 
+pytestmark = pytest.mark.subprocess  # starts processes: not in make test-unit
+
 
 def berth(env, *args, timeout=90):
     return subprocess.run([sys.executable, "-m", "berth", *args], env=env, capture_output=True, text=True,

@@ -47,6 +47,7 @@ def test_missing_vllm_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         run_demo(DemoOptions(cache_dir=tmp_path), _Lines())
 
 
+@pytest.mark.subprocess
 def test_instance_never_ready_fails_and_leaves_nothing(tmp_path: Path, fake_model: Path) -> None:
     """The memory deployer runs no server, so readiness never comes: the demo must time out,
     save the logs, and stop everything it started."""
@@ -73,6 +74,7 @@ def test_stop_without_kept_worker_says_so(tmp_path: Path) -> None:
     assert "nothing to stop" in stop_kept_worker(tmp_path)
 
 
+@pytest.mark.subprocess
 def test_kept_worker_is_stopped_by_stop(tmp_path: Path) -> None:
     worker = LocalWorker.create(deployer="memory")
     worker.start(timeout=60)

@@ -58,6 +58,7 @@ def test_worker_env_names_the_instance_ports_and_drops_other_berth_settings(monk
     assert "BERTH_INSTANCE_PORT_RANGE" not in _worker_env()
 
 
+@pytest.mark.subprocess
 def test_sweep_kills_only_processes_naming_the_marker(tmp_path: Path) -> None:
     marker = str(tmp_path / "berth-demo-marker")
     marked = subprocess.Popen(["sleep", "60"], env={**os.environ, "X_DEMO_DIR": marker}, start_new_session=True)
@@ -73,6 +74,7 @@ def test_sweep_kills_only_processes_naming_the_marker(tmp_path: Path) -> None:
             proc.wait(timeout=5)
 
 
+@pytest.mark.subprocess
 def test_worker_serves_its_api_and_stops_without_leftovers() -> None:
     worker = LocalWorker.create(deployer="memory")
     try:

@@ -34,6 +34,8 @@ from berth.deployers.base import InvalidWorkload, WorkloadExists, WorkloadNotFou
 from berth.deployers.process import ProcessDeployer
 from berth.schemas.workload import WorkloadState, WorkloadStatus
 
+pytestmark = pytest.mark.subprocess  # starts processes: not in make test-unit
+
 SLEEPER = "import time\nprint('up', flush=True)\ntime.sleep(300)\n"
 
 

@@ -18,6 +18,8 @@ import pytest
 
 from tests.support.serve_process import spawn_serve, stop_group, wait_healthy
 
+pytestmark = pytest.mark.subprocess  # starts processes: not in make test-unit
+
 FAKE = str(Path(__file__).resolve().parents[1] / "support" / "fake_vllm.py")
 
 
