@@ -27,6 +27,11 @@ from berth.worker.readiness import ReadinessProbe
 from tests.hardening._answers import assert_clean_answer
 from tests.hardening._serve import STAND_IN, free_block, free_port, kill_strays, listening_ports, stray_processes
 
+#: A read answered from memory, while the engine is down or the registry locked, comes back within
+#: this (s). A read that waited would take the outage or SQLite's 5 s busy timeout; the bound leaves
+#: room for a machine busy with other work, where even /health can take a second.
+LATENCY = 2.5
+
 pytestmark = pytest.mark.subprocess  # starts processes: not in make test-unit
 
 
@@ -144,9 +149,9 @@ def test_deployer_unreachable_for_a_while(data, ports):
     with served(manager) as client:
         assert put(client, "steady").status_code == 201
         wait_state(client, "steady", "running")
-        flaky.down(3.0)
+        flaky.down(120.0)  # until the test ends it: on a busy machine the checks below take a while
         _during_outage(client)
-        time.sleep(max(0.0, flaky._until - time.monotonic()) + 0.3)
+        flaky.down(0.0)
         assert wait_state(client, "steady", "running")["restarts"] == 0  # the outage killed nothing
         assert put(client, "later").status_code == 201
         wait_state(client, "later", "running")
@@ -160,7 +165,7 @@ def test_deployer_unreachable_for_a_while(data, ports):
 def _during_outage(client: httpx.Client) -> None:
     for _ in range(5):  # the watcher ticks meanwhile: nothing may be marked failed or vanished
         health, took = timed(client.get, "/health")
-        assert health.status_code == 200 and took < 1.0
+        assert health.status_code == 200 and took < LATENCY
         listed = client.get("/v2/vllm/instances").json()
         assert listed["running_instances"] == 1
         time.sleep(0.2)
@@ -179,11 +184,11 @@ def test_worker_started_while_the_deployer_is_down_adopts_later(data, ports):
         assert put(client, "kept").status_code == 201
         wait_state(client, "kept", "running")
     flaky = FlakyDeployer(ProcessDeployer(run_dir=data / "process"))
-    flaky.down(2.0)
+    flaky.down(120.0)  # until the test ends it, however long the second worker takes to start
     second = ServeManager(_settings(data, ports), deployer=flaky, probe=ReadinessProbe(timeout=1))
     with served(second) as client:
         assert "re-adoption pending" in client.get("/v2/vllm/instances/kept").json()["reason"]
-        time.sleep(2.5)
+        flaky.down(0.0)
         assert wait_state(client, "kept", "running")["restarts"] == 0
         assert client.delete("/v2/vllm/instances/kept").status_code == 200
     assert stray_processes(data) == set()
@@ -217,7 +222,7 @@ def _while_locked(client: httpx.Client) -> None:
     time.sleep(0.5)
     for url in ("/health", "/v2/vllm/instances", "/v2/vllm/instances/held", "/v2/instances", "/metrics"):
         response, took = timed(client.get, url)  # reads come from memory: no wait on the lock
-        assert response.status_code == 200 and took < 1.0, (url, took)
+        assert response.status_code == 200 and took < LATENCY, (url, took)
     for thread in writes:
         thread.join(timeout=60)
     for response in results.values():

@@ -50,13 +50,13 @@ def test_backoff_grows_between_retries():
 
 
 def test_slow_answer_times_out_without_retry():
-    with StubServer(delay=2.0) as stub, VLLMClient(
+    with StubServer(delay=30.0) as stub, VLLMClient(
         base_url=stub.base_url, model="stub-model", timeout=0.2
     ) as client:
         started = time.monotonic()
         with pytest.raises(RequestTimeout, match="client timeout of 0.2 s"):
             client.generate(["x"])
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 10  # far below the answer's 30 s, whatever the machine's load
         assert stub.served == 1
 
 
