@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.ports import free_range
 from tests.support.serve_process import spawn_serve, stop_group, wait_healthy
 
 from berth.testing import CPU_ENV, free_port
@@ -45,7 +46,7 @@ class ServeProcess:
             "BERTH_RESTART_POLICY": "on-failure",
             "BERTH_RESTART_BACKOFF": "0.5",
             "BERTH_STOP_TIMEOUT": "10",
-            "BERTH_INSTANCE_PORT_RANGE": "46600-46699",
+            "BERTH_INSTANCE_PORT_RANGE": free_range(),
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", trust_env=False, timeout=120)

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.ports import free_range
 from tests.support.serve_process import spawn_serve, stop_group, wait_healthy
 
 pytestmark = pytest.mark.subprocess  # starts processes: not in make test-unit
@@ -89,7 +90,7 @@ def worker(tmp_path):
         "BERTH_RESTART_POLICY": "on-failure",
         "BERTH_RESTART_BACKOFF": "0.2",
         "BERTH_STOP_TIMEOUT": "5",
-        "BERTH_INSTANCE_PORT_RANGE": "46100-46199",
+        "BERTH_INSTANCE_PORT_RANGE": free_range(),
     }
     w = Worker(tmp_path, env)
     w.start()
@@ -143,7 +144,7 @@ def test_sigterm_closes_the_manager(tmp_path):
         "BERTH_ENTRYPOINT": json.dumps([sys.executable, FAKE]),
         "BERTH_POLL_INTERVAL": "0.1",
         "BERTH_STOP_INSTANCES_ON_EXIT": "true",
-        "BERTH_INSTANCE_PORT_RANGE": "46200-46299",
+        "BERTH_INSTANCE_PORT_RANGE": free_range(),
     }
     worker = Worker(tmp_path, env)
     worker.start()
