@@ -6,7 +6,6 @@
 # Usage: rootfs.sh DIR [BUSYBOX]     BUSYBOX defaults to `command -v busybox`; it must be static.
 # Used by scripts/setup_docker.sh for the busybox, pause and vllm-cpu test images.
 set -euo pipefail
-shopt -s inherit_errexit  # set -e holds inside $(...) too
 
 dir="${1:?usage: rootfs.sh DIR [BUSYBOX]}"
 busybox="${2:-$(command -v busybox || true)}"
