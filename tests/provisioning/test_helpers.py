@@ -46,10 +46,12 @@ exit 1
 APT_GET = """#!/bin/bash
 echo "apt-get $*" >> "$STANDIN/apt.log"
 echo "Reading package lists... Done"   # apt's chatter goes to stdout, as the real one's does
-[[ "$1" == update ]] && exit 0
+[[ " $* " == *" update "* ]] && exit 0
 [[ -f "$STANDIN/apt-fails" ]] && { echo "E: Unable to locate package" >&2; exit 100; }
-for pkg in "$@"; do
-    case "$pkg" in -*|install) continue ;; esac
+for arg in "$@"; do  # the packages: what follows `install`, less options
+    [[ "$arg" == install ]] && { installing=1; continue; }
+    [[ -n "${installing:-}" && "$arg" != -* ]] || continue
+    pkg="$arg"
     echo "Setting up $pkg ..."
     echo "$pkg" >> "$STANDIN/installed"
     cmd="$(grep -m1 "^$pkg=" "$STANDIN/commands" | cut -d= -f2)"
@@ -149,7 +151,7 @@ def test_install_packages_installs_only_the_missing_ones_and_prints_nothing(mach
     assert "Reading package lists" in got.stderr
     installs = [call for call in machine.apt_calls() if " install " in f" {call} "]
     assert len(installs) == 1 and installs[0].endswith(" podman"), machine.apt_calls()
-    assert "--no-install-recommends" in installs[0]
+    assert "--no-install-recommends" in installs[0] and "DPkg::Lock::Timeout=300" in installs[0]
 
 
 def test_install_packages_does_nothing_when_everything_is_installed(machine: Machine) -> None:
