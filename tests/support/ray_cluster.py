@@ -32,8 +32,8 @@ import pytest
 from berth.backends import VLLMServer
 from berth.backends.plan import ServePlan
 from berth.deployers import RAY_HEAD_CONTAINER, RUN_CONTAINER
-from berth.deployers import _process_proc as proc
-from berth.deployers._process_ports import bound_ports
+from berth.deployers._stdlib import proc
+from berth.deployers.process._ports import bound_ports
 from berth.deployers.base import Deployer, WorkloadNotFound
 from berth.schemas import DeploymentSpec
 from berth.worker.admission import Holdings, admit_spec
