@@ -23,6 +23,9 @@ from berth.schemas.workload import (
 )
 
 
+__all__ = ["MemoryDeployer"]
+
+
 class _Entry:
     def __init__(self, plan: WorkloadPlan, initial: WorkloadState) -> None:
         self.plan = plan
