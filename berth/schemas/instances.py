@@ -129,8 +129,10 @@ class InstancePorts(BaseModel):
         return self.model_dump(mode="json", exclude_defaults=True)
 
     def held(self) -> set[int]:
-        """Every port the instance holds: the listed ones and the whole Ray band."""
-        held = set(self.to_list())
+        """Every port the instance holds: each named one (a port field added later counts too),
+        the extra ones and the whole Ray band."""
+        named = {value for value in self.model_dump().values() if isinstance(value, int)}
+        held = named | set(self.extra)
         if self.ray_range:
             start, end = parse_port_range(self.ray_range)
             held.update(range(start, end + 1))
