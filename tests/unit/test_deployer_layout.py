@@ -52,4 +52,4 @@ def test_names_elsewhere_come_from_the_registry() -> None:
 
     assert typing.get_args(WorkerChoice) == (AUTO, *REGISTRY)
     assert typing.get_args(ClientChoice) == (AUTO, *deployer_names(local=True))
-    assert [kind.value for kind in DeployerKind] == list(deployer_names(durable=True))
+    assert [kind.value for kind in DeployerKind] == [AUTO, *deployer_names(durable=True)]
