@@ -19,15 +19,16 @@ from berth.backends.plan import ServePlan
 from berth.cli._app import CLIError, app, console, err_console, load_spec
 from berth.cli._plan import make_plan
 from berth.cli._remote_cmds import remote, remote_logs, remote_ps, remote_run, remote_stop
-from berth.deployers import Deployer, DeployerError, get_deployer
+from berth.deployers import AUTO, Deployer, DeployerError, deployer_names
+from berth.deployers import open_deployer as open_local_deployer
 from berth.schemas import WorkloadState, WorkloadStatus
 from berth.utils.readiness import probe_ready
 
 
-class DeployerKind(str, Enum):
-    process = "process"
-    container = "container"
-    launcher = "launcher"
+#: ``auto`` and the deployers whose workloads outlive this command (:data:`berth.deployers.REGISTRY`).
+DeployerKind = Enum(  # type: ignore[misc]
+    "DeployerKind", {name: name for name in (AUTO, *deployer_names(durable=True))}, type=str
+)
 
 
 def data_dir() -> Path:
@@ -42,16 +43,16 @@ def data_dir() -> Path:
 
 
 def open_deployer(kind: DeployerKind) -> Deployer:
-    options = {} if kind is DeployerKind.container else {"run_dir": str(data_dir() / kind.value)}
     try:
-        return get_deployer(kind.value, **options)
+        return open_local_deployer(kind.value, data_dir())
     except DeployerError as exc:
         raise CLIError(str(exc)) from None
 
 
 DEPLOYER_OPTION = typer.Option(
-    DeployerKind.process, "--deployer", "-d", envvar="BERTH_DEPLOYER",
-    help="Where workloads run: local processes, containers (gpustack-runtime) or the vLLM launcher.",
+    DeployerKind("process"), "--deployer", "-d", envvar="BERTH_DEPLOYER",
+    help="Where workloads run: local processes, containers (gpustack-runtime), the vLLM launcher, "
+    "or auto (per workload: the launcher when it can run it, else a process).",
 )
 
 

@@ -66,7 +66,7 @@ def _run(settings: Settings) -> None:
     import uvicorn
 
     from berth.worker import ServeManager, WorkerError, create_app
-    from berth.worker.deployer_factory import resolve_deployer_name
+    from berth.worker.deployer_factory import describe_deployer
 
     manager = ServeManager(settings)
     try:
@@ -74,8 +74,8 @@ def _run(settings: Settings) -> None:
     except (WorkerError, OSError) as exc:
         raise CLIError(f"cannot start the worker: {exc}") from None
     err_console.print(
-        f"berth worker on http://{settings.host}:{settings.port} (deployer {manager.deployer.name}"
-        f"{'' if manager.deployer.name == resolve_deployer_name(settings) else ', fallback'}, "
+        f"berth worker on http://{settings.host}:{settings.port} "
+        f"(deployer {describe_deployer(manager.deployer, settings)}, "
         f"data {settings.data_dir}, auth {'on' if settings.api_token else 'off'})", highlight=False)
     try:
         uvicorn.run(create_app(manager, start=False), host=settings.host, port=settings.port,

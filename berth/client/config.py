@@ -13,9 +13,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from berth.deployers import AUTO, deployer_names
+
 __all__ = ["DeployerChoice", "LLMConfig", "ServeConfig"]
 
-DeployerChoice = Literal["auto", "launcher", "process"]
+#: ``auto`` or a deployer that runs servers on this machine (:data:`berth.deployers.REGISTRY`).
+DeployerChoice = Literal[(AUTO, *deployer_names(local=True))]  # type: ignore[valid-type]
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 

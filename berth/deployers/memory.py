@@ -1,7 +1,9 @@
 """An in-memory deployer: runs nothing, records everything. The fake beside the real ones.
 
-Tests of the worker and the API use it to drive lifecycles without an engine: a test can
-mark a workload running, make it fail with an exit code, or append log bytes.
+It keeps the whole contract of :mod:`berth.deployers.base` (the contract suite in
+``tests/contract`` runs it through the same cases as the real deployers), so the worker's and
+the API's tests drive lifecycles on it without an engine: a test can mark a workload running,
+make it fail with an exit code, or append log bytes.
 """
 
 from __future__ import annotations
@@ -11,12 +13,7 @@ import time
 
 from gpustack_runtime.deployer import WorkloadPlan
 
-from berth.deployers.base import (
-    MANAGED_LABEL,
-    Deployer,
-    WorkloadExists,
-    WorkloadNotFound,
-)
+from berth.deployers.base import Deployer, WorkloadExists, WorkloadNotFound
 from berth.schemas.workload import (
     ContainerStatus,
     LogChunk,
@@ -24,6 +21,9 @@ from berth.schemas.workload import (
     WorkloadStatus,
     aggregate_state,
 )
+
+
+__all__ = ["MemoryDeployer"]
 
 
 class _Entry:
@@ -44,9 +44,10 @@ class MemoryDeployer(Deployer):
         self._initial = initial
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        #: Every plan created, as submitted (berth's labels added).
         self.created: list[WorkloadPlan] = []
 
-    def create(self, plan: WorkloadPlan) -> WorkloadStatus:
+    def _create(self, plan: WorkloadPlan) -> WorkloadStatus:
         with self._lock:
             if plan.name in self._entries:
                 raise WorkloadExists(f"workload {plan.name!r} already exists")
@@ -73,28 +74,28 @@ class MemoryDeployer(Deployer):
             identity={"memory": name},
         )
 
-    def list(self) -> list[WorkloadStatus]:
+    def _list(self) -> list[WorkloadStatus]:
         with self._lock:
-            names = [n for n, e in self._entries.items() if (e.plan.labels or {}).get(MANAGED_LABEL)]
+            names = list(self._entries)
         return [self.get(n) for n in names]
 
-    def logs(self, name, *, container="default", start=0, end=None) -> LogChunk:
+    def _logs(self, name: str, container: str, start: int, end: int | None) -> LogChunk:
         with self._lock:
             entry = self._entries.get(name)
             if entry is None or container not in entry.logs:
                 raise WorkloadNotFound(f"no container {container!r} in workload {name!r}")
             data = bytes(entry.logs[container])
         stop = len(data) if end is None else min(len(data), end + 1)
-        return LogChunk(data=data[start:stop] if start < len(data) else b"", start=start, total=len(data))
+        return LogChunk(data=data[start:stop] if start < stop else b"", start=start, total=len(data))
 
-    def delete(self, name: str, *, timeout: float = 10.0) -> WorkloadStatus | None:
+    def _delete(self, name: str, timeout: float) -> WorkloadStatus | None:
         try:
             status = self.get(name)
         except WorkloadNotFound:
             return None
         with self._lock:
             self._entries.pop(name, None)
-        return status.model_copy(update={"state": WorkloadState.STOPPED})
+        return status
 
     # -- test controls -------------------------------------------------------------------
 

@@ -1,6 +1,10 @@
 """Admitting a request: turn a launcher body or a deployment spec into the final spec of an
 instance on this worker, with its ports and GPUs allocated and checked against what other
 instances hold. Called under the manager's allocation lock; no workload is touched here.
+
+An instance holds its ports as a whole: every port of the scheduler's list (named or not) and
+its Ray band, as one :class:`~berth.schemas.InstancePorts` stored with its record, so no port of
+it can be handed to another instance until it is deleted.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from berth.backends import PlanError, get_backend
-from berth.schemas import BerthConfig, DeploymentSpec
+from berth.schemas import BerthConfig, DeploymentSpec, InstancePorts
 from berth.utils.ports import parse_port_range
 from berth.worker.allocation import GPUAllocator, PortAllocator, expand_ports
 from berth.worker.env_policy import check_env
@@ -42,11 +46,15 @@ class Holdings:
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """A request made concrete: the spec to plan, and the GPUs and Ray band it holds."""
+    """A request made concrete: the spec to plan, and the GPUs and ports (Ray band included) it holds."""
 
     spec: DeploymentSpec
     gpus: list[int]
-    ray_range: str | None = None
+    ports: InstancePorts
+
+    @property
+    def ray_range(self) -> str | None:
+        return self.ports.ray_range
 
 
 def _allocators(settings: Settings) -> tuple[PortAllocator, GPUAllocator]:
@@ -80,7 +88,7 @@ def admit_launcher(instance_id: str, request: LauncherRequest, settings: Setting
     else:
         port = ports.allocate(1, set(held.ports))[0]
     spec = build_launcher_spec(instance_id, options, env=env, port=port, gpu_indexes=gpu_indexes, settings=settings)
-    return Admitted(spec=spec, gpus=gpu_indexes)
+    return Admitted(spec=spec, gpus=gpu_indexes, ports=InstancePorts.from_list([port]))
 
 
 def _merged_config(spec: DeploymentSpec, settings: Settings) -> BerthConfig:
@@ -128,7 +136,7 @@ def admit_spec(spec: DeploymentSpec, settings: Settings, held: Holdings, *, shar
     final = spec.model_copy(update={"config": config, "instance": instance, "model": model})
     indexes = _spec_gpus(final)
     gpus.check_free(indexes, held.gpus, "instance.gpu_indexes", shared=shared_gpus)
-    return Admitted(spec=final, gpus=indexes, ray_range=ray_range)
+    return Admitted(spec=final, gpus=indexes, ports=InstancePorts.from_list(instance_ports, ray_range=ray_range))
 
 
 def _spec_gpus(spec: DeploymentSpec) -> list[int]:

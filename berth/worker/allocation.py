@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from berth.schemas import GPUDevice
+from berth.schemas import GPUDevice, InstancePorts
 from berth.utils.ports import is_port_free, parse_port_range
 from berth.worker.errors import InstanceConflict, InvalidRequest, ResourceExhausted
 
@@ -21,13 +21,9 @@ PortCheck = Callable[[int], bool]
 
 
 def expand_ports(ports: Mapping[str, object]) -> set[int]:
-    """Every port a record's named ports hold: single ports, and whole ``ray_range`` bands."""
-    held = {value for key, value in ports.items() if key != "ray_range" and isinstance(value, int)}
-    band = ports.get("ray_range")
-    if isinstance(band, str) and band:
-        start, end = parse_port_range(band)
-        held.update(range(start, end + 1))
-    return held
+    """Every port a record holds, from its stored :class:`InstancePorts`: the scheduler's whole
+    list (named and extra ports) and the whole ``ray_range`` band."""
+    return InstancePorts.model_validate(ports).held()
 
 
 @dataclass(slots=True)

@@ -40,8 +40,8 @@ def create(
 ) -> dict[str, Any]:
     record, plan = manager.create_from_spec(spec, shared_gpus=allow_shared_gpus)
     view = instance_view(record)
-    view["plan"] = masked_plan(plan.to_dict())
-    view["named_ports"] = plan.ports.to_dict()
+    view["plan"] = {k: v for k, v in masked_plan(plan.to_dict()).items() if k != "ports"}  # in view["ports"]
+    view["named_ports"] = view["ports"]
     return view
 
 

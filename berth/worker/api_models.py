@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from berth.schemas import InstancePorts
 from berth.worker.launcher_spec import LauncherRequest
 from berth.worker.redact import masked_spec
 from berth.worker.registry import InstanceRecord
@@ -117,7 +118,7 @@ class InstanceView(BaseModel):
     state: InstanceState
     ready: bool
     reason: str
-    ports: dict[str, Any] = Field(description="Named ports: http, dp_rpc, distributed, ray_range.")
+    ports: InstancePorts = Field(description="Every port the instance holds, by name (the Ray band included).")
     readiness_url: str | None = None
     base_url: str | None = None
     revision: int = Field(description="Registry revision of the last change (for the watch stream).")
@@ -129,7 +130,8 @@ class InstanceViews(BaseModel):
 
 
 class SpecCreated(InstanceView):
-    plan: dict[str, Any] = Field(description="The plan, secrets masked.")
+    plan: dict[str, Any] = Field(description="The plan, secrets masked (its ports are `ports`).")
+    named_ports: InstancePorts = Field(description="Deprecated: the same as `ports`, for older clients.")
 
 
 def launcher_view(record: InstanceRecord) -> dict[str, Any]:
@@ -142,7 +144,7 @@ def launcher_view(record: InstanceRecord) -> dict[str, Any]:
         "reason": record.reason,
         "exit_code": record.exit_code,
         "restarts": record.restarts,
-        "port": record.ports.get("http"),
+        "port": InstancePorts.model_validate(record.ports).http,
         "base_url": record.endpoints.get("base_url"),
         "gpus": list(record.gpus),
         "deployer": record.deployer,

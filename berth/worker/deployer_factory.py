@@ -1,45 +1,34 @@
 """Choosing and building the worker's deployer from its settings.
 
-``auto`` means the launcher when vLLM is importable here, else plain processes. If the launcher
-cannot be used (it raises :class:`DeployerUnavailable`), the worker falls back to the process
-deployer and logs why. Deployers that keep state on disk get a run dir under the data dir, so
-each worker's workloads live apart.
+``auto`` (the default) decides per plan: the launcher for what it can run (a ``vllm serve``
+instance with one API server: starts in seconds), the process deployer for the rest (a Ray
+leader with its ``ray-head`` sidecar, a Ray or ``--headless`` follower, data parallelism); the
+launcher is left out where vLLM cannot be imported. A deployer named explicitly is used for
+every plan; if that is the launcher and it cannot be had, the worker falls back to the process
+deployer and logs why. Local deployers keep their state under ``<data_dir>/<name>``.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
 import logging
 from typing import Any
 
-from berth.deployers import REGISTRY, get_deployer
+from berth.deployers import AUTO, AutoDeployer, auto_members, get_deployer, run_dir_options
 from berth.deployers.base import Deployer, DeployerUnavailable
 from berth.worker.settings import Settings
 
-__all__ = ["open_deployer", "resolve_deployer_name"]
+__all__ = ["describe_deployer", "open_deployer"]
 
 logger = logging.getLogger(__name__)
 
 
-def resolve_deployer_name(settings: Settings) -> str:
-    if settings.deployer != "auto":
-        return settings.deployer
-    return "launcher" if importlib.util.find_spec("vllm") is not None else "process"
-
-
 def _options(name: str, settings: Settings) -> dict[str, Any]:
-    """``run_dir=<data_dir>/<name>`` for deployers whose constructor takes one."""
-    module_name, _, class_name = REGISTRY[name].partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    if "run_dir" in inspect.signature(cls).parameters:
-        return {"run_dir": str(settings.data_dir / name)}
-    return {}
+    """``run_dir=<data_dir>/<name>`` for local deployers."""
+    return run_dir_options(name, settings.data_dir)
 
 
-def open_deployer(settings: Settings) -> Deployer:
-    """The configured deployer; the process deployer when the launcher is unavailable."""
-    name = resolve_deployer_name(settings)
+def _build(name: str, settings: Settings) -> Deployer:
+    """Deployer ``name``; the process deployer when the launcher cannot be had."""
     try:
         return get_deployer(name, **_options(name, settings))
     except (DeployerUnavailable, ImportError) as exc:
@@ -47,3 +36,23 @@ def open_deployer(settings: Settings) -> Deployer:
             raise
         logger.warning("the launcher deployer cannot be used (%s); using the process deployer instead", exc)
         return get_deployer("process", **_options("process", settings))
+
+
+def open_deployer(settings: Settings) -> Deployer:
+    """The configured deployer: ``auto`` over every member that can be built here."""
+    if settings.deployer != AUTO:
+        return _build(settings.deployer, settings)
+    members = []
+    for name in auto_members():
+        try:
+            members.append(get_deployer(name, **_options(name, settings)))
+        except (DeployerUnavailable, ImportError) as exc:
+            logger.info("auto: the %s deployer is left out (%s)", name, exc)
+    return AutoDeployer(members)
+
+
+def describe_deployer(deployer: Deployer, settings: Settings) -> str:
+    """``auto (launcher, process)``, ``process``, or ``process, fallback`` for a log line."""
+    if isinstance(deployer, AutoDeployer):
+        return f"{deployer.name} ({', '.join(deployer.member_names)})"
+    return deployer.name if deployer.name == settings.deployer else f"{deployer.name}, fallback"

@@ -22,7 +22,7 @@ from berth.worker._context import WorkerContext
 from berth.worker.errors import DeployerDown, DeployFailed, InstanceConflict, InvalidRequest, WorkerError
 from berth.worker.lifecycle import OWNER_LABEL, served_names
 
-__all__ = ["create_workload", "plan_instance", "plan_endpoints", "plan_ports"]
+__all__ = ["create_workload", "plan_instance", "plan_endpoints"]
 
 logger = logging.getLogger(__name__)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -40,12 +40,6 @@ def plan_instance(spec: DeploymentSpec, owner: str) -> ServePlan:
         raise InvalidRequest(f"spec cannot be planned: {exc}") from None
     plan.workload.labels = {**(plan.workload.labels or {}), OWNER_LABEL: owner}
     return plan
-
-
-def plan_ports(plan: ServePlan, ray_range: str | None) -> dict[str, Any]:
-    """The named ports an instance holds, as the registry stores them."""
-    ports = plan.ports
-    return {"http": ports.http, "dp_rpc": ports.dp_rpc, "distributed": ports.distributed, "ray_range": ray_range}
 
 
 def plan_endpoints(plan: ServePlan) -> dict[str, Any]:

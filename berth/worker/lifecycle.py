@@ -7,12 +7,11 @@ Nothing here does I/O; the watcher applies the changes these functions return.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from berth.deployers.base import RUN_CONTAINER
+from berth.deployers import MAX_NAME_LENGTH, RUN_CONTAINER, name_problem
 from berth.schemas.workload import WorkloadState, WorkloadStatus
 from berth.utils.args import is_parameter_key
 from berth.worker.errors import InvalidRequest
@@ -34,13 +33,14 @@ __all__ = [
 
 #: Label naming the worker (its registry) that owns a workload, so orphans are told apart.
 OWNER_LABEL = "berth.io/owner"
-MAX_ID_LENGTH = 63
-_SAFE_ID = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
+#: Instance ids name workloads, so they follow the deployers' one name rule.
+MAX_ID_LENGTH = MAX_NAME_LENGTH
 
 
 def check_instance_id(instance_id: str, field: str = "instance_id") -> str:
-    """A safe instance id: 1-63 letters, digits, '-', '_', '.', alphanumeric at both ends, no '..'."""
-    if not instance_id or len(instance_id) > MAX_ID_LENGTH or ".." in instance_id or not _SAFE_ID.match(instance_id):
+    """A safe instance id: the deployers' name rule (1-63 letters, digits, '-', '_', '.',
+    alphanumeric at both ends), and no '..'."""
+    if ".." in instance_id or name_problem("instance", instance_id) is not None:
         raise InvalidRequest(
             f"{field}: {instance_id[:80]!r} is not a safe name; use 1-{MAX_ID_LENGTH} letters, digits, "
             "'-', '_' or '.', starting and ending with a letter or digit, without '..'"

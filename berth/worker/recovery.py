@@ -53,7 +53,7 @@ def _recover(ctx: WorkerContext, record: InstanceRecord, report: RecoveryReport)
     if record.state is InstanceState.STOPPING:
         _finish_delete(ctx, record)
         return
-    if record.deployer != ctx.deployer.name:
+    if not ctx.deployer.serves(record.deployer):
         ctx.registry.update(record.id, state=InstanceState.FAILED, reason=(
             f"recorded on the {record.deployer} deployer but this worker uses {ctx.deployer.name}; "
             f"start it with BERTH_DEPLOYER={record.deployer} to re-adopt"))

@@ -27,7 +27,7 @@ from berth.worker._context import WorkerContext
 from berth.worker._watcher import Watcher
 from berth.worker.admission import Admitted, Holdings, admit_launcher, admit_spec
 from berth.worker.deployer_factory import open_deployer
-from berth.worker.deployment import create_workload, plan_endpoints, plan_instance, plan_ports
+from berth.worker.deployment import create_workload, plan_endpoints, plan_instance
 from berth.worker.errors import DeployerDown, DeployFailed, InstanceConflict, InstanceNotFound, WorkerError
 from berth.worker.launcher_spec import LauncherRequest
 from berth.worker.lifecycle import check_instance_id, created_changes, owner_value
@@ -112,15 +112,15 @@ class ServeManager:
         self._ctx = None
 
     def _release_deployer(self) -> None:
-        """Close the deployer; stop its daemon too (the launcher's) when no instance may still run."""
+        """Close the deployer; stop its helper processes too (the launcher's daemon) when no
+        instance may still run."""
         deployer = self.ctx.deployer
-        shutdown = getattr(deployer, "shutdown", None)
-        if callable(shutdown) and not any(not r.state.terminal for r in self.ctx.registry.all()):
-            logger.info("no instance left running: stopping the %s deployer's daemon", deployer.name)
+        if not any(not r.state.terminal for r in self.ctx.registry.all()):
             try:
-                shutdown()
+                if deployer.shutdown():
+                    logger.info("no instance left running: stopped the %s deployer's helpers", deployer.name)
             except DeployerError as exc:
-                logger.warning("could not stop the %s deployer's daemon: %s", deployer.name, exc)
+                logger.warning("could not stop the %s deployer's helpers: %s", deployer.name, exc)
         deployer.close()
 
     @property
@@ -227,7 +227,7 @@ class ServeManager:
             deployer=self.ctx.deployer.name,
             workload=plan.name,
             reason="creating the workload",
-            ports=plan_ports(plan, admitted.ray_range),
+            ports=admitted.ports.stored(),
             gpus=admitted.gpus,
             restart_policy=policy,
             max_restarts=self.settings.max_restarts,
@@ -240,8 +240,8 @@ class ServeManager:
         except WorkerError:
             self.ctx.registry.remove(record.id)
             raise
-        logger.info("instance %s created on the %s deployer", record.id, self.ctx.deployer.name)
-        return self.ctx.registry.update(record.id, **created_changes(status, time.time()))
+        logger.info("instance %s created on the %s deployer", record.id, status.deployer)
+        return self.ctx.registry.update(record.id, deployer=status.deployer, **created_changes(status, time.time()))
 
     # -- delete ----------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from berth.deployers import AUTO, deployer_names
 from berth.schemas import BerthConfig, GPUDevice, Worker
 from berth.schemas.config import DEFAULT_IMAGES, DEFAULT_RAY_PORT_RANGE, DEFAULT_SHM_SIZE_GIB
 from berth.utils.ports import parse_port_range
@@ -34,7 +35,8 @@ __all__ = ["CPU_IMAGE", "ENV_PREFIX", "DeployerChoice", "RestartPolicy", "Settin
 ENV_PREFIX = "BERTH_"
 #: vLLM's published CPU image (x86_64), used for instances without GPUs.
 CPU_IMAGE = "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:{tag}"
-DeployerChoice = Literal["auto", "launcher", "process", "container", "memory"]
+#: ``auto`` or a registered deployer (:data:`berth.deployers.REGISTRY`).
+DeployerChoice = Literal[(AUTO, *deployer_names())]  # type: ignore[valid-type]
 RestartPolicy = Literal["never", "on-failure"]
 
 
@@ -97,7 +99,7 @@ class Settings(BaseSettings):
         default="auto",
         description="Where instances run: launcher (preloaded vLLM, fast starts), process, container "
         "(Docker/Podman/Kubernetes via gpustack-runtime) or memory (runs nothing; tests). "
-        "auto = launcher when vLLM is importable, else process.",
+        "auto = per instance: the launcher for what it can run (vLLM importable), else process.",
     )
     host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     port: int = Field(default=8001, ge=1, le=65535, description="Port the API listens on.")

@@ -143,7 +143,7 @@ def test_two_instances_concurrently(deployer, tiny_model) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert {n: s.state for n, s in statuses.items()} == {n: WorkloadState.STARTING for n in ports}
+    assert {n: s.state for n, s in statuses.items()} == {n: WorkloadState.RUNNING for n in ports}
     try:
         for name, port in ports.items():
             _wait_ready(deployer, name, port)
@@ -225,7 +225,7 @@ def test_instances_survive_berth_being_killed_and_are_adopted(tiny_model, tmp_pa
     adopter = LauncherDeployer(run_dir=run_dir)
     try:
         status = adopter.adopt("adopted", identity)
-        assert status.state is WorkloadState.STARTING
+        assert status.state is WorkloadState.RUNNING
         _wait_ready(adopter, "adopted", port)
         _ask_both_apis(str(tiny_model), port)
         daemon_pid = _daemon_pid(adopter)

@@ -16,8 +16,8 @@ import pytest
 from gpustack_runtime.deployer import Container, ContainerEnv, ContainerExecution, ContainerPort, WorkloadPlan
 
 from berth.deployers import INSTANCE_LABEL, MANAGED_LABEL
-from berth.deployers import _process_proc as proc
-from berth.deployers._process_state import TAG_ENV, process_tag
+from berth.deployers._stdlib import proc
+from berth.deployers.process._state import TAG_ENV, process_tag
 from berth.deployers.process import ProcessDeployer
 from berth.schemas.workload import WorkloadState
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from berth.backends import VLLMServer
-from berth.deployers import _process_proc as proc
+from berth.deployers._stdlib import proc
 from berth.deployers.base import RUN_CONTAINER
 from berth.deployers.process import ProcessDeployer
 from berth.schemas.workload import WorkloadState

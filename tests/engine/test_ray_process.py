@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from berth.backends.plan import ServePlan
-from berth.deployers import _process_proc as proc
-from berth.deployers._process_state import TAG_ENV, process_tag
+from berth.deployers._stdlib import proc
+from berth.deployers.process._state import TAG_ENV, process_tag
 from berth.deployers.base import Deployer, InvalidWorkload
 from berth.deployers.process import ProcessDeployer
 from tests.support.ray_cluster import (

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from berth.deployers._process_proc import mentioning
+from berth.deployers._stdlib.proc import mentioning
 from tests.support.serve_process import spawn_serve, stop_group, wait_healthy
 
 

@@ -53,7 +53,7 @@ class FlakyDeployer(Deployer):
             self.refused += 1
             raise DeployerUnavailable("cannot reach the engine (simulated outage)")
 
-    def create(self, plan: WorkloadPlan) -> WorkloadStatus:
+    def _create(self, plan: WorkloadPlan) -> WorkloadStatus:
         self._check()
         return self.inner.create(plan)
 
@@ -61,15 +61,15 @@ class FlakyDeployer(Deployer):
         self._check()
         return self.inner.get(name)
 
-    def list(self) -> list[WorkloadStatus]:
+    def _list(self) -> list[WorkloadStatus]:
         self._check()
         return self.inner.list()
 
-    def logs(self, name: str, *, container: str = "default", start: int = 0, end: int | None = None) -> LogChunk:
+    def _logs(self, name: str, container: str, start: int, end: int | None) -> LogChunk:
         self._check()
         return self.inner.logs(name, container=container, start=start, end=end)
 
-    def delete(self, name: str, *, timeout: float = 10.0) -> WorkloadStatus | None:
+    def _delete(self, name: str, timeout: float) -> WorkloadStatus | None:
         self._check()
         return self.inner.delete(name, timeout=timeout)
 

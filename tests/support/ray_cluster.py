@@ -32,12 +32,11 @@ import pytest
 from berth.backends import VLLMServer
 from berth.backends.plan import ServePlan
 from berth.deployers import RAY_HEAD_CONTAINER, RUN_CONTAINER
-from berth.deployers import _process_proc as proc
-from berth.deployers._process_ports import bound_ports
+from berth.deployers._stdlib import proc
+from berth.deployers.process._ports import bound_ports
 from berth.deployers.base import Deployer, WorkloadNotFound
-from berth.schemas import DeploymentSpec
+from berth.schemas import DeploymentSpec, InstancePorts
 from berth.worker.admission import Holdings, admit_spec
-from berth.worker.allocation import expand_ports
 from berth.worker.settings import Settings
 
 __all__ = [
@@ -222,9 +221,8 @@ class Workers:
 
 
 def _hold(held: Holdings, owner: str, ports: list[int] | None, ray_range: str | None) -> Holdings:
-    named: dict[str, object] = {f"p{i}": p for i, p in enumerate(ports or [])}
-    named["ray_range"] = ray_range
-    return Holdings(ports={**held.ports, **dict.fromkeys(expand_ports(named), owner)}, gpus=dict(held.gpus))
+    holding = InstancePorts.from_list(ports, ray_range=ray_range).held()
+    return Holdings(ports={**held.ports, **dict.fromkeys(holding, owner)}, gpus=dict(held.gpus))
 
 
 def worker_settings(tmp_path: Path, ip: str, worker_id: int, taken: set[int], *, gpus: bool = True) -> Settings:

@@ -33,10 +33,11 @@ from berth.deployers import (
     WorkloadNotFound,
     get_deployer,
 )
-from berth.deployers import _container_errors as errors
-from berth.deployers import _container_logs as logs
-from berth.deployers import _container_status as mapping
-from berth.deployers import container as container_module
+from berth.deployers._stdlib.names import check_name
+from berth.deployers.container import _errors as errors
+from berth.deployers.container import _logs as logs
+from berth.deployers.container import _status as mapping
+from berth.deployers.container import deployer as container_module
 from berth.deployers.container import ContainerDeployer
 from berth.schemas.workload import WorkloadState
 
@@ -290,13 +291,13 @@ def test_other_operation_errors_keep_the_engine_words():
 
 
 def test_names():
-    errors.check_name("qwen-0.5b_instance-1")
-    with pytest.raises(InvalidWorkload, match="64 characters.*at most 63"):
-        errors.check_name("x" * 64)
-    with pytest.raises(InvalidWorkload, match="not a valid label value"):
-        errors.check_name("bad name")
-    with pytest.raises(InvalidWorkload, match="no name"):
-        errors.check_name("")
+    check_name("workload", "qwen-0.5b_instance-1")
+    with pytest.raises(ValueError, match="64 characters.*at most 63"):
+        check_name("workload", "x" * 64)
+    with pytest.raises(ValueError, match="not a valid label value"):
+        check_name("workload", "bad name")
+    with pytest.raises(ValueError, match="no name"):
+        check_name("workload", "")
 
 
 # -- logs --------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from berth.deployers._launcher_spawn import DAEMON_PATH, DaemonHandle
+from berth.deployers.launcher._spawn import DAEMON_MODULE, DaemonHandle
 
 
 @pytest.mark.subprocess
@@ -16,7 +16,7 @@ def test_unanswering_daemon_is_killed_by_its_group(tmp_path):
     # a stand-in "daemon": right command line, no socket, ignores SIGTERM (and says so once it does:
     # on a busy machine its start can take seconds, and a SIGTERM before that would end it)
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(120)"
-    proc = subprocess.Popen([sys.executable, "-c", code, DAEMON_PATH, state_dir], start_new_session=True,
+    proc = subprocess.Popen([sys.executable, "-c", code, DAEMON_MODULE, state_dir], start_new_session=True,
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"

@@ -7,9 +7,10 @@ import signal
 
 import pytest
 
-from berth.deployers import _launcher_records as rec
-from berth.deployers._launcher_spawn import DaemonHandle
-from berth.deployers._launcher_status import record_state, with_tail, workload_status
+from berth.deployers._stdlib.names import check_name
+from berth.deployers.launcher import _records as rec
+from berth.deployers.launcher._spawn import DaemonHandle
+from berth.deployers.launcher._status import record_state, with_tail, workload_status
 from berth.deployers.base import DeployerError, DeployerUnavailable
 from berth.deployers._logfile import read_range, read_tail
 from berth.deployers.launcher import LauncherDeployer, vllm_missing
@@ -25,7 +26,7 @@ def _record(**kw) -> rec.InstanceRecord:
 @pytest.mark.parametrize(
     "fields,state,words",
     [
-        ({}, WorkloadState.STARTING, "runs"),
+        ({}, WorkloadState.RUNNING, ""),  # the contract: live is running everywhere
         ({"finished_at": 2.0, "exit_code": 0}, WorkloadState.STOPPED, "code 0"),
         ({"finished_at": 2.0, "signal": 15, "stop_requested": True}, WorkloadState.STOPPED, "by berth"),
         ({"finished_at": 2.0, "exit_code": 1, "stop_requested": True}, WorkloadState.STOPPED, "by berth"),
@@ -73,10 +74,10 @@ def test_state_files_round_trip(tmp_path) -> None:
 
 
 def test_names_are_file_safe() -> None:
-    assert rec.check_name("qwen-0.5b_1") == "qwen-0.5b_1"
+    assert check_name("instance", "qwen-0.5b_1") == "qwen-0.5b_1"
     for bad in ("", "../x", ".hidden", "a b", "x" * 201, None):
         with pytest.raises(ValueError):
-            rec.check_name(bad)
+            check_name("instance", bad)
 
 
 def test_read_range_is_inclusive_and_bounded(tmp_path) -> None:

@@ -29,7 +29,7 @@ from gpustack_runtime.deployer import (
 )
 
 from berth.deployers import INSTANCE_LABEL, MANAGED_LABEL, get_deployer
-from berth.deployers import _process_proc as proc
+from berth.deployers._stdlib import proc
 from berth.deployers.base import InvalidWorkload, WorkloadExists, WorkloadNotFound
 from berth.deployers.process import ProcessDeployer
 from berth.schemas.workload import WorkloadState, WorkloadStatus
@@ -67,7 +67,7 @@ def py(code: str, name: str = "default", **kwargs: object) -> Container:
 
 
 def plan(name: str, *containers: Container, managed: bool = True) -> WorkloadPlan:
-    labels = {MANAGED_LABEL: "true", INSTANCE_LABEL: name} if managed else {}
+    labels = {MANAGED_LABEL: "true", INSTANCE_LABEL: name} if managed else {MANAGED_LABEL: ""}  # berth labels the rest
     return WorkloadPlan(name=name, labels=labels, host_network=True, containers=list(containers))
 
 
@@ -433,21 +433,21 @@ def test_killed_shim_leaves_the_process_owned(deployer: ProcessDeployer, run_dir
 
 
 def test_masked_argv_hides_secret_option_values() -> None:
-    from berth.deployers._process_spec import masked_argv
+    from berth.deployers.process._spec import masked_argv
 
     argv = ["vllm", "serve", "m", "--api-key", "s3cret", "--hf-token=abc", "--port", "8000"]
     assert masked_argv(argv) == ["vllm", "serve", "m", "--api-key", "***", "--hf-token=***", "--port", "8000"]
 
 
 def test_search_path_puts_bin_dirs_first_once() -> None:
-    from berth.deployers._process_spec import search_path
+    from berth.deployers.process._spec import search_path
 
     assert search_path(["/venv/bin"], "/usr/bin:/venv/bin::/bin") == "/venv/bin:/usr/bin:/bin"
 
 
 def test_status_without_record() -> None:
-    from berth.deployers._process_state import ContainerState
-    from berth.deployers._process_status import container_status
+    from berth.deployers.process._state import ContainerState
+    from berth.deployers.process._status import container_status
 
     assert container_status("default", None).state is WorkloadState.PENDING
     gone = ContainerState(shim_pid=2**22 + 1, shim_start=1, pid=2**22 + 2, pid_start=1)

@@ -16,7 +16,8 @@ def messages(**over):
 
 def test_named_ports_from_scheduler_list():
     assert InstancePorts.from_list([8000]) == InstancePorts(http=8000)
-    assert InstancePorts.from_list([8000, 8001, 8002, 8003]) == InstancePorts(http=8000, dp_rpc=8001, distributed=8003)
+    assert InstancePorts.from_list([8000, 8001, 8002, 8003]) == InstancePorts(
+        http=8000, dp_rpc=8001, distributed=8003, extra=(8002,))  # every port kept (issue 12)
     assert InstancePorts.from_list(None) == InstancePorts()
 
 

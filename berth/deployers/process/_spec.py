@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,13 +21,12 @@ from dataclasses import dataclass
 from gpustack_runtime.deployer import Container, ContainerProfileEnum, WorkloadPlan
 
 from berth.deployers._devices import visible_devices_env
-from berth.deployers._process_state import TAG_ENV, process_tag, script_path
+from berth.deployers.process._state import TAG_ENV, process_tag, script_path
 from berth.deployers.base import InvalidWorkload
 from berth.utils.env import is_secret_option
 
 logger = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _CONTAINER_ONLY = (
     "image", "mounts", "files", "checks", "restart_policy",
 )
@@ -58,14 +56,25 @@ class LaunchSpec:
         }
 
 
-def check_name(kind: str, name: str | None) -> str:
-    """A workload or container name usable as a file name, or :class:`InvalidWorkload`."""
-    if not name or not _NAME.match(name):
-        raise InvalidWorkload(
-            f"{kind} name {name!r} cannot be used by the process deployer; use 1-200 letters, "
-            f"digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    return name
+def plan_problem(plan: WorkloadPlan) -> str | None:
+    """Why the process deployer cannot run ``plan`` (``None``: it can); no I/O."""
+    for container in plan.containers or []:
+        problem = container_problem(container)
+        if problem is not None:
+            return problem
+    return None
+
+
+def container_problem(container: Container) -> str | None:
+    """Why ``container`` cannot run as a local process: an Init profile, or no command."""
+    if container.profile == ContainerProfileEnum.INIT:
+        return (f"container {container.name!r} has the Init profile, which the process deployer "
+                f"does not run; run that step before creating the workload, or use the container deployer")
+    execution = container.execution
+    if execution is None or not (execution.command or execution.command_script):
+        return (f"container {container.name!r} sets neither execution.command nor "
+                f"execution.command_script; a local process has no image entrypoint to fall back on")
+    return None
 
 
 def build_launch_specs(
@@ -75,30 +84,20 @@ def build_launch_specs(
     bin_dirs: Sequence[str],
     base_env: Mapping[str, str],
 ) -> list[LaunchSpec]:
-    """One :class:`LaunchSpec` per container of ``plan``, validated; no I/O but lookups."""
-    check_name("workload", plan.name)
-    containers = list(plan.containers or [])
-    if not containers:
-        raise InvalidWorkload(f"plan {plan.name!r} has no containers; give it at least a run container")
+    """One :class:`LaunchSpec` per container of a plan the deployer checked; no I/O but lookups."""
     _log_ignored(plan, _PLAN_ONLY, f"workload {plan.name}")
-    return [_launch_spec(c, workload_dir, bin_dirs, base_env) for c in containers]
+    return [_launch_spec(c, workload_dir, bin_dirs, base_env) for c in plan.containers or []]
 
 
 def _launch_spec(
     container: Container, workload_dir: str, bin_dirs: Sequence[str], base_env: Mapping[str, str]
 ) -> LaunchSpec:
-    name = check_name("container", container.name)
-    if container.profile == ContainerProfileEnum.INIT:
-        raise InvalidWorkload(
-            f"container {name!r} has the Init profile, which the process deployer does not run; "
-            f"run that step before creating the workload, or use the container deployer"
-        )
+    name = str(container.name)
+    problem = container_problem(container)
+    if problem is not None:
+        raise InvalidWorkload(problem)
     execution = container.execution
-    if execution is None or not (execution.command or execution.command_script):
-        raise InvalidWorkload(
-            f"container {name!r} sets neither execution.command nor execution.command_script; "
-            f"a local process has no image entrypoint to fall back on"
-        )
+    assert execution is not None  # container_problem refused a container without one
     _log_ignored(container, _CONTAINER_ONLY, f"container {name}")
     _log_ignored(execution, _EXECUTION_ONLY, f"container {name}")
     env = container_env(container, base_env, bin_dirs, process_tag(workload_dir, name))
@@ -185,9 +184,10 @@ def masked_argv(argv: Sequence[str]) -> list[str]:
 __all__ = [
     "LaunchSpec",
     "build_launch_specs",
-    "check_name",
+    "container_problem",
     "container_env",
     "masked_argv",
+    "plan_problem",
     "resolve_executable",
     "search_path",
 ]

@@ -1,7 +1,7 @@
 """Run berth plans as local processes: one process per container of the plan.
 
 Each container (the ``ray-head`` sidecar too) runs under its own small supervisor, the shim
-(:mod:`berth.deployers._process_shim`), in a session of its own. The shim starts the command,
+(:mod:`berth.deployers.process._shim`), in a session of its own. The shim starts the command,
 waits for it and writes pid, process group, exit code, signal and timestamps to a JSON file in
 the run directory; ``get``/``list`` read those files, so a new ``ProcessDeployer`` over the same
 ``run_dir`` finds and adopts everything an earlier one started, even after berth was killed
@@ -35,55 +35,42 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from gpustack_runtime.deployer import WorkloadPlan
 
-from berth.deployers import _process_shim
-from berth.deployers._process_ports import check_ports_free
-from berth.deployers._process_spec import LaunchSpec, build_launch_specs, check_name, masked_argv
-from berth.deployers._process_state import (
-    WORKLOAD_FILE,
-    log_path,
-    read_json,
-    read_state,
-    write_json,
-)
-from berth.deployers._process_status import container_status
-from berth.deployers._process_stop import Target, stop_targets
 from berth.deployers._logfile import read_range
+from berth.deployers._stdlib.files import read_json, write_json
+from berth.deployers._stdlib.names import check_name
+from berth.deployers._stdlib.run import argv_for
 from berth.deployers.base import (
-    MANAGED_LABEL,
     RUN_CONTAINER,
-    Deployer,
     DeployerError,
     InvalidWorkload,
+    LocalDeployer,
     WorkloadExists,
     WorkloadNotFound,
 )
+from berth.deployers.process._ports import check_ports_free
+from berth.deployers.process._spec import LaunchSpec, build_launch_specs, masked_argv, plan_problem
+from berth.deployers.process._state import WORKLOAD_FILE, log_path, read_state
+from berth.deployers.process._status import container_status
+from berth.deployers.process._stop import Target, stop_targets
 from berth.schemas.workload import ContainerStatus, LogChunk, WorkloadState, WorkloadStatus, aggregate_state
 
 logger = logging.getLogger(__name__)
 
-SHIM_PATH = os.path.abspath(_process_shim.__file__)
+#: The supervisor program, run by path (see :mod:`berth.deployers._stdlib.run`).
+SHIM_MODULE = "berth.deployers.process.shim"
 
 
-def default_run_dir() -> str:
-    """``$BERTH_DATA_DIR/process``, else ``$XDG_DATA_HOME/berth/process`` (``~/.local/share``)."""
-    data_dir = os.environ.get("BERTH_DATA_DIR")
-    if not data_dir:
-        xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-        data_dir = os.path.join(xdg, "berth")
-    return os.path.join(data_dir, "process")
-
-
-class ProcessDeployer(Deployer):
+class ProcessDeployer(LocalDeployer):
     """Runs each container of a plan as a supervised local process.
 
-    ``run_dir`` holds state and logs (default :func:`default_run_dir`); ``bin_dirs`` are
-    searched for commands before ``PATH`` (default: the directory of this Python, i.e. the
-    virtualenv's ``bin``); ``inherit_env`` passes berth's environment on to the processes;
-    ``start_timeout`` bounds how long starting one shim may take.
+    Takes :class:`LocalDeployer`'s arguments (``run_dir`` holds state and logs; ``python``
+    runs the shims; ``start_timeout`` bounds how long starting one shim may take), plus
+    ``bin_dirs``, searched for commands before ``PATH`` (default: the directory of this Python,
+    i.e. the virtualenv's ``bin``).
     """
 
     name = "process"
@@ -92,25 +79,26 @@ class ProcessDeployer(Deployer):
         self,
         run_dir: str | os.PathLike[str] | None = None,
         *,
-        bin_dirs: Sequence[str] | None = None,
-        inherit_env: bool = True,
         python: str | None = None,
-        start_timeout: float = 30.0,
+        inherit_env: bool = True,
+        start_timeout: float | None = None,
+        bin_dirs: Sequence[str] | None = None,
     ) -> None:
-        self.run_dir = os.path.abspath(os.fspath(run_dir) if run_dir is not None else default_run_dir())
+        super().__init__(run_dir, python=python, inherit_env=inherit_env, start_timeout=start_timeout)
         self.bin_dirs = list(bin_dirs) if bin_dirs is not None else [os.path.dirname(sys.executable)]
-        self.inherit_env = inherit_env
-        self.python = python or sys.executable
-        self.start_timeout = start_timeout
         self._lock = threading.Lock()
+
+    def check(self, plan: WorkloadPlan) -> str | None:
+        """Refuses Init-profile containers and containers with no command (no image to fall
+        back on); commands are looked up only at ``create``."""
+        return super().check(plan) or plan_problem(plan)
 
     # -- create --------------------------------------------------------------------------
 
-    def create(self, plan: WorkloadPlan) -> WorkloadStatus:
-        name = check_name("workload", plan.name)
+    def _create(self, plan: WorkloadPlan) -> WorkloadStatus:
+        name = str(plan.name)
         workload_dir = self._dir(name)
-        base_env = dict(os.environ) if self.inherit_env else {"PATH": os.defpath}
-        specs = build_launch_specs(plan, workload_dir=workload_dir, bin_dirs=self.bin_dirs, base_env=base_env)
+        specs = build_launch_specs(plan, workload_dir=workload_dir, bin_dirs=self.bin_dirs, base_env=self.base_env())
         with self._lock:
             check_ports_free(plan.containers or [])
             self._claim(workload_dir, name)
@@ -154,7 +142,7 @@ class ProcessDeployer(Deployer):
         payload = json.dumps(spec.to_shim()).encode()
         try:
             done = subprocess.run(
-                [self.python, "-I", SHIM_PATH, workload_dir, spec.container],
+                argv_for(self.python, SHIM_MODULE, workload_dir, spec.container),
                 input=payload, capture_output=True, timeout=self.start_timeout, check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -199,31 +187,18 @@ class ProcessDeployer(Deployer):
             identity=identity,
         )
 
-    def list(self) -> list[WorkloadStatus]:
+    def _list(self) -> Iterator[WorkloadStatus]:
         try:
-            entries = sorted(e.name for e in os.scandir(self.run_dir) if e.is_dir())
+            entries = [e.name for e in os.scandir(self.run_dir) if e.is_dir()]
         except FileNotFoundError:
-            return []
-        found: list[WorkloadStatus] = []
+            return
         for entry in entries:
             try:
-                status = self.get(entry)
-            except WorkloadNotFound:
+                yield self.get(entry)
+            except (WorkloadNotFound, ValueError):
                 continue
-            if status.labels.get(MANAGED_LABEL):
-                found.append(status)
-        return found
 
-    def logs(
-        self,
-        name: str,
-        *,
-        container: str = RUN_CONTAINER,
-        start: int = 0,
-        end: int | None = None,
-    ) -> LogChunk:
-        if start < 0 or (end is not None and end < start - 1):
-            raise ValueError(f"bad log range start={start} end={end}; need 0 <= start and end >= start")
+    def _logs(self, name: str, container: str, start: int, end: int | None) -> LogChunk:
         return read_range(self._log_file(name, container), start, end, missing_ok=False)
 
     def _log_file(self, name: str, container: str) -> str:
@@ -235,28 +210,26 @@ class ProcessDeployer(Deployer):
 
     # -- delete --------------------------------------------------------------------------
 
-    def delete(self, name: str, *, timeout: float = 10.0) -> WorkloadStatus | None:
-        workload_dir = self._dir(name)
+    def _delete(self, name: str, timeout: float) -> WorkloadStatus | None:
+        try:
+            workload_dir = self._dir(name)
+        except WorkloadNotFound:
+            return None
         if not os.path.isdir(workload_dir):
             return None
         meta = read_json(os.path.join(workload_dir, WORKLOAD_FILE))
         containers = list(meta["containers"]) if meta else _containers_on_disk(workload_dir)
-        before = self.get(name) if meta else None
         targets = [Target(workload_dir, c, read_state(workload_dir, c)) for c in containers]
         stop_targets(targets, timeout)
-        last = self._stopped_status(name, before) if before else None
+        last = self.get(name) if meta else None
         shutil.rmtree(workload_dir, ignore_errors=True)
         return last
 
-    def _stopped_status(self, name: str, before: WorkloadStatus) -> WorkloadStatus:
-        after = self.get(name)
-        was_live = {c.name for c in before.containers if not c.state.terminal}
-        containers = [_mark_stopped(c) if c.name in was_live else c for c in after.containers]
-        state = aggregate_state([c.state for c in containers])
-        return after.model_copy(update={"containers": containers, "state": state, "reason": "stopped by berth"})
-
     def _dir(self, name: str) -> str:
-        return os.path.join(self.run_dir, check_name("workload", name))
+        try:
+            return os.path.join(self.run_dir, check_name("workload", name))
+        except ValueError as exc:
+            raise WorkloadNotFound(f"no workload named {name!r} in {self.run_dir}: {exc}") from None
 
 
 def _parse_report(stdout: bytes) -> dict[str, object]:
@@ -268,15 +241,9 @@ def _parse_report(stdout: bytes) -> dict[str, object]:
     return report if isinstance(report, dict) else {}
 
 
-def _mark_stopped(status: ContainerStatus) -> ContainerStatus:
-    if status.state is WorkloadState.STOPPED:
-        return status
-    return status.model_copy(update={"state": WorkloadState.STOPPED, "reason": "stopped by berth"})
-
-
 def _containers_on_disk(workload_dir: str) -> list[str]:
     suffix = ".state"
     return [n[: -len(suffix)] for n in os.listdir(workload_dir) if n.endswith(suffix)]
 
 
-__all__ = ["SHIM_PATH", "ProcessDeployer", "default_run_dir"]
+__all__ = ["SHIM_MODULE", "ProcessDeployer"]

@@ -1,7 +1,7 @@
-"""Reading ``/proc`` and signalling processes, for the process deployer and its shim.
+"""Processes on this host: reading ``/proc``, signalling, subreaping, waiting.
 
-Standard library only: the shim loads this module by path, without importing berth (which
-would pull in gpustack-runtime and cost most of a second per start).
+Shared by the process deployer, its shim and the launcher daemon (standard library only; see
+:mod:`berth.deployers._stdlib`).
 
 A process is named by ``(pid, start)``, where ``start`` is its start time in clock ticks since
 boot (``/proc/<pid>/stat`` field 22), so a recycled pid is never mistaken for the original.
@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 import signal as _signal
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 PROC = "/proc"
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,14 +155,71 @@ def send(pids: Iterable[int], sig: int) -> None:
 
 
 def send_group(pgid: int | None, sig: int) -> bool:
-    """Send ``sig`` to process group ``pgid``; ``False`` when the group no longer exists."""
+    """Send ``sig`` to process group ``pgid``; ``False`` when the group no longer exists.
+
+    A group this process may not signal still exists: ``True``, nothing sent.
+    """
     if not pgid or pgid <= 1:
         return False
     try:
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
+    except ProcessLookupError:
         return False
+    except PermissionError:
+        return True
     return True
+
+
+def wait_gone(pid: int, timeout: float, poll: float = 0.05) -> bool:
+    """Wait until ``pid`` no longer runs (gone or a zombie); ``False`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while start_time(pid) is not None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
+def with_argv(*parts: str) -> list[int]:
+    """Live pids whose command line holds every one of ``parts`` as a whole argument."""
+    wanted = [os.fsencode(part) for part in parts]
+    found = []
+    for stat in iter_stats():
+        try:
+            with open(f"{PROC}/{stat.pid}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if all(part in argv for part in wanted):
+            found.append(stat.pid)
+    return found
+
+
+def _prctl(option: int, value: int) -> bool:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False  # not Linux
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants re-parent to this process instead of init (Linux only).
+
+    ``False`` where the kernel offers no such thing; orphans then go to init, and scans by
+    session, group or environment tag still find them.
+    """
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def die_with_parent(parent_pid: int, sig: int = _signal.SIGTERM) -> None:
+    """Have the kernel send ``sig`` to this process when its parent dies (Linux only).
+
+    Checks the parent afterwards: one that died before the request took effect is acted on now.
+    """
+    if _prctl(_PR_SET_PDEATHSIG, sig) and os.getppid() != parent_pid:
+        os.kill(os.getpid(), sig)
 
 
 def signal_name(sig: int | None) -> str:
@@ -174,7 +234,9 @@ def signal_name(sig: int | None) -> str:
 
 __all__ = [
     "ProcStat",
+    "become_subreaper",
     "descendants",
+    "die_with_parent",
     "has_env",
     "is_running",
     "iter_stats",
@@ -185,4 +247,6 @@ __all__ = [
     "send_group",
     "signal_name",
     "start_time",
+    "wait_gone",
+    "with_argv",
 ]

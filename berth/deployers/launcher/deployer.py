@@ -2,7 +2,7 @@
 
 A cold ``vllm serve`` spends most of its start importing vLLM, in three processes (API server,
 engine core, worker). The launcher deployer keeps a daemon per ``run_dir``
-(:mod:`berth.deployers._launcher_daemon`) that imports vLLM and what an instance loads once,
+(:mod:`berth.deployers.launcher.daemon`) that imports vLLM and what an instance loads once,
 then forks each instance; the instance forks its engine core and worker in turn instead of
 spawning them, so a later instance skips every import.
 
@@ -15,9 +15,9 @@ spawning them, so a later instance skips every import.
   with one ``pread``, whatever the file's size.
 * The daemon is started lazily (on the first ``create``) in a session of its own: it and its
   instances survive berth, even ``kill -9``; a new deployer over the same ``run_dir`` finds them
-  through the socket (``adopt``/``get``/``list``). ``shutdown()`` (or ``close(shutdown=True)``)
-  stops every instance and the daemon.
-* Statuses: ``starting`` while the server process lives (readiness is the worker's job),
+  through the socket (``adopt``/``get``/``list``). ``shutdown()`` stops every instance and the
+  daemon; ``close()`` leaves both running.
+* Statuses: ``running`` while the server process lives (readiness is the worker's job),
   ``stopped`` after a berth stop or exit 0, ``failed`` on a non-zero exit or a signal berth did
   not send (named), with the last log lines in the reason.
 """
@@ -29,28 +29,30 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from gpustack_runtime.deployer import WorkloadPlan
 
-from berth.deployers import _launcher_protocol as proto
-from berth.deployers import _launcher_records as rec
-from berth.deployers._launcher_daemon import LOGS_DIR
-from berth.deployers._launcher_plan import instance_request
-from berth.deployers._launcher_spawn import DaemonHandle
-from berth.deployers._launcher_status import workload_status
 from berth.deployers._logfile import read_range, read_tail
+from berth.deployers._stdlib.files import unlink
+from berth.deployers._stdlib.names import name_problem
+from berth.deployers._stdlib.proc import is_running
 from berth.deployers.base import (
-    MANAGED_LABEL,
     RUN_CONTAINER,
-    Deployer,
     DeployerError,
     DeployerUnavailable,
     InvalidWorkload,
+    LocalDeployer,
     WorkloadExists,
     WorkloadNotFound,
 )
+from berth.deployers.launcher import _protocol as proto
+from berth.deployers.launcher import _records as rec
+from berth.deployers.launcher._plan import instance_request, plan_problem
+from berth.deployers.launcher._spawn import DaemonHandle
+from berth.deployers.launcher._status import workload_status
+from berth.deployers.launcher.daemon import LOGS_DIR
 from berth.schemas.workload import LogChunk, WorkloadStatus
 
 _ERRORS: dict[str, type[DeployerError]] = {
@@ -62,15 +64,6 @@ _ERRORS: dict[str, type[DeployerError]] = {
 _TAIL_BYTES = 4096
 
 
-def default_run_dir() -> str:
-    """``$BERTH_DATA_DIR/launcher``, else ``$XDG_DATA_HOME/berth/launcher`` (``~/.local/share``)."""
-    data_dir = os.environ.get("BERTH_DATA_DIR")
-    if not data_dir:
-        xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-        data_dir = os.path.join(xdg, "berth")
-    return os.path.join(data_dir, "launcher")
-
-
 def vllm_missing(python: str) -> str | None:
     """Why ``python`` cannot run the launcher (vLLM not importable), or ``None``."""
     if os.path.realpath(python) != os.path.realpath(sys.executable):
@@ -80,17 +73,17 @@ def vllm_missing(python: str) -> str | None:
     return None
 
 
-class LauncherDeployer(Deployer):
+class LauncherDeployer(LocalDeployer):
     """Runs ``vllm serve`` plans as forks of a preloaded launcher daemon.
 
-    ``run_dir`` holds the daemon's socket, state files and logs (default
-    :func:`default_run_dir`); ``python`` runs the daemon (default: this interpreter);
-    ``inherit_env`` passes berth's environment to instances; ``preload`` names extra modules
-    the daemon imports up front; ``start_timeout`` bounds the daemon's start (it imports vLLM).
-    Raises :class:`DeployerUnavailable` when vLLM cannot be imported.
+    Takes :class:`LocalDeployer`'s arguments (``run_dir`` holds the daemon's socket, state
+    files and logs; ``python`` runs the daemon; ``start_timeout`` bounds the daemon's start, which
+    imports vLLM), plus ``preload``: extra modules the daemon imports up front. Raises
+    :class:`DeployerUnavailable` when vLLM cannot be imported.
     """
 
     name = "launcher"
+    default_start_timeout = 180.0
 
     def __init__(
         self,
@@ -98,25 +91,27 @@ class LauncherDeployer(Deployer):
         *,
         python: str | None = None,
         inherit_env: bool = True,
+        start_timeout: float | None = None,
         preload: Sequence[str] = (),
-        start_timeout: float = 180.0,
     ) -> None:
-        self.run_dir = os.path.abspath(os.fspath(run_dir) if run_dir is not None else default_run_dir())
-        self.python = python or sys.executable
+        super().__init__(run_dir, python=python, inherit_env=inherit_env, start_timeout=start_timeout)
         reason = vllm_missing(self.python)
         if reason is not None:
             raise DeployerUnavailable(f"the launcher deployer needs vLLM: {reason}")
-        self.inherit_env = inherit_env
         self.daemon = DaemonHandle(
-            self.run_dir, python=self.python, preload=preload, start_timeout=start_timeout
+            self.run_dir, python=self.python, preload=preload, start_timeout=self.start_timeout
         )
         self._lock = threading.Lock()
 
+    def check(self, plan: WorkloadPlan) -> str | None:
+        """Accepts a single run container running ``vllm serve`` with one API server (no
+        sidecar, ``--headless``, ``--grpc``, several API servers or data parallelism)."""
+        return super().check(plan) or plan_problem(plan)
+
     # -- create --------------------------------------------------------------------------
 
-    def create(self, plan: WorkloadPlan) -> WorkloadStatus:
-        base_env = dict(os.environ) if self.inherit_env else {}
-        request = instance_request(plan, base_env=base_env, default_cwd=os.getcwd())
+    def _create(self, plan: WorkloadPlan) -> WorkloadStatus:
+        request = instance_request(plan, base_env=self.base_env(), default_cwd=os.getcwd())
         if rec.read_record(self.run_dir, request.name) is not None:  # live or ended, not deleted
             raise WorkloadExists(f"workload {request.name!r} already exists in {self.run_dir}")
         with self._lock:
@@ -144,26 +139,22 @@ class LauncherDeployer(Deployer):
                 return rec.InstanceRecord.from_dict(self._call("status", name=name))
             except WorkloadNotFound:
                 pass
-        record = rec.read_record(self.run_dir, name) if rec.NAME_PATTERN.match(name) else None
+        record = rec.read_record(self.run_dir, name) if name_problem("workload", name) is None else None
         if record is None:
             raise WorkloadNotFound(f"no workload named {name!r} in {self.run_dir}")
-        if record.alive and not _pid_alive(record.pid):
+        if record.alive and not is_running(record.pid, None):
             record.finished_at = time.time()  # its daemon is gone and so is it: end unknown
         return record
 
-    def list(self) -> list[WorkloadStatus]:
+    def _list(self) -> Iterator[WorkloadStatus]:
         names = {r.name for r in rec.list_records(self.run_dir)}
         if self.daemon.ping() is not None:
             names.update(r["name"] for r in self._call("list")["instances"])
-        found = []
-        for name in sorted(names):
+        for name in names:
             try:
-                status = self.get(name)
+                yield self.get(name)
             except WorkloadNotFound:
                 continue
-            if status.labels.get(MANAGED_LABEL):
-                found.append(status)
-        return found
 
     def adopt(self, name: str, identity: dict[str, str]) -> WorkloadStatus:
         """Find an instance an earlier berth process started; the daemon (or its state file)
@@ -176,23 +167,14 @@ class LauncherDeployer(Deployer):
             )
         return self.get(name)
 
-    def logs(
-        self,
-        name: str,
-        *,
-        container: str = RUN_CONTAINER,
-        start: int = 0,
-        end: int | None = None,
-    ) -> LogChunk:
-        if start < 0 or (end is not None and end < start - 1):
-            raise ValueError(f"bad log range start={start} end={end}; need 0 <= start and end >= start - 1")
+    def _logs(self, name: str, container: str, start: int, end: int | None) -> LogChunk:
         if container != RUN_CONTAINER:
             raise WorkloadNotFound(f"no container {container!r} in workload {name!r} (only {RUN_CONTAINER!r})")
         return read_range(self._record(name).log, start, end)
 
     # -- delete --------------------------------------------------------------------------
 
-    def delete(self, name: str, *, timeout: float = 10.0) -> WorkloadStatus | None:
+    def _delete(self, name: str, timeout: float) -> WorkloadStatus | None:
         try:
             record = self._record(name)
         except WorkloadNotFound:
@@ -202,7 +184,7 @@ class LauncherDeployer(Deployer):
             self._call("remove", name=name)
         else:
             rec.remove_record(self.run_dir, name)
-            _unlink(record.log)
+            unlink(record.log)
         return self._status(record)
 
     def _daemon_knows(self, name: str) -> bool:
@@ -225,11 +207,6 @@ class LauncherDeployer(Deployer):
         them. Returns ``False`` when no daemon was running."""
         with self._lock:
             return self.daemon.shutdown(timeout)
-
-    def close(self, shutdown: bool = False) -> None:
-        """Forget the daemon (it keeps running) or, with ``shutdown=True``, stop it."""
-        if shutdown:
-            self.shutdown()
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -254,21 +231,4 @@ class LauncherDeployer(Deployer):
         return os.path.join(self.run_dir, LOGS_DIR, f"{name}.log")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-__all__ = ["LauncherDeployer", "default_run_dir", "vllm_missing"]
+__all__ = ["LauncherDeployer", "vllm_missing"]

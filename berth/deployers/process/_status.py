@@ -10,8 +10,8 @@
 
 from __future__ import annotations
 
-from berth.deployers._process_proc import is_running, signal_name
-from berth.deployers._process_state import ContainerState
+from berth.deployers._stdlib.proc import is_running, signal_name
+from berth.deployers.process._state import ContainerState
 from berth.schemas.workload import ContainerStatus, WorkloadState
 
 

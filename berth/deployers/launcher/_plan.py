@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from gpustack_runtime.deployer import Container, WorkloadPlan
 
 from berth.deployers._devices import visible_devices_env
-from berth.deployers._launcher_records import check_name
 from berth.deployers.base import RUN_CONTAINER, InvalidWorkload
+from berth.deployers.launcher._vllm import unsupported
+from berth.utils.args import find_bool_parameter, find_int_parameter
 
 _OTHER_DEPLOYERS = "use the process or container deployer for it"
 
@@ -35,11 +36,31 @@ class InstanceRequest:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+def plan_problem(plan: WorkloadPlan) -> str | None:
+    """Why the launcher cannot run ``plan``, read from the plan alone (vLLM's parser has the
+    last word at ``create``), or ``None``."""
+    try:
+        args = serve_args(run_container(plan))
+    except InvalidWorkload as exc:
+        return str(exc)
+    return unsupported(
+        headless=find_bool_parameter(args, _names("headless")),
+        grpc=find_bool_parameter(args, _names("grpc")),
+        api_servers=find_int_parameter(args, _names("api-server-count", "asc")) or 1,
+        data_parallel=find_int_parameter(args, _names("data-parallel-size", "dp")) or 1,
+    )
+
+
+def _names(*options: str) -> tuple[str, ...]:
+    """Option names as vLLM's parser accepts them: dashes or underscores."""
+    return tuple(dict.fromkeys([*options, *(o.replace("-", "_") for o in options)]))
+
+
 def instance_request(
     plan: WorkloadPlan, *, base_env: Mapping[str, str], default_cwd: str | None = None
 ) -> InstanceRequest:
-    """The request that starts ``plan``; :class:`InvalidWorkload` when the launcher cannot."""
-    name = _plan_name(plan)
+    """The request that starts ``plan`` (checked by :func:`plan_problem` already)."""
+    name = str(plan.name)
     container = run_container(plan)
     env = dict(base_env)
     env.update({e.name: str(e.value) for e in container.envs or []})
@@ -53,13 +74,6 @@ def instance_request(
         cwd=cwd,
         labels={str(k): str(v) for k, v in (plan.labels or {}).items()},
     )
-
-
-def _plan_name(plan: WorkloadPlan) -> str:
-    try:
-        return check_name(plan.name)
-    except ValueError as exc:
-        raise InvalidWorkload(f"plan.name: {exc}") from None
 
 
 def run_container(plan: WorkloadPlan) -> Container:
@@ -93,4 +107,4 @@ def serve_args(container: Container) -> list[str]:
     return argv[2:]
 
 
-__all__ = ["InstanceRequest", "instance_request", "run_container", "serve_args"]
+__all__ = ["InstanceRequest", "instance_request", "plan_problem", "run_container", "serve_args"]

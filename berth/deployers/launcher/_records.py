@@ -4,20 +4,18 @@ The daemon keeps an :class:`InstanceRecord` per instance in memory and mirrors i
 ``<state_dir>/instances/<name>.json`` (written atomically) when the instance starts and when
 it ends, so a later berth process can learn how an instance ended even after the daemon is
 gone. Neither the environment nor the options are kept (either may hold secrets, such as
-``--api-key``). Standard library only.
+``--api-key``). Standard library only: the daemon imports it (see :mod:`berth.deployers._stdlib`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-#: Instance names are file names: letters, digits, ``.``, ``_``, ``-``; at most 200 chars.
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+from berth.deployers._stdlib.files import read_json, unlink, write_json
+from berth.deployers._stdlib.names import NAME_PATTERN, check_name
+
 INSTANCES_DIR = "instances"
 
 
@@ -58,40 +56,23 @@ class InstanceRecord:
             self.exit_code = os.waitstatus_to_exitcode(status)
 
 
-def check_name(name: object) -> str:
-    """``name`` if it is a valid instance name, else ``ValueError`` saying what is allowed."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise ValueError(
-            f"instance name {name!r} is not allowed; use 1-200 letters, digits, '.', '_' or '-', "
-            f"starting with a letter or digit"
-        )
-    return name
-
-
 def state_path(state_dir: str, name: str) -> str:
-    return os.path.join(state_dir, INSTANCES_DIR, f"{check_name(name)}.json")
+    return os.path.join(state_dir, INSTANCES_DIR, f"{check_name('instance', name)}.json")
 
 
 def write_record(state_dir: str, record: InstanceRecord) -> None:
-    """Write the record's state file atomically (temporary file, then rename)."""
+    """Write the record's state file atomically."""
     path = state_path(state_dir, record.name)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{record.name}.", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record.to_dict(), fh)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
+    write_json(path, record.to_dict())
 
 
 def read_record(state_dir: str, name: str) -> InstanceRecord | None:
     """The record in the instance's state file, or ``None`` when there is none (or it is torn)."""
+    data = read_json(state_path(state_dir, name))
     try:
-        with open(state_path(state_dir, name)) as fh:
-            return InstanceRecord.from_dict(json.load(fh))
-    except (OSError, ValueError, TypeError):
+        return None if data is None else InstanceRecord.from_dict(data)
+    except TypeError:
         return None
 
 
@@ -107,21 +88,12 @@ def list_records(state_dir: str) -> list[InstanceRecord]:
 
 
 def remove_record(state_dir: str, name: str) -> None:
-    _unlink(state_path(state_dir, name))
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    unlink(state_path(state_dir, name))
 
 
 __all__ = [
     "INSTANCES_DIR",
-    "NAME_PATTERN",
     "InstanceRecord",
-    "check_name",
     "list_records",
     "read_record",
     "remove_record",

@@ -21,9 +21,6 @@ from berth.deployers.base import (
     WorkloadExists,
 )
 
-#: gpustack-runtime labels every container with the workload name: a label value, so 63 at most.
-MAX_NAME_LENGTH = 63
-_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$")
 _MISSING_IMAGE = re.compile(r"no such image|not found|pull access denied|manifest unknown|"
                             r"repository does not exist|failed to pull image", re.IGNORECASE)
 _ENGINE_DOWN = re.compile(r"connection (refused|aborted|reset)|failed to establish a new connection|"
@@ -53,22 +50,6 @@ def unavailable_message(engine: str | None = None) -> str:
         message += (" (GPUSTACK_RUNTIME_DEPLOY=auto also tried Kubernetes and Podman at "
                     f"{engine_address('podman')}; set GPUSTACK_RUNTIME_DOCKER_HOST to use another socket)")
     return message
-
-
-def check_name(name: str | None) -> None:
-    """Reject a workload name gpustack-runtime cannot label its containers with."""
-    if not name:
-        raise InvalidWorkload("the plan has no name; give the workload a name (plan.name)")
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidWorkload(
-            f"workload name {name!r} is {len(name)} characters; container engines label each "
-            f"container with it and allow at most {MAX_NAME_LENGTH}: shorten the instance name"
-        )
-    if not _NAME.match(name):
-        raise InvalidWorkload(
-            f"workload name {name!r} is not a valid label value; use letters, digits, '-', '_' "
-            f"and '.', starting and ending with a letter or digit"
-        )
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:
@@ -162,9 +143,7 @@ def translate_error(exc: BaseException, action: str) -> DeployerError:
 
 
 __all__ = [
-    "MAX_NAME_LENGTH",
     "causes",
-    "check_name",
     "engine_address",
     "pause_image",
     "translate_create_error",

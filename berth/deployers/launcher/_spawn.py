@@ -16,12 +16,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from berth.deployers import _launcher_daemon, _launcher_protocol as proto
-from berth.deployers import _launcher_records as rec
+from berth.deployers._stdlib import proc
+from berth.deployers._stdlib.run import argv_for
 from berth.deployers.base import DeployerError, DeployerUnavailable
+from berth.deployers.launcher import _protocol as proto
+from berth.deployers.launcher import _records as rec
 
-#: The daemon script, run by path (see :mod:`berth.deployers._launcher_daemon`).
-DAEMON_PATH = os.path.abspath(_launcher_daemon.__file__)
+#: The daemon, run by path (see :mod:`berth.deployers.launcher.daemon`).
+DAEMON_MODULE = "berth.deployers.launcher.daemon"
 DAEMON_LOG = "daemon.log"
 START_LOCK = "start.lock"
 #: Longest Unix socket path the kernel accepts (``sun_path`` is 108 bytes with the NUL).
@@ -77,7 +79,7 @@ class DaemonHandle:
                 self._start()
 
     def _start(self) -> None:
-        argv = [self.python, "-u", "-s", DAEMON_PATH, self.state_dir]
+        argv = argv_for(self.python, DAEMON_MODULE, self.state_dir, flags=("-u", "-s"))
         for module in self.preload:
             argv += ["--preload", module]
         with open(os.path.join(self.state_dir, DAEMON_LOG), "ab") as log:
@@ -116,7 +118,7 @@ class DaemonHandle:
         itself: its process group and its instances' groups are signalled directly.
         """
         info = self.ping()
-        pids = [int(info["pid"])] if info else _daemon_pids(self.state_dir)
+        pids = [int(info["pid"])] if info else proc.with_argv(DAEMON_MODULE, self.state_dir)
         if not pids:
             self._reap()
             return False
@@ -125,7 +127,7 @@ class DaemonHandle:
                 self.call("shutdown", timeout=timeout)
             except (OSError, proto.ProtocolError):
                 pass
-            _wait_gone(pids[0], timeout + 10.0)
+            proc.wait_gone(pids[0], timeout + 10.0)
         _kill_leftovers(self.state_dir, pids, timeout)
         self._reap()
         return True
@@ -147,54 +149,15 @@ class DaemonHandle:
             return "(no daemon log)"
 
 
-def _daemon_pids(state_dir: str) -> list[int]:
-    """Daemons serving ``state_dir``, found by their command line (when none answers)."""
-    wanted = [os.fsencode(DAEMON_PATH), os.fsencode(state_dir)]
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                argv = fh.read().split(b"\0")
-        except OSError:
-            continue
-        if all(part in argv for part in wanted):
-            found.append(int(entry))
-    return found
-
-
 def _kill_leftovers(state_dir: str, daemon_pids: list[int], timeout: float) -> None:
     """SIGTERM, then SIGKILL, the daemon's group and every recorded instance group still alive."""
     groups = list(daemon_pids) + [r.pid for r in rec.list_records(state_dir) if r.alive and r.pid]
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = [g for g in groups if _signal_group(g, sig)]
+        alive = [g for g in groups if proc.send_group(g, sig)]
         if not alive:
             return
         for pid in alive:
-            _wait_gone(pid, timeout if sig == signal.SIGTERM else 5.0)
+            proc.wait_gone(pid, timeout if sig == signal.SIGTERM else 5.0)
 
 
-def _signal_group(pgid: int, sig: int) -> bool:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def _wait_gone(pid: int, timeout: float) -> None:
-    """Wait until process ``pid`` no longer exists (or is a zombie), up to ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                state = fh.read().rsplit(b")", 1)[-1].split()[0]
-        except (OSError, IndexError):
-            return
-        if state in (b"Z", b"X"):
-            return
-        time.sleep(0.05)
-
-
-__all__ = ["DAEMON_LOG", "DAEMON_PATH", "MAX_SOCKET_PATH", "DaemonHandle"]
+__all__ = ["DAEMON_LOG", "DAEMON_MODULE", "MAX_SOCKET_PATH", "DaemonHandle"]

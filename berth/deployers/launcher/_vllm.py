@@ -97,21 +97,34 @@ def parse_serve_args(parser: argparse.ArgumentParser, args: list[str]) -> argpar
     return namespace
 
 
-def _refuse_unsupported(ns: argparse.Namespace) -> None:
+def unsupported(*, headless: bool, grpc: bool, api_servers: int, data_parallel: int) -> str | None:
+    """Why the launcher cannot run a server with these options, or ``None``: it runs one API
+    server per instance, in-process, so no headless engine, gRPC, extra API servers or data
+    parallelism (each of which starts processes the daemon did not fork)."""
     reasons = []
-    if getattr(ns, "headless", False):
+    if headless:
         reasons.append("--headless (no API server)")
-    if getattr(ns, "grpc", False):
+    if grpc:
         reasons.append("--grpc")
-    if (getattr(ns, "api_server_count", None) or 1) > 1:
-        reasons.append(f"--api-server-count {ns.api_server_count}")
-    if (getattr(ns, "data_parallel_size", 1) or 1) > 1:
-        reasons.append(f"--data-parallel-size {ns.data_parallel_size}")
-    if reasons:
-        raise ServeArgsError(
-            f"the launcher runs one API server per instance and cannot run {', '.join(reasons)}; "
-            f"remove the option or use the process deployer"
-        )
+    if api_servers > 1:
+        reasons.append(f"--api-server-count {api_servers}")
+    if data_parallel > 1:
+        reasons.append(f"--data-parallel-size {data_parallel}")
+    if not reasons:
+        return None
+    return (f"the launcher runs one API server per instance and cannot run {', '.join(reasons)}; "
+            f"remove the option or use the process deployer")
+
+
+def _refuse_unsupported(ns: argparse.Namespace) -> None:
+    reason = unsupported(
+        headless=bool(getattr(ns, "headless", False)),
+        grpc=bool(getattr(ns, "grpc", False)),
+        api_servers=getattr(ns, "api_server_count", None) or 1,
+        data_parallel=getattr(ns, "data_parallel_size", 1) or 1,
+    )
+    if reason is not None:
+        raise ServeArgsError(reason)
 
 
 def fork_engine_after_config() -> None:
@@ -223,4 +236,5 @@ __all__ = [
     "parse_serve_args",
     "preload",
     "serve",
+    "unsupported",
 ]

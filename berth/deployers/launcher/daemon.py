@@ -1,15 +1,16 @@
 """The launcher daemon: imports vLLM once, then forks one vLLM server per instance on request.
 
-Run by :class:`berth.deployers.launcher.LauncherDeployer` as
-``python -u -s _launcher_daemon.py STATE_DIR [--preload MODULE ...]`` (by path, so neither berth
-nor gpustack-runtime is imported into the processes it forks), in a session of its own, so it
-and its instances outlive the berth process that started it. It:
+Run by :class:`berth.deployers.launcher.LauncherDeployer` as ``python -u -s -P _stdlib/run.py
+berth.deployers.launcher.daemon STATE_DIR [--preload MODULE ...]`` (by path, so neither berth's
+upper layers nor gpustack-runtime are imported into the processes it forks: see
+:mod:`berth.deployers._stdlib`), in a session of its own, so it and its instances outlive the
+berth process that started it. It:
 
 * takes ``STATE_DIR/daemon.lock`` for its lifetime (one daemon per state directory);
 * becomes a child subreaper, so processes orphaned inside an instance are re-parented to it;
 * imports vLLM and what an instance loads, builds vLLM's ``serve`` parser, then runs
   ``gc.collect(); gc.freeze()`` so forked children share those pages;
-* answers requests on ``STATE_DIR/launcher.sock`` (see :mod:`_launcher_protocol`) in one
+* answers requests on ``STATE_DIR/launcher.sock`` (see :mod:`._protocol`) in one
   thread, with no event loop and no torch operation; ``create`` parses the options with vLLM's
   parser before forking, so a bad option is refused at once with vLLM's message;
 * reaps its children, records exit codes and signals (in memory and in a state file per
@@ -33,20 +34,16 @@ import time
 import traceback
 from typing import Any
 
-if __spec__ is None or not __spec__.parent:  # run as a script: import the siblings directly
-    import _launcher_child as child  # type: ignore[import-not-found,no-redef]
-    import _launcher_protocol as proto  # type: ignore[import-not-found,no-redef]
-    import _launcher_records as rec  # type: ignore[import-not-found,no-redef]
-    import _launcher_vllm as engine  # type: ignore[import-not-found,no-redef]
-else:
-    from berth.deployers import _launcher_child as child
-    from berth.deployers import _launcher_protocol as proto
-    from berth.deployers import _launcher_records as rec
-    from berth.deployers import _launcher_vllm as engine
+from berth.deployers._stdlib import proc
+from berth.deployers._stdlib.files import unlink
+from berth.deployers._stdlib.names import check_name
+from berth.deployers.launcher import _child as child
+from berth.deployers.launcher import _protocol as proto
+from berth.deployers.launcher import _records as rec
+from berth.deployers.launcher import _vllm as engine
 
 LOCK_NAME = "daemon.lock"
 LOGS_DIR = "logs"
-_PR_SET_CHILD_SUBREAPER = 36
 _TICK = 0.05
 _DEFAULT_STOP_TIMEOUT = 10.0
 
@@ -92,7 +89,7 @@ class Daemon:
     def close(self) -> None:
         self.selector.close()
         self.listener.close()
-        _unlink(os.path.join(self.state_dir, proto.SOCKET_NAME))
+        unlink(os.path.join(self.state_dir, proto.SOCKET_NAME))
 
     def _accept(self) -> None:
         try:
@@ -143,7 +140,7 @@ class Daemon:
         return record.to_dict()
 
     def _check_create(self, request: dict[str, Any]) -> None:
-        name = rec.check_name(request.get("name"))
+        name = check_name("instance", request.get("name"))
         if self.shutdown_at is not None:
             raise _Refused("unsupported", "the launcher daemon is shutting down")
         if name in self.instances:
@@ -194,7 +191,7 @@ class Daemon:
             raise _Refused("invalid", f"instance {record.name!r} is still running; stop it first")
         del self.instances[record.name]
         rec.remove_record(self.state_dir, record.name)
-        _unlink(record.log)
+        unlink(record.log)
         return record.to_dict()
 
     def op_shutdown(self, request: dict[str, Any], conn: Any) -> dict[str, Any]:
@@ -221,7 +218,7 @@ class Daemon:
         if not record.alive:
             return
         record.stop_requested = True
-        _killpg(record.pid, signal.SIGTERM)
+        proc.send_group(record.pid, signal.SIGTERM)
         deadline = time.monotonic() + max(0.0, timeout)
         self.kill_at[record.name] = min(deadline, self.kill_at.get(record.name, deadline))
         rec.write_record(self.state_dir, record)
@@ -235,13 +232,9 @@ class Daemon:
     def _drain(self) -> None:
         """Kill and (as subreaper) reap what is left of ended instances' process groups."""
         for record in self._draining():
-            try:
-                os.killpg(record.pid, signal.SIGKILL)
-            except ProcessLookupError:
+            if not proc.send_group(record.pid, signal.SIGKILL):
                 record.drained = True
                 rec.write_record(self.state_dir, record)
-            except PermissionError:
-                pass
 
     def _reap(self) -> None:
         by_pid = {r.pid: r for r in self.instances.values() if r.alive}
@@ -258,7 +251,7 @@ class Daemon:
 
     def _ended(self, record: rec.InstanceRecord, status: int) -> None:
         record.ended(status, time.time())
-        _killpg(record.pid, signal.SIGKILL)  # engine core and workers left behind, if any
+        proc.send_group(record.pid, signal.SIGKILL)  # engine core and workers left behind, if any
         self.kill_at.pop(record.name, None)
         rec.write_record(self.state_dir, record)
         _say(f"{record.name!r} (pid {record.pid}) ended: exit {record.exit_code}, signal {record.signal}")
@@ -267,7 +260,7 @@ class Daemon:
         now = time.monotonic()
         for name, deadline in list(self.kill_at.items()):
             if now >= deadline:
-                _killpg(self.instances[name].pid, signal.SIGKILL)
+                proc.send_group(self.instances[name].pid, signal.SIGKILL)
                 del self.kill_at[name]
 
 
@@ -280,7 +273,7 @@ class _Refused(Exception):
 
 
 def _listen(path: str) -> socket.socket:
-    _unlink(path)  # the lock is ours, so a socket file left here is stale
+    unlink(path)  # the lock is ours, so a socket file left here is stale
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
@@ -290,20 +283,6 @@ def _listen(path: str) -> socket.socket:
     sock.listen(64)
     sock.setblocking(False)
     return sock
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _say(message: str) -> None:
@@ -323,20 +302,11 @@ def _lock(state_dir: str) -> Any:
     return handle
 
 
-def _become_subreaper() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
 def _settle_orphans(state_dir: str) -> None:
     """Records an earlier daemon left without an exit: kill what remains, mark them ended."""
     for record in rec.list_records(state_dir):
         if record.alive:
-            _killpg(record.pid, signal.SIGKILL)
+            proc.send_group(record.pid, signal.SIGKILL)
             record.finished_at = time.time()
             record.drained = True  # killed; not ours to reap any more
             rec.write_record(state_dir, record)
@@ -358,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = os.path.abspath(options.state_dir)
     os.makedirs(os.path.join(state_dir, LOGS_DIR), mode=0o700, exist_ok=True)
     lock = _lock(state_dir)
-    _become_subreaper()
+    proc.become_subreaper()
     started = time.monotonic()
     failed, parser = engine.preload(tuple(options.preload))
     for line in failed:

@@ -6,7 +6,7 @@ too), asks the kernel to SIGTERM it if the daemon dies, closes the daemon's sock
 stdin at ``/dev/null`` and stdout/stderr at the instance's log (``O_APPEND``; the daemon runs
 unbuffered, so every write lands at once), restores default signal handling, replaces the
 environment with the instance's, changes directory, runs vLLM's server, runs exit handlers and
-leaves with ``os._exit``. Standard library only, besides :mod:`_launcher_vllm`.
+leaves with ``os._exit``. Standard library only (see :mod:`berth.deployers._stdlib`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
-_PR_SET_PDEATHSIG = 1
+from berth.deployers._stdlib.proc import die_with_parent
+
 _RESET_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE, signal.SIGUSR1)
 
 
@@ -36,7 +37,7 @@ def become_instance(
     code = 1
     try:
         os.setpgrp()
-        _die_with(daemon_pid)
+        die_with_parent(daemon_pid)
         _close_all(closeables)
         _redirect_output(log_path)
         _reset_signals()
@@ -47,18 +48,6 @@ def become_instance(
     except BaseException:  # noqa: BLE001 - the child must reach os._exit whatever happens
         traceback.print_exc()
     _exit(code)
-
-
-def _die_with(daemon_pid: int) -> None:
-    """SIGTERM this process when its parent (the daemon) dies; Linux only, else a no-op."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != daemon_pid:  # the daemon died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _close_all(closeables: Iterable[Any]) -> None:

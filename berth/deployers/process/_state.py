@@ -1,6 +1,6 @@
 """The process deployer's on-disk layout and the small JSON state files in it.
 
-Standard library only, like :mod:`berth.deployers._process_proc`, because the shim imports it.
+Standard library only, because the shim imports it (see :mod:`berth.deployers._stdlib`).
 
 ::
 
@@ -16,10 +16,11 @@ disk: the deployer hands them to the shim through a pipe.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from berth.deployers._stdlib.files import read_json, write_json
 
 #: Set in every process's environment to ``<workload dir>:<container>``; finds stragglers that
 #: left both the process group and the session (a daemonising grandchild).
@@ -72,25 +73,6 @@ def process_tag(workload_dir: str, container: str) -> str:
     return f"{os.path.abspath(workload_dir)}:{container}"
 
 
-def write_json(path: str, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file + rename), mode 0600."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def read_json(path: str) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or ``None`` when it is missing or unreadable."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def read_state(workload_dir: str, container: str) -> ContainerState | None:
     data = read_json(state_path(workload_dir, container))
     return None if data is None else ContainerState.from_dict(data)
@@ -106,10 +88,8 @@ __all__ = [
     "ContainerState",
     "log_path",
     "process_tag",
-    "read_json",
     "read_state",
     "script_path",
     "state_path",
-    "write_json",
     "write_state",
 ]

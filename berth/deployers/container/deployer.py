@@ -8,10 +8,9 @@ variables read once, at its first import): ``GPUSTACK_RUNTIME_DEPLOY`` (``auto``
 ``GPUSTACK_RUNTIME_KUBERNETES_NAMESPACE``, ``GPUSTACK_RUNTIME_DOCKER_PAUSE_IMAGE`` and the rest.
 See ``docs/containers.md``.
 
-What this module adds: berth's labels on every workload (so ``list`` finds only berth's, also
-after a restart), one state per container with exit codes and reasons (``_container_status``),
-errors that say what to fix (``_container_errors``), and logs by byte range and by following
-(``_container_logs``).
+What this module adds: one state per container with exit codes and reasons (``_status``),
+errors that say what to fix (``_errors``), and logs by byte range and by following (``_logs``).
+berth's labels, name checks and the rest of the contract come from :mod:`berth.deployers.base`.
 """
 
 from __future__ import annotations
@@ -26,22 +25,17 @@ from gpustack_runtime.deployer import WorkloadPlan
 from gpustack_runtime.deployer import WorkloadStatus as RuntimeStatus
 from gpustack_runtime.deployer.__types__ import ContainerImagePullPolicyEnum
 
-from berth.deployers import _container_status as status_map
-from berth.deployers._container_errors import (
-    check_name,
-    translate_create_error,
-    translate_error,
-)
-from berth.deployers._container_logs import (
+from berth.deployers.container import _status as status_map
+from berth.deployers.container._errors import translate_create_error, translate_error
+from berth.deployers.container._logs import (
     LogCache,
     follow_stream,
     last_lines,
     slice_log,
     to_bytes,
 )
-from berth.deployers._container_volumes import remove_leftover_volumes
+from berth.deployers.container._volumes import remove_leftover_volumes
 from berth.deployers.base import (
-    INSTANCE_LABEL,
     MANAGED_LABEL,
     RUN_CONTAINER,
     Deployer,
@@ -75,8 +69,17 @@ class ContainerDeployer(Deployer):
 
     # -- create ----------------------------------------------------------------------------
 
-    def create(self, plan: WorkloadPlan) -> WorkloadStatus:
-        check_name(plan.name)
+    def check(self, plan: WorkloadPlan) -> str | None:
+        """Every container needs an image; whether the engine has it is known only at ``create``."""
+        problem = super().check(plan)
+        if problem is not None:
+            return problem
+        missing = [c.name for c in plan.containers or [] if not c.image]
+        if missing:
+            return f"container(s) {', '.join(missing)} of plan {plan.name!r} have no image; give each one"
+        return None
+
+    def _create(self, plan: WorkloadPlan) -> WorkloadStatus:
         submitted = self._prepare(plan)
         with self._create_lock:
             if self._find(plan.name) is not None:
@@ -87,10 +90,6 @@ class ContainerDeployer(Deployer):
     def _prepare(self, plan: WorkloadPlan) -> WorkloadPlan:
         """A copy of ``plan`` to hand over: gpustack-runtime edits the plans it is given."""
         submitted = copy.deepcopy(plan)
-        labels = dict(submitted.labels or {})
-        labels.setdefault(MANAGED_LABEL, "true")
-        labels.setdefault(INSTANCE_LABEL, str(plan.name))
-        submitted.labels = labels
         if self._namespace is not None:
             submitted.namespace = self._namespace
         for container in submitted.containers or []:
@@ -148,29 +147,18 @@ class ContainerDeployer(Deployer):
         reason = f"{status.reason}; last log lines of {container!r}:\n{tail}"
         return status.model_copy(update={"reason": reason})
 
-    def list(self) -> list[WorkloadStatus]:
+    def _list(self) -> list[WorkloadStatus]:
         try:
             found = runtime.list_workloads(self._namespace, labels={MANAGED_LABEL: "true"})
         except Exception as exc:  # noqa: BLE001 - translated
             raise translate_error(exc, "list workloads") from exc
-        mine = [s for s in found if (s.labels or {}).get(MANAGED_LABEL) == "true"]
-        return sorted((status_map.to_status(s, self.name) for s in mine), key=lambda s: s.name)
+        return [status_map.to_status(s, self.name) for s in found]
 
     # -- logs ------------------------------------------------------------------------------
 
-    def logs(
-        self,
-        name: str,
-        *,
-        container: str = RUN_CONTAINER,
-        start: int = 0,
-        end: int | None = None,
-    ) -> LogChunk:
-        """Bytes ``start..end`` of one container's log (stdout and stderr, interleaved).
-
-        Cost: the engine has no byte offsets, so each call transfers the whole log, O(size);
-        the log of a container that has exited is cached and cut from memory afterwards.
-        """
+    def _logs(self, name: str, container: str, start: int, end: int | None) -> LogChunk:
+        """Cost: the engine has no byte offsets, so each call transfers the whole log, O(size);
+        the log of a container that has exited is cached and cut from memory afterwards."""
         return slice_log(self._read(self._require(name), container), start, end)
 
     def _read(self, found: RuntimeStatus, container: str) -> bytes:
@@ -218,19 +206,14 @@ class ContainerDeployer(Deployer):
 
     # -- delete ----------------------------------------------------------------------------
 
-    def delete(self, name: str, *, timeout: float = 10.0) -> WorkloadStatus | None:
+    def _delete(self, name: str, timeout: float) -> WorkloadStatus | None:
         """SIGTERM every container, SIGKILL after ``timeout`` s, remove containers and volumes."""
         grace = max(0, math.ceil(timeout))
         try:
             found = runtime.delete_workload(name, self._namespace, grace_period_seconds=grace)
         except Exception as exc:  # noqa: BLE001 - translated
             raise translate_error(exc, f"delete workload {name!r}") from exc
-        if found is None:
-            return None
-        last = status_map.to_status(found, self.name)
-        if last.state.terminal:
-            return last
-        return last.model_copy(update={"state": WorkloadState.STOPPED, "reason": "deleted"})
+        return None if found is None else status_map.to_status(found, self.name)
 
 
 def _pull_policy(value: str | None) -> ContainerImagePullPolicyEnum | None:

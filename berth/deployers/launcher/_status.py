@@ -1,6 +1,6 @@
 """Launcher instance records -> berth's :class:`WorkloadStatus` (pure; no I/O).
 
-* alive -> ``starting`` (readiness is the worker's job, not the deployer's);
+* alive -> ``running`` (readiness is the worker's job, not the deployer's);
 * ended after berth asked it to stop, or with exit code 0 -> ``stopped``;
 * ended with a non-zero exit code -> ``failed``, with the last log lines in the reason;
 * killed by a signal berth did not send -> ``failed``, naming the signal;
@@ -9,29 +9,21 @@
 
 from __future__ import annotations
 
-import signal as _signal
-
-from berth.deployers._launcher_records import InstanceRecord
-from berth.deployers.base import RUN_CONTAINER
+from berth.deployers._stdlib.proc import signal_name
+from berth.deployers.launcher._records import InstanceRecord
+from berth.deployers.base import RUN_CONTAINER, STOPPED_BY_BERTH
 from berth.schemas.workload import ContainerStatus, WorkloadState, WorkloadStatus
 
 #: How many trailing log lines a failure reason quotes.
 TAIL_LINES = 10
 
 
-def signal_name(number: int) -> str:
-    try:
-        return _signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
 def record_state(record: InstanceRecord) -> tuple[WorkloadState, str]:
     """The state of one instance and why, without the log tail."""
     if record.alive:
-        return WorkloadState.STARTING, "the vLLM server process runs; readiness not checked here"
+        return WorkloadState.RUNNING, ""
     if record.stop_requested:
-        return WorkloadState.STOPPED, "stopped by berth"
+        return WorkloadState.STOPPED, STOPPED_BY_BERTH
     if record.signal is not None:
         name = signal_name(record.signal)
         return WorkloadState.FAILED, f"killed by {name} ({record.signal}), not sent by berth"
@@ -78,4 +70,4 @@ def workload_status(
     )
 
 
-__all__ = ["TAIL_LINES", "record_state", "signal_name", "with_tail", "workload_status"]
+__all__ = ["TAIL_LINES", "record_state", "with_tail", "workload_status"]

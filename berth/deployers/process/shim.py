@@ -1,8 +1,9 @@
 """A tiny per-container supervisor, in the manner of conmon or containerd-shim.
 
-The process deployer runs ``python -I _process_shim.py WORKLOAD_DIR CONTAINER`` (by path and
-isolated, so that neither berth nor gpustack-runtime is imported and no file beside it can
-shadow a standard module; the two arguments make ``ps`` show whose shim it is) and writes the rest of the launch spec as JSON to its stdin, so that the
+The process deployer runs ``python -I -P _stdlib/run.py berth.deployers.process.shim
+WORKLOAD_DIR CONTAINER`` (by path and isolated, so that neither berth's upper layers nor
+gpustack-runtime are imported: see :mod:`berth.deployers._stdlib`; the two arguments make ``ps``
+show whose shim it is) and writes the rest of the launch spec as JSON to its stdin, so that the
 environment, secrets included, never touches the disk::
 
     {"argv": [...], "executable": ..., "env": {...}, "cwd": ... or null}
@@ -27,7 +28,6 @@ run directory reads the state files and adopts them.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import os
 import signal
@@ -35,41 +35,13 @@ import subprocess
 import sys
 import time
 import traceback
-from types import ModuleType
 from typing import Any
 
-
-
-def _sibling(name: str) -> ModuleType:
-    """Load ``berth/deployers/<name>.py`` by path (the shim runs with ``python -I``)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-if __spec__ is None or not __spec__.parent:  # run as a script, without berth on the path
-    proc = _sibling("_process_proc")
-    st = _sibling("_process_state")
-else:
-    from berth.deployers import _process_proc as proc
-    from berth.deployers import _process_state as st
+from berth.deployers._stdlib import proc
+from berth.deployers.process import _state as st
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-_PR_SET_CHILD_SUBREAPER = 36
 _DIED = "the shim died before starting the command"
-
-
-def _become_subreaper() -> bool:
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False  # not Linux: orphans go to init; the session scan still finds them
 
 
 class Shim:
@@ -90,7 +62,7 @@ class Shim:
     def run(self) -> None:
         os.setsid()
         self.state.shim_start = proc.start_time(os.getpid())
-        self.subreaper = _become_subreaper()
+        self.subreaper = proc.become_subreaper()
         self._redirect_stdio()
         for sig in _FORWARDED:
             signal.signal(sig, self._on_signal)
@@ -184,7 +156,7 @@ class Shim:
 def main(argv: list[str]) -> int:
     """Front half: read the spec, fork the daemon, relay its one-line report."""
     if len(argv) != 2:
-        print("usage: _process_shim.py WORKLOAD_DIR CONTAINER < spec.json", file=sys.stderr)
+        print("usage: shim.py WORKLOAD_DIR CONTAINER < spec.json", file=sys.stderr)
         return 2
     spec = json.loads(sys.stdin.buffer.read())
     read_fd, write_fd = os.pipe()

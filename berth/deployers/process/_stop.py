@@ -15,8 +15,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from berth.deployers import _process_proc as proc
-from berth.deployers._process_state import TAG_ENV, ContainerState, process_tag
+from berth.deployers._stdlib import proc
+from berth.deployers.process._state import TAG_ENV, ContainerState, process_tag
 
 #: How long to wait, after SIGKILL, for shims to record the exit and leave.
 KILL_WAIT = 5.0

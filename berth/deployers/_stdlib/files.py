@@ -1,0 +1,51 @@
+"""Small JSON state files written atomically, and where run directories live by default."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+__all__ = ["default_run_dir", "read_json", "unlink", "write_json"]
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same directory, then
+    rename), mode 0600: a reader sees the old file or the new one, never half of one."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        unlink(tmp)
+        raise
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or ``None`` when it is missing, torn or not an object."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def unlink(path: str) -> None:
+    """Remove ``path``; one already gone is fine."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def default_run_dir(kind: str) -> str:
+    """``$BERTH_DATA_DIR/<kind>``, else ``$XDG_DATA_HOME/berth/<kind>`` (``~/.local/share``)."""
+    data_dir = os.environ.get("BERTH_DATA_DIR")
+    if not data_dir:
+        xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+        data_dir = os.path.join(xdg, "berth")
+    return os.path.join(data_dir, kind)
