@@ -7,9 +7,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from berth.schemas._base import GPUStackModel
 
 __all__ = [
+    "CacheConfigSnapshot",
     "ComputedResourceClaim",
     "DistributedServers",
     "InstancePorts",
+    "MountedLoRA",
     "ModelInstance",
     "SubordinateWorker",
 ]
@@ -22,12 +24,51 @@ class ComputedResourceClaim(GPUStackModel):
     ram: int | None = Field(default=None, description="Bytes of host RAM.")
 
 
+_HEREDOC_END = "GPUSTACK_CACHE_FILE_EOF"
+
+
+class MountedLoRA(GPUStackModel):
+    """A LoRA adapter the scheduler mounted on the instance (GPUStack's ``LoraListEntry``)."""
+
+    lora_name: str = Field(min_length=1, description="Name clients send, '<base>:<adapter>'.")
+    path: str | None = Field(default=None, description="The adapter's directory on this node.")
+
+
+class CacheConfigSnapshot(GPUStackModel):
+    """A shared KV cache service as the scheduler resolved it for this instance."""
+
+    cache_service_id: int | None = Field(default=None, description="The cache service's id.")
+    injected: bool = Field(
+        default=False, description="True when the instance starts attached; false is a degraded start."
+    )
+    reason: str | None = Field(default=None, description="Why it is not injected.")
+    env: dict[str, str] = Field(default_factory=dict, description="Connector environment.")
+    args: list[str] = Field(default_factory=list, description="Connector engine arguments.")
+    files: dict[str, str] = Field(
+        default_factory=dict, description="Connector config files: container path -> contents."
+    )
+
+    @field_validator("files")
+    @classmethod
+    def _safe_files(cls, value: dict[str, str]) -> dict[str, str]:
+        """Files are written by a shell script: absolute plain paths, and no content line that
+        would end the script's heredoc early."""
+        for path, content in value.items():
+            if not path.startswith("/") or ".." in path.split("/") or any(c in path for c in "'\n\x00"):
+                raise ValueError(f"{path!r} must be an absolute path without '..', quotes or newlines")
+            if _HEREDOC_END in content.splitlines():
+                raise ValueError(f"{path!r}: a line of the contents is {_HEREDOC_END!r}, which the script reserves")
+        return value
+
+
 class SubordinateWorker(GPUStackModel):
     """A follower worker of a distributed instance."""
 
     worker_id: int | None = Field(default=None)
     worker_name: str | None = Field(default=None)
     worker_ip: str | None = Field(default=None)
+    worker_ifname: str | None = Field(default=None, description="Kept; berth uses worker.ifname.")
+    gpu_type: str | None = Field(default=None, description="Runtime type of its GPUs (cuda, rocm...).")
     gpu_indexes: list[int] | None = Field(default=None)
     computed_resource_claim: ComputedResourceClaim | None = Field(default=None)
 
@@ -45,14 +86,32 @@ class ModelInstance(GPUStackModel):
     model_name: str = Field(min_length=1, description="Served model name.")
     worker_id: int | None = Field(default=None, description="Leader (main) worker id.")
     worker_ip: str | None = Field(default=None, description="Leader (main) worker address.")
+    worker_ifname: str | None = Field(default=None, description="Kept; berth uses worker.ifname.")
+    gpu_type: str | None = Field(
+        default=None, description="Runtime type of the leader's GPUs; only devices of it are selected."
+    )
     gpu_indexes: list[int] | None = Field(default=None, description="Leader's GPU indexes.")
     ports: list[int] | None = Field(
         default=None,
         description="As the scheduler sends them: [http, dp_rpc?, ..., distributed] "
         "(second = data-parallel RPC, last = distributed init, for distributed instances).",
     )
+    port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="The serving port when ports is empty; also {{port}} in placeholders.",
+    )
     distributed_servers: DistributedServers | None = Field(default=None)
     computed_resource_claim: ComputedResourceClaim | None = Field(default=None)
+    mounted_loras: list[MountedLoRA] | None = Field(
+        default=None, description="LoRA adapters served from the start (--lora-modules)."
+    )
+    cache_config: CacheConfigSnapshot | None = Field(
+        default=None, description="Shared KV cache service, resolved by the scheduler."
+    )
+    role: str | None = Field(
+        default=None, description="Disaggregated-serving role (prefill, decode...); orders KV connectors."
+    )
+    group_id: str | None = Field(default=None, description="Disaggregated group; {{group_id}}.")
 
     @field_validator("ports")
     @classmethod
@@ -69,18 +128,43 @@ class ModelInstance(GPUStackModel):
 
 
 class InstancePorts(BaseModel):
-    """The instance's ports by meaning. Built once from the scheduler's list."""
+    """The instance's ports by meaning. Built once from the scheduler's list, which reserves
+    (GPUStack's serve manager) ``[http, dp_rpc, master, vllm_base, ..., distributed]``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     http: int | None = Field(default=None, description="OpenAI-compatible API port.")
-    dp_rpc: int | None = Field(default=None, description="Data-parallel RPC port.")
-    distributed: int | None = Field(default=None, description="Distributed init (VLLM_PORT).")
+    dp_rpc: int | None = Field(default=None, description="Data-parallel RPC port (ZMQ).")
+    distributed: int | None = Field(
+        default=None,
+        description="The last port: distributed init (VLLM_PORT) under Ray, the data-parallel "
+        "master (VLLM_DP_MASTER_PORT) under vLLM's mp multi-node mode.",
+    )
+    master: int | None = Field(
+        default=None, description="mp multi-node: torch's TCPStore master port (--master-port); third port."
+    )
+    vllm_base: int | None = Field(
+        default=None,
+        description="mp multi-node, data parallel only: the base of vLLM's own port range "
+        "(VLLM_PORT); fourth port, when the list holds more than three.",
+    )
+
+    @property
+    def dp_master(self) -> int | None:
+        """mp multi-node: the data-parallel master port (VLLM_DP_MASTER_PORT), the last port."""
+        return self.distributed
 
     @classmethod
-    def from_list(cls, ports: list[int] | None) -> InstancePorts:
-        """``[http, dp_rpc, ..., distributed]``; one port means HTTP only."""
+    def from_list(cls, ports: list[int] | None, *, fallback: int | None = None) -> InstancePorts:
+        """Name the scheduler's list; one port means HTTP only; none means ``fallback``
+        (``instance.port``) as HTTP."""
         ports = list(ports or [])
         if len(ports) < 2:
-            return cls(http=ports[0] if ports else None)
-        return cls(http=ports[0], dp_rpc=ports[1], distributed=ports[-1])
+            return cls(http=ports[0] if ports else fallback)
+        return cls(
+            http=ports[0],
+            dp_rpc=ports[1],
+            distributed=ports[-1],
+            master=ports[2] if len(ports) > 2 else None,
+            vllm_base=ports[3] if len(ports) > 3 else None,
+        )

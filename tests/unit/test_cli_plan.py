@@ -26,7 +26,10 @@ def test_plan_every_example_as_json(path, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert {"command", "args", "env", "injected", "workload", "ports"} <= set(data)
-    assert data["command"] == ["vllm", "serve"]
+    # the plan says what the run container really runs: a Ray follower joins the head
+    expected = ["ray", "start"] if path.stem == "ray-follower" else ["vllm", "serve"]
+    assert data["command"] == expected
+    assert data["profile"] == "cluster"
     assert isinstance(data["env"], dict)
     assert data["workload"]["containers"][0]["name"] == "default"
 

@@ -140,12 +140,13 @@ def test_bad_instance_name_rejected():
         make_plan(instance={"name": "bad/name"})
 
 
-def test_command_script_prepends_command(monkeypatch):
+def test_command_script_prepends_command():
     from berth.backends.vllm import VLLMServer
     from tests.support.specs import make_spec
 
-    monkeypatch.setattr(VLLMServer, "command_script", lambda self: "pip install x && exec \"$@\"")
-    plan = VLLMServer.from_spec(make_spec()).plan()
+    plan = VLLMServer.from_spec(make_spec(model={"env": {"PYPI_PACKAGES_INSTALL": "x"}})).plan()
     execution = plan.workload.containers[0].execution
     assert execution.command is None
+    assert execution.command_script.startswith("#!/bin/sh\n")
+    assert execution.command_script.endswith('exec "$@"\n')
     assert execution.args[:3] == ["vllm", "serve", "/models/org/m"]
