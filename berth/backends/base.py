@@ -168,18 +168,33 @@ class InferenceServer(ABC):
 
     def deployment_metadata(self) -> DeploymentMetadata:
         """Single, distributed leader (the instance's main worker) or distributed follower."""
-        distributed = bool(self.instance.subordinate_workers)
+        followers = self.instance.subordinate_workers
+        distributed = bool(followers)
         leader = distributed and self.worker.id == self.instance.worker_id
         follower = distributed and not leader
-        name = self.instance.name
+        name, index = self.instance.name, None
         if follower:
-            name = f"{name}-w{self.worker.id}"
+            index = self._follower_index()
+            name = f"{name}-f{index}"
         if not _WORKLOAD_NAME.match(name):
             raise PlanError(
                 f"instance.name {self.instance.name!r} cannot name a workload: use 1-63 letters, "
                 "digits, '-', '_' or '.', starting and ending with a letter or digit"
             )
-        return DeploymentMetadata(name=name, distributed=distributed, leader=leader, follower=follower)
+        return DeploymentMetadata(
+            name=name, distributed=distributed, leader=leader, follower=follower, follower_index=index
+        )
+
+    def _follower_index(self) -> int:
+        """This worker's position among the instance's subordinate workers."""
+        ids = [w.worker_id for w in self.instance.subordinate_workers]
+        if self.worker.id not in ids:
+            raise PlanError(
+                f"worker.id {self.worker.id} is neither instance.worker_id "
+                f"{self.instance.worker_id} nor listed in "
+                "instance.distributed_servers.subordinate_workers"
+            )
+        return ids.index(self.worker.id)
 
     def _subordinate_entry(self) -> SubordinateWorker | None:
         return next((w for w in self.instance.subordinate_workers if w.worker_id == self.worker.id), None)

@@ -108,6 +108,7 @@ class DeploymentMetadata:
     distributed: bool
     leader: bool
     follower: bool
+    follower_index: int | None = None  # position among the subordinate workers
 
     @property
     def role(self) -> Role:

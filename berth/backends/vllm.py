@@ -199,10 +199,7 @@ class VLLMServer(InferenceServer):
 
     def topology(self, meta: DeploymentMetadata) -> MultinodeTopology:
         """vLLM's mp layout seen from this node (the leader is rank 0, followers in list order)."""
-        rank = 0
-        if meta.follower:
-            ids = [w.worker_id for w in self.instance.subordinate_workers]
-            rank = ids.index(self.worker.id) + 1
+        rank = 0 if meta.follower_index is None else meta.follower_index + 1
         user = UserParallelism.from_parameters(self.model.backend_parameters)
         return multinode_topology(gpus_per_node(self.instance), rank, user)
 

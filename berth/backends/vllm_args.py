@@ -82,7 +82,12 @@ def read_model_config(model_path: str) -> dict[str, Any] | None:
 
 
 def _text_config(config: dict[str, Any]) -> dict[str, Any]:
-    for key in ("text_config", "llm_config", "language_config"):
+    """The language model's part of a multimodal config: ``text_config`` when it is one (it has
+    ``num_attention_heads``), else ``llm_config`` or ``language_config``, else the config."""
+    text = config.get("text_config")
+    if isinstance(text, dict) and "num_attention_heads" in text:
+        return text
+    for key in ("llm_config", "language_config"):
         nested = config.get(key)
         if isinstance(nested, dict):
             return nested
@@ -90,24 +95,23 @@ def _text_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rope_factor(text: dict[str, Any], length: int) -> int | float:
-    """``length`` scaled by the config's rope scaling. A scaling without a top-level type (per
-    attention type, as Gemma's ``rope_parameters``) scales nothing; nor do su/longrope/llama3."""
+    """``length`` scaled by the config's rope scaling, read as transformers normalises it: no
+    type means ``default`` and no factor means 1 (so a per-attention-type ``rope_parameters``,
+    as Gemma's, scales nothing); su, longrope and llama3 never scale; yarn scales its original
+    length (the config's ``max_position_embeddings`` when it names none)."""
     rope = text.get("rope_scaling")
     if rope is None:
         rope = text.get("rope_parameters")
     if not isinstance(rope, dict):
         return length
-    rope_type = rope.get("type", rope.get("rope_type"))
-    if rope_type is None or rope_type in _UNSCALED_ROPE:
-        return length
+    rope_type = rope.get("type") or rope.get("rope_type") or "default"
     factor = rope.get("factor", 1)
-    if not isinstance(factor, int | float):
+    if rope_type in _UNSCALED_ROPE or isinstance(factor, bool) or not isinstance(factor, int | float):
         return length
     if rope_type == "yarn":
-        original = rope.get("original_max_position_embeddings")
-        if not isinstance(original, int | float):
-            return length
-        length = original
+        original = rope.get("original_max_position_embeddings", text.get("max_position_embeddings", length))
+        if isinstance(original, int | float):
+            length = original
     return length * factor
 
 

@@ -16,6 +16,8 @@ from types import SimpleNamespace
 
 
 def _load(case: dict) -> dict:
+    for key in [k for k in os.environ if k.startswith("GPUSTACK_")]:
+        del os.environ[key]
     for key, value in (case.get("gpustack_env") or {}).items():
         os.environ[key] = value
     import importlib

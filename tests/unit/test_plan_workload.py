@@ -115,7 +115,7 @@ def test_leader_sidecar_appends_ray_log_env_when_absent():
 def test_follower_run_container_joins_head():
     plan = distributed(leader=False)
     [run] = plan.workload.containers
-    assert plan.name == "m-1-w2"
+    assert plan.name == "m-1-f0"
     assert run.execution.command == ["ray", "start"]
     assert run.execution.args == [*RAY_COMMON, "--node-ip-address=10.0.0.2", "--address=10.0.0.1:41000"]
     assert [p.internal for p in run.ports] == [41003, 41004, 41005, 41006, 41007, 41008, 41009]
