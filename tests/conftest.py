@@ -50,7 +50,16 @@ def ray_missing() -> str | None:
     return None
 
 
-_CHECKS = {"docker": docker_missing, "vllm": vllm_missing, "ray": ray_missing}
+@functools.cache
+def gpustack_missing() -> str | None:
+    from tests.gpustack_parity.compare import gpustack_python
+
+    if gpustack_python() is None:
+        return "no GPUStack 2.3.0 venv (python -m venv V && V/bin/pip install gpustack==2.3.0; BERTH_GPUSTACK_PYTHON=V/bin/python)"
+    return None
+
+
+_CHECKS = {"docker": docker_missing, "vllm": vllm_missing, "ray": ray_missing, "gpustack": gpustack_missing}
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

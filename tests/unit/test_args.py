@@ -140,3 +140,33 @@ def test_format_backend_parameters():
     assert format_backend_parameters(["--lora-modules", "a=1", "b=2"]) == ["--lora-modules", "a=1", "b=2"]
     assert format_backend_parameters(["--temperature", "-0.5"]) == ["--temperature=-0.5"]
     assert format_backend_parameters(None) == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "tokens"),
+    [
+        ('--served-model-name = "my model"', ["--served-model-name=my model"]),
+        ('--foo  ="  bar"', ["--foo=  bar"]),
+        ("--foo  =  bar baz", ["--foo=bar", "baz"]),
+        ('--k="ab"', ["--k=ab"]),
+        ('--k="a b"', ["--k=a b"]),
+        ("--k='a \"b\"'", ['--k=a "b"']),
+        ('--foo "=bar"', ["--foo", "=bar"]),  # a quoted equals sign is a value
+        ('--a = {"b": [1, 2]} --c = 3', ['--a={"b": [1, 2]}', "--c=3"]),
+    ],
+)
+def test_parameters_are_unquoted_like_a_shell(entry, tokens):
+    assert flatten_to_argv([entry]) == tokens
+
+
+def test_the_same_reading_for_launcher_options():
+    from berth.utils.args import split_command_line
+
+    assert split_command_line('--served-model-name = "my model" --port 8000') == [
+        "--served-model-name=my model", "--port", "8000"
+    ]
+
+
+def test_an_unclosed_quote_is_named():
+    with pytest.raises(ValueError, match="cannot split parameter"):
+        flatten_to_argv(['--chat-template="a'])
