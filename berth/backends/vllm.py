@@ -36,7 +36,13 @@ from berth.backends.vllm_topology import MultinodeTopology, UserParallelism, mul
 from berth.deployers.base import INSTANCE_LABEL, MANAGED_LABEL, RAY_HEAD_CONTAINER, RUN_CONTAINER
 from berth.schemas import is_audio_model, is_omni_model
 from berth.schemas.instances import InstancePorts
-from berth.utils.args import extend_args_no_exist, find_bool_parameter, find_parameter, flatten_to_argv
+from berth.utils.args import (
+    extend_args_no_exist,
+    find_bool_parameter,
+    find_parameter,
+    flatten_to_argv,
+    served_names,
+)
 from berth.utils.versions import compare_versions
 
 __all__ = ["VLLMServer", "ray_start_arguments"]
@@ -101,21 +107,6 @@ def _truthy(value: str) -> bool:
     return value.lower() in ("1", "true", "yes", "on")
 
 
-def _served_names(args: list[str]) -> list[str]:
-    """The values of ``--served-model-name`` (``=`` form, or every value up to the next option)."""
-    for index, token in enumerate(args):
-        if token.startswith("--served-model-name="):
-            return [token.partition("=")[2]]
-        if token == "--served-model-name":
-            names: list[str] = []
-            for value in args[index + 1 :]:
-                if value.startswith("-"):
-                    break
-                names.append(value)
-            return names
-    return []
-
-
 @dataclass(frozen=True, slots=True)
 class Layout:
     """What a plan decides first and everything else reads: role, ports, executor, topology."""
@@ -163,7 +154,7 @@ class VLLMServer(InferenceServer):
             readiness_url=f"{base_url}/health" if base_url else None,
             warnings=list(self.warnings),
             profile=self.profile,
-            served_names=[] if follower else _served_names(args),
+            served_names=[] if follower else served_names(args),
         )
 
     def _engine_command(self, layout: Layout, args: list[str], ray: RayPorts | None) -> tuple[list[str], list[str]]:

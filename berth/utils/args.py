@@ -25,6 +25,7 @@ __all__ = [
     "has_parameter",
     "is_parameter_key",
     "iter_parameters",
+    "served_names",
     "split_command_line",
 ]
 
@@ -239,6 +240,22 @@ def extend_args_no_exist(arguments: list[str], *items: str | tuple[str, str]) ->
                 arguments.extend([key, value])
         elif item not in arguments:
             arguments.append(item)
+
+
+def served_names(args: Sequence[str]) -> list[str]:
+    """The values of ``--served-model-name`` in an argv (its ``=`` form, or every value up to
+    the next option); empty when absent."""
+    for index, token in enumerate(args):
+        if token.startswith("--served-model-name="):
+            return [token.partition("=")[2]]
+        if token == "--served-model-name":
+            names: list[str] = []
+            for value in args[index + 1 :]:
+                if is_parameter_key(value):
+                    break
+                names.append(value)
+            return names
+    return []
 
 
 def format_backend_parameters(tokens: Sequence[str] | None) -> list[str]:

@@ -18,8 +18,7 @@ ASCEND_310P = [{"index": i, "vendor": "ascend", "type": "cann", "arch_family": "
 GIB = 1 << 30
 
 #: Cases where berth differs from GPUStack 2.3 on purpose (ARCHITECTURE.md, deviations): the
-#: Ray head pins its client server and metrics ports inside the band. Besides, every follower
-#: workload is named ``<instance>-w<worker id>`` (GPUStack: ``-f<index>``).
+#: Ray head pins its client server and metrics ports inside the band.
 DELIBERATE = {
     "ray-leader": "the Ray head's ports stay inside the band",
     "ray-custom-old-version": "the Ray head's ports stay inside the band",

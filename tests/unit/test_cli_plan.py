@@ -17,6 +17,7 @@ runner = CliRunner()
 def test_examples_exist():
     names = {p.stem for p in EXAMPLES}
     assert {"single-gpu", "tp4", "speculative", "lmcache", "ascend-310p", "ray-leader", "ray-follower"} <= names
+    assert {"mp-follower", "lora-shared-cache", "vgpu-slice"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
