@@ -267,9 +267,10 @@ class InferenceServer(ABC):
             group_id=self.instance.group_id,
         )
 
-    def render(self, text: str, context: str) -> str:
-        """``text`` with its placeholders filled; an unknown one stays as written, with a warning."""
-        rendered, missing = render(text, self.template_variables())
+    def render(self, text: str, context: str, variables: dict[str, object] | None = None) -> str:
+        """``text`` with its placeholders filled (from ``variables``, by default the instance's);
+        an unknown one stays as written, with a warning."""
+        rendered, missing = render(text, self.template_variables() if variables is None else variables)
         if missing:
             names = ", ".join("{{" + name + "}}" for name in missing)
             self.warn(f"{context}: no value for {names}; left as written")

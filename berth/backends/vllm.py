@@ -6,7 +6,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from gpustack_runtime.deployer import (
     Container,
@@ -56,6 +56,9 @@ _RAY_DROPPED = "0.18.0"
 CUDA_COMPAT_ENV = "GPUSTACK_ENABLE_CUDA_MINOR_VERSION_COMPATIBILITY"
 HOST_IPC_ENV = "GPUSTACK_HOST_IPC"
 SCRIPT_DISABLED_ENV = "GPUSTACK_MODEL_SERVING_COMMAND_SCRIPT_DISABLED"
+RUNTIME_UID_ENV = "GPUSTACK_MODEL_RUNTIME_UID"
+RUNTIME_GID_ENV = "GPUSTACK_MODEL_RUNTIME_GID"
+RUNTIME_SHM_ENV = "GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB"
 _IMAGE_CUDA = re.compile(r"cuda(\d+)\.(\d+)")
 
 
@@ -121,6 +124,7 @@ class VLLMServer(InferenceServer):
     """Plans ``vllm serve`` for an instance: arguments, environment, image and workload."""
 
     backend_name = "vllm"
+    _run_as: tuple[int | None, int | None] = (None, None)
 
     def plan(self) -> ServePlan:
         self.warnings = []
@@ -245,7 +249,10 @@ class VLLMServer(InferenceServer):
         """What follows the entrypoint: the model's ``run_command`` (rendered, split like a
         shell), else the model path."""
         if self.model.run_command:
-            rendered = self.render(self.model.run_command, "model.run_command")
+            # as GPUStack renders a run command: the model's env names too, role and group not
+            variables = {**(self.model.env or {}), **self.template_variables()}
+            variables.pop("role", None), variables.pop("group_id", None)
+            rendered = self.render(self.model.run_command, "model.run_command", variables)
             try:
                 return shlex.split(rendered)
             except ValueError as exc:
@@ -269,7 +276,7 @@ class VLLMServer(InferenceServer):
             arguments, self.instance.mounted_loras, self.model.name, self.model.backend_parameters
         ):
             self.warn(warning)
-        user = [self.render(token, "model.backend_parameters") for token in flatten_to_argv(self.model.backend_parameters)]
+        user = [self._rendered_token(token) for token in flatten_to_argv(self.model.backend_parameters)]
         arguments += user
         extend_args_no_exist(
             arguments,
@@ -282,6 +289,11 @@ class VLLMServer(InferenceServer):
             self.warn(warning)
         start = next((i for i, a in enumerate(arguments) if a.startswith("-")), len(arguments))
         return arguments, rules.injected_arguments(arguments[start:], user)
+
+    def _rendered_token(self, token: str) -> str:
+        """One parameter token with its placeholders filled; a token that would render empty
+        stays as written (GPUStack's rule: an option never loses its value to an empty one)."""
+        return self.render(token, "model.backend_parameters") or token
 
     def _policy_arguments(self, layout: Layout) -> list[str]:
         """The cluster profile's derived options: omni flag, length cap, parallelism."""
@@ -433,6 +445,24 @@ class VLLMServer(InferenceServer):
         snapshot = self.instance.cache_config
         return bool(snapshot and snapshot.injected)
 
+    def container_user(self, env: dict[str, str]) -> tuple[int | None, int | None, float]:
+        """(uid, gid, shm GiB) of the workload: ``GPUSTACK_MODEL_RUNTIME_UID``/``_GID``/
+        ``_SHM_SIZE_GIB`` in the env win over ``config``; an unusable value is a warning."""
+        uid = self._env_number(env, RUNTIME_UID_ENV, int, self.config.runtime_uid)
+        gid = self._env_number(env, RUNTIME_GID_ENV, int, self.config.runtime_gid)
+        shm = self._env_number(env, RUNTIME_SHM_ENV, float, self.config.shm_size_gib)
+        return uid, gid, shm
+
+    def _env_number(self, env: dict[str, str], name: str, kind: type, default: Any) -> Any:
+        value = env.get(name)
+        if not value:
+            return default
+        try:
+            return kind(value)
+        except ValueError:
+            self.warn(f"env {name}={value!r} is not a number; using {default!r}")
+            return default
+
     # -- workload ------------------------------------------------------------------------
 
     def workload(
@@ -445,6 +475,8 @@ class VLLMServer(InferenceServer):
         script: str | None,
     ) -> WorkloadPlan:
         meta, executor = layout.meta, layout.executor
+        uid, gid, shm_gib = self.container_user(env)
+        self._run_as = (uid, gid)
         run = self._run_container(image, env, args, script)
         containers = [run]
         if executor != "ray":
@@ -463,10 +495,10 @@ class VLLMServer(InferenceServer):
             # vLLM's ray.init() in the run container finds the head's raylet among the processes
             # it can see: a Ray leader's containers share one PID namespace.
             pid_shared=executor == "ray" and meta.leader,
-            shm_size=int(self.config.shm_size_gib * (1 << 30)),
+            shm_size=int(shm_gib * (1 << 30)),
             containers=containers,
-            run_as_user=self.config.runtime_uid,
-            run_as_group=self.config.runtime_gid,
+            run_as_user=uid,
+            run_as_group=gid,
             instance_type=selector.type if selector else None,
         )
 
@@ -476,8 +508,8 @@ class VLLMServer(InferenceServer):
             command=None if script else list(command),
             command_script=script,
             args=[*command, *args] if script else list(args),
-            run_as_user=self.config.runtime_uid,
-            run_as_group=self.config.runtime_gid,
+            run_as_user=self._run_as[0],
+            run_as_group=self._run_as[1],
         )
 
     def _run_container(self, image: str, env: dict[str, str], args: list[str], script: str | None) -> Container:

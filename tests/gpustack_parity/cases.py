@@ -20,8 +20,10 @@ GIB = 1 << 30
 #: Cases where berth differs from GPUStack 2.3 on purpose (ARCHITECTURE.md, deviations): the
 #: Ray head pins its client server and metrics ports inside the band.
 DELIBERATE = {
+    "argv-json-after-space": "a JSON value after a space stays whole (2.3.0 strips its quotes)",
     "ray-leader": "the Ray head's ports stay inside the band",
     "ray-custom-old-version": "the Ray head's ports stay inside the band",
+    "ray-leader-dp": "the Ray head's ports stay inside the band",
 }
 
 
@@ -147,6 +149,15 @@ def _single(paths: dict[str, str]) -> dict[str, dict[str, Any]]:
         "argv-user-host-port": s(model={"backend_parameters": ["--host=0.0.0.0", "--port", "9000"]}),
         "argv-served-name": s(model={"backend_parameters": ["--served-model-name", "alias"]}),
         "instance-port-only": s(instance={"ports": [], "port": 40100}),
+        "argv-pairs-and-flags": s(instance={"gpu_indexes": [0, 1, 2, 3]}, model={"backend_parameters": [
+            "--tensor-parallel-size=2", "--enable-prefix-caching", "--max-num-seqs", "4", "--temperature", "-0.5"]}),
+        "argv-short-key": s(instance={"gpu_indexes": [0, 1]}, model={"backend_parameters": ["-tp 2", "--trust-remote-code"]}),
+        "argv-multi-value": s(model={"backend_parameters": ["--lora-modules a=/a b=/b", "--chat-template",
+                                                            "/path with space/t.jinja"]}),
+        "argv-json-token": s(model={"backend_parameters": ["--speculative-config", '{"method": "ngram"}',
+                                                           "--hf-overrides '{\"a\": {\"b\": 1}}'"]}),
+        "argv-json-after-space": s(model={"backend_parameters": ['--override-generation-config {"temperature": 0.6}']}),
+        "argv-empty-entries": s(model={"backend_parameters": ["", "   ", "--dtype half  "]}),
         "gpu-type-filter": s(instance={"gpu_type": "cuda", "gpu_indexes": [1, 0]}),
     }
 
@@ -222,7 +233,14 @@ def _mp(paths: dict[str, str]) -> dict[str, dict[str, Any]]:
         "mp-refused-uneven-span": m([4, 2], 0, [*mp, "--tp", "4", "--pp", "2"]),
         "mp-refused-dp-mismatch": m([2, 2], 0, [*mp, "--dp", "3"]),
         "mp-refused-two-ports": m([2, 2], 0, ports=[40000, 40001]),
+        "mp-ascend-follower": m([2, 2], 1, worker={"gpu_devices": ASCEND_910B}),
+        "mp-user-dpl": m([4, 4], 1, [*mp, "--dpl", "2"]),
+        "mp-user-pp": m([2, 2], 0, [*mp, "--pp", "2"]),
+        "mp-prefill-context-parallel": m([4, 4], 1, [*mp, "--prefill-context-parallel-size", "2"]),
+        "mp-with-kv-cache": m([2, 2], 1, model={"extended_kv_cache": {"enabled": True}}, instance=_claim(20, 20)),
         "ray-leader": m([2, 2], 0, None),
+        "ray-follower-dp": m([2, 2], 1, ["--dp", "2"]),
+        "ray-leader-dp": m([2, 2], 0, ["--dp", "2"]),
         "ray-follower": m([2, 2], 1, None),
         "ray-custom-old-version": m([2, 2], 0, None, model={"backend_version": "0.11.0-custom"}),
     }
@@ -238,6 +256,13 @@ def _templates(paths: dict[str, str]) -> dict[str, dict[str, Any]]:
         "placeholder-role": s(instance={"role": "decode", "group_id": "g1"},
                               model={"env": {"R": "{{role}}/{{group_id}}"}}),
         "run-command": s(model={"run_command": "{{model_path}} --port {{port}} --trust-remote-code"}),
+        "run-command-env-names": s(model={"run_command": "{{model_path}} --tag {{TAG}} {{role}}", "env": {"TAG": "v1"}}),
+        "placeholder-empty-token": s(instance={"gpu_indexes": []}, worker={"gpu_devices": []},
+                                     model={"image_name": "vllm-cpu:local",
+                                            "backend_parameters": ["--devices", "{{gpu_ids}}", "--ids={{gpu_ids}}"]}),
+        "runtime-user-from-env": s(model={"env": {"GPUSTACK_MODEL_RUNTIME_UID": "1000",
+                                                  "GPUSTACK_MODEL_RUNTIME_GID": "x",
+                                                  "GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB": "2.5"}}),
     }
 
 

@@ -41,6 +41,8 @@ def _container(container: dict[str, Any]) -> dict[str, Any]:
         "name": container["name"],
         "image": container["image"],
         "argv": [*(execution.get("command") or []), *(execution.get("args") or [])],
+        "run_as": [execution.get("run_as_user"), execution.get("run_as_group")],
+        "privileged": execution.get("privileged"),
         "command_script": execution.get("command_script"),
         "envs": [[e["name"], e["value"]] for e in container.get("envs") or []],
         "resources": container.get("resources") or {},
@@ -54,6 +56,7 @@ def normalise(workload: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": workload["name"],
         "host_ipc": bool(workload.get("host_ipc")),
+        "run_as": [workload.get("run_as_user"), workload.get("run_as_group")],
         "shm_size": workload.get("shm_size"),
         "instance_type": workload.get("instance_type"),
         "containers": [_container(c) for c in workload["containers"]],

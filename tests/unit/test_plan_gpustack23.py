@@ -280,3 +280,29 @@ def test_gpu_type_selects_devices_of_that_type():
     worker = {"gpu_devices": [{"index": 0, "vendor": "nvidia", "type": "cuda"}, {"index": 0, "vendor": "amd", "type": "rocm"}]}
     with pytest.raises(PlanError, match="of type 'rocm'"):
         make_plan(instance={"gpu_type": "rocm", "gpu_indexes": [1]}, worker=worker)
+
+
+def test_run_command_also_reads_the_models_env_names():
+    plan = make_plan(model={"run_command": "{{model_path}} --tag {{TAG}}", "env": {"TAG": "v1"}})
+    assert plan.args[:3] == ["/models/org/m", "--tag", "v1"]
+
+
+def test_a_parameter_that_would_render_empty_stays_as_written():
+    plan = make_plan(
+        model={"image_name": "cpu:1", "backend_parameters": ["--devices", "{{gpu_ids}}", "--ids={{gpu_ids}}"]},
+        instance={"gpu_indexes": []},
+        worker={"gpu_devices": []},
+    )
+    assert plan.args[2:5] == ["--devices", "{{gpu_ids}}", "--ids="]
+
+
+def test_container_user_and_shm_from_the_env_win_over_config():
+    plan = make_plan(
+        model={"env": {"GPUSTACK_MODEL_RUNTIME_UID": "1000", "GPUSTACK_MODEL_RUNTIME_GID": "x",
+                       "GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB": "2.5"}},
+        config={"runtime_gid": 7},
+    )
+    workload = plan.workload
+    assert (workload.run_as_user, workload.run_as_group, workload.shm_size) == (1000, 7, int(2.5 * GIB))
+    assert workload.containers[0].execution.run_as_user == 1000
+    assert "env GPUSTACK_MODEL_RUNTIME_GID='x' is not a number; using 7" in plan.warnings
