@@ -170,3 +170,48 @@ def test_the_same_reading_for_launcher_options():
 def test_an_unclosed_quote_is_named():
     with pytest.raises(ValueError, match="cannot split parameter"):
         flatten_to_argv(['--chat-template="a'])
+
+
+# The inputs of GPUStack's own command-utility tests (tests/utils/test_command.py), with what
+# berth reads. Where GPUStack's expectation differs it is on purpose, and said so: berth reads
+# parameters like a shell (quotes removed, an equals sign set off by spaces is a separator), and,
+# as GPUStack 2.3.0's own code does, a flag with any value but a false one is enabled.
+@pytest.mark.parametrize(
+    ("parameters", "names", "expected"),
+    [
+        (None, ["foo"], None),
+        ([], ["foo"], None),
+        (["--foo=bar"], ["foo"], "bar"),
+        (["-f=baz"], ["f"], "baz"),
+        (["--foo=bar=baz"], ["foo"], "bar=baz"),
+        (["--foo", "value"], ["foo"], "value"),
+        (["-f", "val"], ["f"], "val"),
+        (["--x=5"], ["y", "x"], "5"),
+        (["--foo"], ["foo"], None),
+        (["--bar=1", "--baz", "2"], ["foo"], None),
+        ([" --max-model-len=8192"], ["max-model-len"], "8192"),
+        (["  --foo=bar"], ["foo"], "bar"),
+        (["  --foo bar"], ["foo"], "bar"),
+        (["--foo =bar"], ["foo"], "bar"),
+        (["  --foo  =bar"], ["foo"], "bar"),
+        (["--foo  =  bar"], ["foo"], "bar"),  # GPUStack's test: "  bar"
+        (['--foo  ="  bar"'], ["foo"], "  bar"),  # GPUStack's test: '"  bar"' (quotes kept)
+        (["--hf-overrides '{\"rope_scaling\": {\"factor\": 4.0}}'"], ["hf-overrides"], '{"rope_scaling": {"factor": 4.0}}'),
+        (['--hf-overrides={"rope_scaling": {"factor": 4.0}}'], ["hf-overrides"], '{"rope_scaling": {"factor": 4.0}}'),
+    ],
+)
+def test_gpustacks_find_parameter_inputs(parameters, names, expected):
+    assert find_parameter(parameters, names) == expected
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"),
+    [
+        (["--foo"], True), ([" --foo"], True), (["--foo  "], True), (["  --foo  "], True),
+        (["--bar"], False), ([], False),
+        (["--foo=bar"], True),  # GPUStack's test: False; its 2.3.0 code and berth: any value but a false one enables
+        (["--foo=off"], False),
+    ],
+)
+def test_gpustacks_find_bool_parameter_inputs(parameters, expected):
+    assert find_bool_parameter(parameters, ["foo"]) is expected
