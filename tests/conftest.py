@@ -54,8 +54,17 @@ def ray_missing() -> str | None:
     return None
 
 
+@functools.cache
+def gpustack_missing() -> str | None:
+    from tests.gpustack_parity.compare import gpustack_python
+
+    if gpustack_python() is None:
+        return "no GPUStack 2.3.0 venv (python -m venv V && V/bin/pip install gpustack==2.3.0; BERTH_GPUSTACK_PYTHON=V/bin/python)"
+    return None
+
+
 _CHECKS = {"docker": docker_missing, "podman": functools.cache(podman_missing), "vllm": vllm_missing,
-           "ray": ray_missing}
+           "ray": ray_missing, "gpustack": gpustack_missing}
 
 
 #: Markers under which a test may start processes (every other one is left to make test-unit).

@@ -1,4 +1,5 @@
-"""Backends: plan how an engine runs. ``get_backend(name)`` finds one by name.
+"""Backends: plan how an engine runs. ``plan_spec(spec)`` is the one way to plan a spec;
+``get_backend(name)`` finds a backend by name.
 
 Built-in: ``vllm``. Others plug in through the ``berth.backends`` entry-point group.
 """
@@ -10,6 +11,7 @@ from importlib.metadata import entry_points
 from berth.backends.base import InferenceServer
 from berth.backends.plan import NamedPorts, PlanError, RayPorts, ServePlan
 from berth.backends.vllm import VLLMServer
+from berth.schemas import DeploymentSpec
 
 _BUILTIN: dict[str, type[InferenceServer]] = {"vllm": VLLMServer}
 
@@ -26,6 +28,14 @@ def get_backend(name: str) -> type[InferenceServer]:
     raise PlanError(f"model.backend {name!r} is not supported; known backends: {', '.join(known)}")
 
 
+def plan_spec(spec: DeploymentSpec) -> ServePlan:
+    """Plan ``spec`` with its backend. The plan carries every warning (GPUStack fields berth
+    does not use included) in ``ServePlan.warnings``. Raises :class:`PlanError`."""
+    plan = get_backend(spec.model.backend).from_spec(spec).plan()
+    plan.warnings.extend(f"{name} is not a field berth uses; ignored" for name in spec.unknown_fields())
+    return plan
+
+
 __all__ = [
     "InferenceServer",
     "NamedPorts",
@@ -34,4 +44,5 @@ __all__ = [
     "ServePlan",
     "VLLMServer",
     "get_backend",
+    "plan_spec",
 ]

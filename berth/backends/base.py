@@ -12,22 +12,25 @@ import logging
 import posixpath
 import re
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple
 
 import gpustack_runner
 from gpustack_runtime import envs as runtime_envs
 from gpustack_runtime.deployer import ContainerMount, ContainerResources
 from gpustack_runtime.detector import ManufacturerEnum, manufacturer_to_backend
+from gpustack_runtime.detector.ascend import get_ascend_cann_variant
 
 from berth.backends.plan import DeploymentMetadata, PlanError, ServePlan
 from berth.schemas import BerthConfig, DeploymentSpec, GPUDevice, Model, ModelInstance, Worker
 from berth.schemas.instances import ComputedResourceClaim, InstancePorts, SubordinateWorker
+from berth.utils.templates import deployment_variables, render
 
 if TYPE_CHECKING:
     from berth.deployers.base import Deployer
     from berth.schemas.workload import WorkloadStatus
 
 __all__ = [
+    "DeviceInfo",
     "InferenceServer",
     "distributed_parallelism",
     "is_ascend",
@@ -36,6 +39,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+Profile = Literal["cluster", "exact"]
 _WORKLOAD_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 
 
@@ -46,21 +50,43 @@ def is_ascend(devices: list[GPUDevice]) -> bool:
 
 def is_ascend_310p(devices: list[GPUDevice]) -> bool:
     """All selected devices are Ascend 310P (arch family such as ``Ascend310P3``)."""
-    return is_ascend(devices) and all("310p" in (d.arch_family or "").lower() for d in devices)
+    return is_ascend(devices) and all(get_ascend_cann_variant(d.arch_family) == "310p" for d in devices)
 
 
-def distributed_parallelism(instance: ModelInstance) -> tuple[int, int]:
-    """(tp, pp) across workers: tp = the leader's GPUs, pp = number of workers.
+def device_runtime(device: GPUDevice) -> str | None:
+    """A device's runtime type (cuda, rocm, cann...): as reported, else from its vendor."""
+    if device.type:
+        return device.type
+    try:
+        return manufacturer_to_backend(ManufacturerEnum(device.vendor))
+    except ValueError:
+        return None
 
-    When workers hold different numbers of GPUs, fall back to tp 1 and pp = all GPUs.
+
+class DeviceInfo(NamedTuple):
+    """Runtime type, host runtime version and arch family of the devices a plan runs on."""
+
+    runtime: str | None
+    runtime_version: str | None
+    arch_family: str | None
+
+
+def gpus_per_node(instance: ModelInstance) -> list[int]:
+    """GPU count of each worker of a distributed instance, leader first (at least 1 on the leader)."""
+    leader = len(instance.gpu_indexes) if instance.gpu_indexes else 1
+    return [leader] + [len(w.gpu_indexes or []) for w in instance.subordinate_workers]
+
+
+def distributed_parallelism(instance: ModelInstance) -> tuple[tuple[int, int], str | None]:
+    """((tp, pp), warning) across Ray workers: tp = the leader's GPUs, pp = number of workers.
+
+    When workers hold different numbers of GPUs, fall back to tp 1 and pp = all GPUs (and say so).
     """
-    followers = instance.subordinate_workers
-    tp = len(instance.gpu_indexes) if instance.gpu_indexes else 1
-    counts = [len(w.gpu_indexes or []) for w in followers]
-    if any(count != tp for count in counts):
-        logger.warning("workers hold unequal GPU counts %s; using pipeline parallelism only", [tp, *counts])
-        return 1, tp + sum(counts)
-    return tp, len(followers) + 1
+    counts = gpus_per_node(instance)
+    tp = counts[0]
+    if any(count != tp for count in counts[1:]):
+        return (1, sum(counts)), f"workers hold unequal GPU counts {counts}; using pipeline parallelism only"
+    return (tp, len(counts)), None
 
 
 def runner_image(backend: str | None, devices: list[GPUDevice], version: str | None) -> str | None:
@@ -94,6 +120,7 @@ class InferenceServer(ABC):
         *,
         model_path: str,
         draft_model_path: str | None = None,
+        profile: Profile = "cluster",
     ) -> None:
         self.model = model
         self.instance = instance
@@ -101,6 +128,9 @@ class InferenceServer(ABC):
         self.config = config or BerthConfig()
         self.model_path = model_path
         self.draft_model_path = draft_model_path
+        self.profile: Profile = profile
+        self.warnings: list[str] = []
+        self._devices: list[GPUDevice] | None = None
 
     @classmethod
     def from_spec(cls, spec: DeploymentSpec) -> InferenceServer:
@@ -111,7 +141,18 @@ class InferenceServer(ABC):
             spec.config,
             model_path=spec.model_path,
             draft_model_path=spec.draft_model_path,
+            profile=spec.profile,
         )
+
+    @property
+    def exact(self) -> bool:
+        """The ``exact`` profile: the user's options as given, no cluster policy."""
+        return self.profile == "exact"
+
+    def warn(self, message: str) -> None:
+        """Record a warning on the plan being made (``ServePlan.warnings``)."""
+        if message not in self.warnings:
+            self.warnings.append(message)
 
     @abstractmethod
     def plan(self) -> ServePlan:
@@ -127,24 +168,39 @@ class InferenceServer(ABC):
 
     def deployment_metadata(self) -> DeploymentMetadata:
         """Single, distributed leader (the instance's main worker) or distributed follower."""
-        distributed = bool(self.instance.subordinate_workers)
+        followers = self.instance.subordinate_workers
+        distributed = bool(followers)
         leader = distributed and self.worker.id == self.instance.worker_id
         follower = distributed and not leader
-        name = self.instance.name
+        name, index = self.instance.name, None
         if follower:
-            name = f"{name}-w{self.worker.id}"
+            index = self._follower_index()
+            name = f"{name}-f{index}"
         if not _WORKLOAD_NAME.match(name):
             raise PlanError(
                 f"instance.name {self.instance.name!r} cannot name a workload: use 1-63 letters, "
                 "digits, '-', '_' or '.', starting and ending with a letter or digit"
             )
-        return DeploymentMetadata(name=name, distributed=distributed, leader=leader, follower=follower)
+        return DeploymentMetadata(
+            name=name, distributed=distributed, leader=leader, follower=follower, follower_index=index
+        )
+
+    def _follower_index(self) -> int:
+        """This worker's position among the instance's subordinate workers."""
+        ids = [w.worker_id for w in self.instance.subordinate_workers]
+        if self.worker.id not in ids:
+            raise PlanError(
+                f"worker.id {self.worker.id} is neither instance.worker_id "
+                f"{self.instance.worker_id} nor listed in "
+                "instance.distributed_servers.subordinate_workers"
+            )
+        return ids.index(self.worker.id)
 
     def _subordinate_entry(self) -> SubordinateWorker | None:
         return next((w for w in self.instance.subordinate_workers if w.worker_id == self.worker.id), None)
 
-    def gpu_indexes(self) -> list[int]:
-        """This worker's GPU indexes for the instance (a follower's come from its entry)."""
+    def _assignment(self) -> tuple[list[int], str | None]:
+        """(GPU indexes, GPU type) assigned on this worker (a follower's come from its entry)."""
         if self.instance.subordinate_workers and self.worker.id != self.instance.worker_id:
             entry = self._subordinate_entry()
             if entry is None:
@@ -153,19 +209,39 @@ class InferenceServer(ABC):
                     f"{self.instance.worker_id} nor listed in "
                     "instance.distributed_servers.subordinate_workers"
                 )
-            return list(entry.gpu_indexes or [])
-        return list(self.instance.gpu_indexes or [])
+            return list(entry.gpu_indexes or []), entry.gpu_type
+        return list(self.instance.gpu_indexes or []), self.instance.gpu_type
+
+    def gpu_indexes(self) -> list[int]:
+        """This worker's GPU indexes for the instance, as assigned."""
+        return self._assignment()[0]
 
     def selected_devices(self) -> list[GPUDevice]:
-        """The worker's devices this instance uses here; an unknown index is an error."""
-        by_index = {d.index: d for d in self.worker.gpu_devices}
-        missing = [i for i in self.gpu_indexes() if i not in by_index]
-        if missing:
-            raise PlanError(
-                f"instance.gpu_indexes: GPU indexes {missing} are assigned to the instance but "
-                "worker.gpu_devices does not list them; add them to worker.gpu_devices"
-            )
-        return [by_index[i] for i in self.gpu_indexes()]
+        """The worker's devices this instance uses here, by index (and by type when the
+        instance names one), sorted by index; derived once. An unknown index is an error."""
+        if self._devices is None:
+            indexes, gpu_type = self._assignment()
+            found = {
+                d.index: d for d in self.worker.gpu_devices if gpu_type is None or device_runtime(d) == gpu_type
+            }
+            missing = [i for i in indexes if i not in found]
+            if missing:
+                kind = f" of type {gpu_type!r}" if gpu_type else ""
+                raise PlanError(
+                    f"instance.gpu_indexes: GPU indexes {missing} are assigned to the instance but "
+                    f"worker.gpu_devices does not list them{kind}; add them to worker.gpu_devices"
+                )
+            self._devices = [found[i] for i in sorted(set(indexes))]
+        return self._devices
+
+    def device_info(self) -> DeviceInfo:
+        """Runtime, runtime version and arch family of the first selected device, else of the
+        worker's first device (a CPU-placed instance on a GPU worker), else all None."""
+        devices = self.selected_devices() or self.worker.gpu_devices
+        if not devices:
+            return DeviceInfo(None, None, None)
+        first = devices[0]
+        return DeviceInfo(device_runtime(first), first.runtime_version, first.arch_family)
 
     def vendor(self) -> str | None:
         """Vendor of the selected devices (nvidia, amd, ascend, ...); None on a CPU worker."""
@@ -173,15 +249,32 @@ class InferenceServer(ABC):
         return devices[0].vendor if devices else None
 
     def runtime_backend(self) -> str | None:
-        """gpustack-runtime's backend for the vendor: cuda, rocm, cann, ..."""
-        vendor = self.vendor()
-        if vendor is None:
-            return None
-        try:
-            return manufacturer_to_backend(ManufacturerEnum(vendor))
-        except ValueError:
-            devices = self.selected_devices()
-            return devices[0].type or None
+        """gpustack-runtime's backend for the selected devices: cuda, rocm, cann, ..."""
+        devices = self.selected_devices()
+        return device_runtime(devices[0]) if devices else None
+
+    def template_variables(self) -> dict[str, object]:
+        """What ``{{name}}`` placeholders resolve to for this instance on this worker."""
+        indexes = [d.index for d in self.selected_devices()]
+        return deployment_variables(
+            model_path=self.model_path,
+            port=self.instance.port,
+            worker_ip=self.worker.ip,
+            model_name=self.instance.model_name,
+            gpu_count=len(indexes),
+            gpu_ids=indexes,
+            role=self.instance.role,
+            group_id=self.instance.group_id,
+        )
+
+    def render(self, text: str, context: str, variables: dict[str, object] | None = None) -> str:
+        """``text`` with its placeholders filled (from ``variables``, by default the instance's);
+        an unknown one stays as written, with a warning."""
+        rendered, missing = render(text, self.template_variables() if variables is None else variables)
+        if missing:
+            names = ", ".join("{{" + name + "}}" for name in missing)
+            self.warn(f"{context}: no value for {names}; left as written")
+        return rendered
 
     # -- resolution ----------------------------------------------------------------------
 
@@ -206,19 +299,59 @@ class InferenceServer(ABC):
         )
 
     def base_env(self) -> dict[str, str]:
-        """The model's own environment (never overridden by defaults)."""
-        return dict(self.model.env or {})
+        """The model's own environment, placeholders rendered (never overridden by defaults)."""
+        return {k: self.render(v, f"model.env[{k!r}]") for k, v in (self.model.env or {}).items()}
 
     def resources(self) -> ContainerResources:
-        """GPU resources keyed by the runtime's resource key, valued by index list."""
-        indexes = self.gpu_indexes()
+        """GPU resources: the operator's vGPU keys when the model names a GPU pool, else the
+        runtime's resource key valued by the selected indexes."""
+        if self.model.gpu_type_selector is not None:
+            return self._pool_resources()
+        devices = self.selected_devices()
         backend = self.runtime_backend()
-        if not indexes or backend is None:
+        if not devices or backend is None:
             return ContainerResources()
+        if len({device_runtime(d) for d in devices}) > 1:
+            raise PlanError("instance.gpu_indexes: all GPUs of an instance must be of one type")
         key = (runtime_envs.GPUSTACK_RUNTIME_DETECT_BACKEND_MAP_RESOURCE_KEY or {}).get(backend)
         if key is None:
             raise PlanError(f"worker.gpu_devices: gpustack-runtime knows no resource key for runtime {backend!r}")
-        return ContainerResources(**{key: ",".join(str(i) for i in indexes)})
+        return ContainerResources(**{key: ",".join(str(d.index) for d in devices)})
+
+    def _pool_resources(self) -> ContainerResources:
+        """gpustack-operator's resources for ``model.gpu_type_selector``: a MIG partition, a
+        slice (memory and cores percentages) or whole cards (as many as the VRAM claim names)."""
+        selector = self.model.gpu_type_selector
+        assert selector is not None
+        base = self._pool_resource_base()
+        profile = selector.accelerator_partitioned_profile
+        if profile:
+            return ContainerResources(**{f"{base}.partitioned": "1", f"{base}.partitioned.mig-{profile}": "1"})
+        memory = selector.accelerator_sliced_memory_percentage or 0
+        cores = selector.accelerator_sliced_cores_percentage or 0
+        if memory == 0 and cores == 0:
+            claim = self.instance.computed_resource_claim
+            cards = len(claim.vram) if claim and claim.vram else 1
+            return ContainerResources(**{base: str(max(cards, 1))})
+        return ContainerResources(**{
+            f"{base}.sliced": "1",
+            f"{base}.sliced.memory-percentage": str(memory),
+            f"{base}.sliced.cores-percentage": str(cores),
+        })
+
+    def _pool_resource_base(self) -> str:
+        """The operator's resource base (``nvidia.com/gpu``...) for the instance's GPU type."""
+        gpu_type = self.instance.gpu_type or self.device_info().runtime
+        key_map = runtime_envs.GPUSTACK_RUNTIME_DETECT_BACKEND_MAP_RESOURCE_KEY or {}
+        device_key = key_map.get(gpu_type) if gpu_type else None
+        base = (runtime_envs.GPUSTACK_RUNTIME_DEPLOY_RESOURCE_KEY_MAP_CDI or {}).get(device_key) if device_key else None
+        if not base:
+            raise PlanError(
+                f"model.gpu_type_selector: no operator resource for GPU type {gpu_type!r}; set "
+                "instance.gpu_type (cuda, rocm...) or list the worker's devices, so the instance "
+                "is not started without GPU isolation"
+            )
+        return base
 
     def mounts(self) -> list[ContainerMount]:
         """Directories the engine reads, mounted at the same path: model (and draft) parents."""
@@ -232,14 +365,14 @@ class InferenceServer(ABC):
 
     def named_ports(self, *, distributed: bool) -> InstancePorts:
         ports = list(self.instance.ports or [])
-        if not ports:
+        if not ports and self.instance.port is None:
             raise PlanError("instance.ports is empty: the scheduler must assign at least the HTTP port")
         if distributed and len(ports) < 2:
             raise PlanError(
                 "instance.ports must hold at least 2 ports for a distributed instance "
                 "([http, ..., distributed-init])"
             )
-        return InstancePorts.from_list(ports)
+        return InstancePorts.from_list(ports, fallback=self.instance.port)
 
     def total_vram_claim(self) -> int:
         """Bytes of VRAM the scheduler claimed for this instance on this worker."""

@@ -84,15 +84,19 @@ class NamedPorts:
     dp_rpc: int | None = None
     distributed: int | None = None
     ray: RayPorts | None = None
+    master: int | None = None  # vLLM mp multi-node: --master-port
+    vllm_base: int | None = None  # vLLM mp multi-node, data parallel only: VLLM_PORT
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"http": self.http, "dp_rpc": self.dp_rpc, "distributed": self.distributed}
+        out |= {"master": self.master, "vllm_base": self.vllm_base}
         out["ray"] = None if self.ray is None else {k: getattr(self.ray, k) for k in RayPorts.__slots__}
         return out
 
     def all(self) -> list[int]:
-        """Every concrete port (the Ray worker range counted by its bounds)."""
-        ports = [p for p in (self.http, self.dp_rpc, self.distributed) if p is not None]
+        """Every concrete port (the Ray worker range counted by its bounds), each once."""
+        named = (self.http, self.dp_rpc, self.master, self.vllm_base, self.distributed)
+        ports = list(dict.fromkeys(p for p in named if p is not None))
         if self.ray is not None:
             ports += [getattr(self.ray, k) for k in RayPorts.__slots__]
         return ports
@@ -104,6 +108,7 @@ class DeploymentMetadata:
     distributed: bool
     leader: bool
     follower: bool
+    follower_index: int | None = None  # position among the subordinate workers
 
     @property
     def role(self) -> Role:
@@ -126,12 +131,15 @@ class ServePlan:
     base_url: str | None
     readiness_url: str | None
     warnings: list[str] = field(default_factory=list)
+    profile: Literal["cluster", "exact"] = "cluster"
+    served_names: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``berth plan --format json``). Env values are not masked here."""
         return {
             "name": self.name,
             "role": self.role,
+            "profile": self.profile,
             "image": self.image,
             "command": self.command,
             "args": self.args,
@@ -140,6 +148,7 @@ class ServePlan:
             "ports": self.ports.to_dict(),
             "base_url": self.base_url,
             "readiness_url": self.readiness_url,
+            "served_names": self.served_names,
             "warnings": self.warnings,
             "workload": workload_to_dict(self.workload),
         }

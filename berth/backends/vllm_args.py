@@ -14,15 +14,27 @@ import os
 from typing import Any
 
 from berth.backends.plan import PlanError
-from berth.schemas import Model, ModelInstance, SpeculativeAlgorithm
-from berth.utils.args import find_bool_parameter, find_int_parameter, find_parameter, has_parameter
+from berth.backends.vllm_topology import MultinodeTopology, UserParallelism
+from berth.schemas import Model, ModelInstance, MountedLoRA, SpeculativeAlgorithm
+from berth.utils.args import (
+    extend_args_no_exist,
+    find_bool_parameter,
+    find_int_parameter,
+    find_parameter,
+    has_parameter,
+)
 from berth.utils.versions import compare_versions
 
 __all__ = [
     "KV_TRANSFER_CONFIG",
+    "LORA_RANKS",
     "MAX_MODEL_LEN_CAP",
+    "PARALLELISM",
     "access_log_arguments",
     "auto_parallelism_arguments",
+    "lora_arguments",
+    "max_lora_rank",
+    "mp_parallelism_arguments",
     "cache_report_arguments",
     "derive_max_model_len",
     "injected_arguments",
@@ -35,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 MAX_MODEL_LEN_CAP = 8192
 KV_TRANSFER_CONFIG = '{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}'
-_PARALLELISM = ["tensor-parallel-size", "tp", "pipeline-parallel-size", "pp", "data-parallel-size", "dp"]
+PARALLELISM = ["tensor-parallel-size", "tp", "pipeline-parallel-size", "pp", "data-parallel-size", "dp"]
 _LENGTH_KEYS = (
     "max_position_embeddings",
     "n_positions",
@@ -47,7 +59,9 @@ _LENGTH_KEYS = (
     "max_seq_length",
     "seq_len",
 )
-_UNSCALED_ROPE = {"su", "longrope", "llama3", "default", "mrope"}
+_UNSCALED_ROPE = {"su", "longrope", "llama3"}
+#: The values vLLM accepts for --max-lora-rank.
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 _SPECULATIVE_METHOD = {
     SpeculativeAlgorithm.EAGLE3: "eagle3",
     SpeculativeAlgorithm.MTP: "mtp",
@@ -68,7 +82,12 @@ def read_model_config(model_path: str) -> dict[str, Any] | None:
 
 
 def _text_config(config: dict[str, Any]) -> dict[str, Any]:
-    for key in ("text_config", "llm_config", "language_config"):
+    """The language model's part of a multimodal config: ``text_config`` when it is one (it has
+    ``num_attention_heads``), else ``llm_config`` or ``language_config``, else the config."""
+    text = config.get("text_config")
+    if isinstance(text, dict) and "num_attention_heads" in text:
+        return text
+    for key in ("llm_config", "language_config"):
         nested = config.get(key)
         if isinstance(nested, dict):
             return nested
@@ -76,15 +95,23 @@ def _text_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rope_factor(text: dict[str, Any], length: int) -> int | float:
-    rope = text.get("rope_scaling") or text.get("rope_parameters")
+    """``length`` scaled by the config's rope scaling, read as transformers normalises it: no
+    type means ``default`` and no factor means 1 (so a per-attention-type ``rope_parameters``,
+    as Gemma's, scales nothing); su, longrope and llama3 never scale; yarn scales its original
+    length (the config's ``max_position_embeddings`` when it names none)."""
+    rope = text.get("rope_scaling")
+    if rope is None:
+        rope = text.get("rope_parameters")
     if not isinstance(rope, dict):
         return length
-    rope_type = rope.get("rope_type", rope.get("type"))
-    factor = rope.get("factor")
-    if rope_type in _UNSCALED_ROPE or not isinstance(factor, int | float):
+    rope_type = rope.get("type") or rope.get("rope_type") or "default"
+    factor = rope.get("factor", 1)
+    if rope_type in _UNSCALED_ROPE or isinstance(factor, bool) or not isinstance(factor, int | float):
         return length
-    if rope_type == "yarn" and isinstance(rope.get("original_max_position_embeddings"), int):
-        length = rope["original_max_position_embeddings"]
+    if rope_type == "yarn":
+        original = rope.get("original_max_position_embeddings", text.get("max_position_embeddings", length))
+        if isinstance(original, int | float):
+            length = original
     return length * factor
 
 
@@ -114,8 +141,8 @@ def max_model_len_arguments(model: Model, derived: int | None) -> list[str]:
 def auto_parallelism_arguments(
     parameters: list[str] | None, instance: ModelInstance, distributed: bool, tp_pp: tuple[int, int]
 ) -> list[str]:
-    """tp (and pp across workers) from the GPUs assigned, unless the user chose any of tp/pp/dp."""
-    if find_parameter(parameters, _PARALLELISM) is not None:
+    """tp (and pp across Ray workers) from the GPUs assigned, unless the user chose any of tp/pp/dp."""
+    if find_parameter(parameters, PARALLELISM) is not None:
         return []
     if distributed:
         tp, pp = tp_pp
@@ -123,6 +150,23 @@ def auto_parallelism_arguments(
     if instance.gpu_indexes is not None and len(instance.gpu_indexes) > 1:
         return ["--tensor-parallel-size", str(len(instance.gpu_indexes))]
     return []
+
+
+def mp_parallelism_arguments(user: UserParallelism, topology: MultinodeTopology) -> list[str]:
+    """vLLM's mp multi-node: whatever of tp, pp, dp and dp-local the user left open, from the
+    topology (dp and dp-local only in the shapes that use them). Every node gets the same
+    parameters, so the user's values are cluster-wide constraints."""
+    out: list[str] = []
+    if user.tp is None:
+        out += ["--tensor-parallel-size", str(topology.tp)]
+    if user.pp is None and topology.pp > 1:
+        out += ["--pipeline-parallel-size", str(topology.pp)]
+    if topology.shape != "mp_only":
+        if user.dp is None:
+            out += ["--data-parallel-size", str(topology.dp)]
+        if user.dpl is None:
+            out += ["--data-parallel-size-local", str(topology.dpl)]
+    return out
 
 
 def speculative_arguments(model: Model, draft_model_path: str | None) -> list[str]:
@@ -184,6 +228,62 @@ def data_parallel_arguments(parameters: list[str] | None, dp_rpc_port: int | Non
     if dp_rpc_port is None:
         raise PlanError("instance.ports needs a second port (data-parallel RPC) when dp > 1")
     return out + ["--data-parallel-rpc-port", str(dp_rpc_port)]
+
+
+def max_lora_rank(paths: list[str]) -> tuple[int | None, list[str]]:
+    """(the largest rank of the adapters' ``adapter_config.json`` — ``r`` and any
+    ``rank_pattern`` value — or None, the warnings for configs that could not be read)."""
+    best: int | None = None
+    warnings: list[str] = []
+    for path in paths:
+        config_path = os.path.join(path, "adapter_config.json")
+        try:
+            with open(config_path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError) as exc:
+            warnings.append(f"LoRA rank not read from {config_path}: {exc}")
+            continue
+        if not isinstance(data, dict):
+            warnings.append(f"LoRA rank not read from {config_path}: not a JSON object")
+            continue
+        pattern = data.get("rank_pattern")
+        ranks = [data["r"]] if isinstance(data.get("r"), int) else []
+        if isinstance(pattern, dict):
+            ranks += [v for v in pattern.values() if isinstance(v, int)]
+        if ranks:
+            best = max([*ranks, *([best] if best is not None else [])])
+    return best, warnings
+
+
+def _allowed_lora_rank(rank: int) -> int:
+    """The smallest rank vLLM accepts that holds ``rank`` (beyond them: as is, vLLM decides)."""
+    return next((allowed for allowed in LORA_RANKS if rank <= allowed), rank)
+
+
+def lora_arguments(
+    arguments: list[str], loras: list[MountedLoRA] | None, base_model: str, parameters: list[str] | None
+) -> list[str]:
+    """Serve the mounted adapters from the start: ``--enable-lora``, ``--max-loras N``,
+    ``--lora-modules`` with one JSON object per adapter and ``--max-lora-rank`` from their
+    configs, each only where absent from ``arguments``; nothing when the user passes their own
+    ``--lora-modules``, and no rank when they pass ``--max-lora-rank``. Edits ``arguments`` in
+    place; returns the rank warnings."""
+    if not loras or find_parameter(parameters, ["lora-modules", "lora_modules"]):
+        return []
+    modules = [
+        {"name": lora.lora_name, "path": lora.path, "base_model_name": base_model} for lora in loras if lora.path
+    ]
+    if not modules:
+        return []
+    extend_args_no_exist(arguments, "--enable-lora", ("--max-loras", str(len(modules))))
+    if not any(a == "--lora-modules" or a.startswith("--lora-modules=") for a in arguments):
+        arguments += ["--lora-modules", *(json.dumps(m) for m in modules)]
+    if find_parameter(parameters, ["max-lora-rank", "max_lora_rank"]):
+        return []
+    rank, warnings = max_lora_rank([str(m["path"]) for m in modules])
+    if rank:
+        extend_args_no_exist(arguments, ("--max-lora-rank", str(_allowed_lora_rank(rank))))
+    return warnings
 
 
 def injected_arguments(options: list[str], user: list[str]) -> list[str]:

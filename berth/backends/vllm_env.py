@@ -4,13 +4,14 @@ the plan applies them (a default is re-inserted at the end, as GPUStack's env do
 
 from __future__ import annotations
 
-import logging
 import os
+from typing import NamedTuple
 
 from berth.schemas import ExtendedKVCacheConfig, Worker
 from berth.utils.units import byte_to_gib
 
 __all__ = [
+    "DistributedEnvPorts",
     "set_ascend_env",
     "set_cache_env",
     "set_default",
@@ -19,7 +20,13 @@ __all__ = [
     "set_loading_defaults",
 ]
 
-logger = logging.getLogger(__name__)
+
+class DistributedEnvPorts(NamedTuple):
+    """Ports a distributed node reads from its env (None: not set)."""
+
+    ray_init: int | None = None
+    dp_master: int | None = None
+    vllm_base: int | None = None
 
 
 def set_default(env: dict[str, str], name: str, value: str) -> None:
@@ -36,40 +43,44 @@ def set_loading_defaults(env: dict[str, str]) -> None:
     set_default(env, "RUNAI_STREAMER_LOG_LEVEL", "INFO")
 
 
-def set_cache_env(env: dict[str, str], cache_dir: str | None) -> None:
-    """Persist vLLM's compile cache under ``<cache_dir>/vllm`` (created if missing)."""
+def set_cache_env(env: dict[str, str], cache_dir: str | None) -> str | None:
+    """Persist vLLM's compile cache under ``<cache_dir>/vllm`` (created if missing); returns a
+    warning when it cannot be created."""
     if "VLLM_CACHE_ROOT" in env or not cache_dir:
-        return
+        return None
     path = os.path.join(cache_dir, "vllm")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
-        logger.warning("cannot create vLLM cache dir %s (%s); compile cache not persisted", path, exc)
-        return
+        return f"cannot create vLLM cache dir {path} ({exc}); compile cache not persisted"
     env["VLLM_CACHE_ROOT"] = path
+    return None
 
 
-def set_lmcache_env(env: dict[str, str], kv: ExtendedKVCacheConfig | None, vram_claim: int) -> None:
-    """LMCache chunk and host-RAM sizes: RAM in GiB given, or a ratio of the VRAM claim."""
-    if not (kv and kv.enabled):
-        return
+def set_lmcache_env(env: dict[str, str], kv: ExtendedKVCacheConfig, ram_bytes: int | None) -> None:
+    """LMCache's chunk size and host-RAM budget in GiB (a whole number printed without ``.0``);
+    no budget when there is none to give."""
     if kv.chunk_size and kv.chunk_size > 0:
         env["LMCACHE_CHUNK_SIZE"] = str(kv.chunk_size)
-    if kv.ram_size and kv.ram_size > 0:
-        env["LMCACHE_MAX_LOCAL_CPU_SIZE"] = str(kv.ram_size)
-    elif kv.ram_ratio and kv.ram_ratio > 0:
-        env["LMCACHE_MAX_LOCAL_CPU_SIZE"] = str(byte_to_gib(int(vram_claim * kv.ram_ratio)))
+    if ram_bytes:
+        gib = byte_to_gib(ram_bytes)
+        env["LMCACHE_MAX_LOCAL_CPU_SIZE"] = str(int(gib) if gib.is_integer() else gib)
 
 
-def set_distributed_env(env: dict[str, str], worker: Worker, ray_port: int | None, ascend: bool) -> None:
-    """This node's address, the NIC for collectives, and for Ray: the distributed-init port
-    (``VLLM_PORT``) and Ray's log defaults. vLLM's mp multi-node mode passes its master port
-    as an argument instead, so ``ray_port`` is None there."""
+def set_distributed_env(env: dict[str, str], worker: Worker, ports: DistributedEnvPorts, ascend: bool) -> None:
+    """This node's address, the NIC for collectives, and the ports vLLM reads from the env:
+    under Ray the distributed-init port (``VLLM_PORT``) and Ray's log defaults; under vLLM's
+    mp multi-node mode the data-parallel master (``VLLM_DP_MASTER_PORT``) and, data parallel
+    only, the base of vLLM's own ports (``VLLM_PORT``)."""
     env["VLLM_HOST_IP"] = worker.ip
-    if ray_port is not None:
-        env["VLLM_PORT"] = str(ray_port)
+    if ports.ray_init is not None:
+        env["VLLM_PORT"] = str(ports.ray_init)
         set_default(env, "RAY_LOG_TO_STDERR", "0")
         set_default(env, "RAY_BACKEND_LOG_LEVEL", "warning")
+    if ports.dp_master is not None:
+        env["VLLM_DP_MASTER_PORT"] = str(ports.dp_master)
+    if ports.vllm_base is not None:
+        env["VLLM_PORT"] = str(ports.vllm_base)
     if ascend:
         if "HCCL_SOCKET_IFNAME" not in env:
             env["HCCL_IF_IP"] = worker.ip

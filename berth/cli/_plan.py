@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from berth.backends import PlanError, get_backend
+from berth.backends import PlanError, plan_spec
 from berth.backends.plan import ServePlan
 from berth.cli._app import CLIError, app, console, load_spec
 from berth.cli._render import print_plan
@@ -24,11 +24,9 @@ class Format(str, Enum):
 def make_plan(spec: DeploymentSpec) -> ServePlan:
     """Plan a spec with its backend; unknown GPUStack fields become warnings."""
     try:
-        plan = get_backend(spec.model.backend).from_spec(spec).plan()
+        return plan_spec(spec)
     except PlanError as exc:
         raise CLIError(str(exc)) from None
-    plan.warnings.extend(f"{name} is not a field berth uses; ignored" for name in spec.unknown_fields())
-    return plan
 
 
 @app.command()

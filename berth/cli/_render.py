@@ -43,7 +43,9 @@ def docker_run_line(workload: WorkloadPlan, container: Container) -> str:
         parts += ["--network", "host"]
     if container.execution and container.execution.privileged:
         parts.append("--privileged")
-    if workload.shm_size:
+    if workload.host_ipc:
+        parts += ["--ipc", "host"]  # the host's /dev/shm: no --shm-size
+    elif workload.shm_size:
         parts += ["--shm-size", str(workload.shm_size)]
     if workload.run_as_user is not None:
         parts += ["--user", f"{workload.run_as_user}:{workload.run_as_group or workload.run_as_user}"]
@@ -79,11 +81,16 @@ def _container_table(workload: WorkloadPlan, container: Container) -> Table:
 
 def print_plan(console: Console, plan: ServePlan) -> None:
     workload = plan.workload
-    console.print(f"[bold]workload[/] {plan.name}  role={plan.role}  host_network={workload.host_network}  "
+    console.print(f"[bold]workload[/] {plan.name}  role={plan.role}  profile={plan.profile}  "
+                  f"host_network={workload.host_network}  host_ipc={workload.host_ipc}  "
                   f"shm={workload.shm_size}  user={workload.run_as_user}:{workload.run_as_group}")
     ports = plan.ports
     console.print(f"[bold]ports[/] http={ports.http} dp_rpc={ports.dp_rpc} distributed={ports.distributed}"
+                  + (f" master={ports.master}" if ports.master else "")
+                  + (f" vllm_base={ports.vllm_base}" if ports.vllm_base else "")
                   + (f" ray={ports.ray.gcs}-{ports.ray.max_worker}" if ports.ray else ""))
+    if plan.served_names:
+        console.print(f"[bold]serves[/] {', '.join(plan.served_names)}")
     if plan.readiness_url:
         console.print(f"[bold]ready when[/] {plan.readiness_url} answers 200")
     console.print(f"[bold]injected[/] {shlex.join(mask_secrets_in_args(plan.injected)) or '-'}")

@@ -13,7 +13,7 @@ import socket
 from collections.abc import Mapping
 
 from berth.backends.plan import ServePlan
-from berth.backends.vllm import VLLMServer as VLLMPlanner
+from berth.backends import plan_spec
 from berth.client.config import LLMConfig
 from berth.client.serve_args import serve_options
 from berth.schemas import DeploymentSpec, GPUDevice, Model, ModelInstance, Worker
@@ -77,4 +77,4 @@ def plan_server(
         ),
         model_path=llm.model_name,
     )
-    return VLLMPlanner.from_spec(spec).plan()
+    return plan_spec(spec)

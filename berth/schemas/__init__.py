@@ -2,14 +2,17 @@
 
 from berth.schemas.config import BerthConfig
 from berth.schemas.instances import (
+    CacheConfigSnapshot,
     ComputedResourceClaim,
     DistributedServers,
     InstancePorts,
     ModelInstance,
+    MountedLoRA,
     SubordinateWorker,
 )
 from berth.schemas.models import (
     ExtendedKVCacheConfig,
+    GPUTypeSelector,
     Model,
     SpeculativeAlgorithm,
     SpeculativeConfig,
@@ -22,16 +25,19 @@ from berth.schemas.workload import ContainerStatus, LogChunk, WorkloadState, Wor
 
 __all__ = [
     "BerthConfig",
+    "CacheConfigSnapshot",
     "ComputedResourceClaim",
     "ContainerStatus",
     "DeploymentSpec",
     "DistributedServers",
     "ExtendedKVCacheConfig",
     "GPUDevice",
+    "GPUTypeSelector",
     "InstancePorts",
     "LogChunk",
     "Model",
     "ModelInstance",
+    "MountedLoRA",
     "SpeculativeAlgorithm",
     "SpeculativeConfig",
     "SubordinateWorker",

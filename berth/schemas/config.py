@@ -47,6 +47,17 @@ class BerthConfig(StrictModel):
     )
     runtime_uid: int | None = Field(default=None, ge=0, description="Run containers as this user.")
     runtime_gid: int | None = Field(default=None, ge=0, description="Run containers as this group.")
+    cuda_minor_version_compatibility: bool = Field(
+        default=False,
+        description="Run CUDA images built for a newer CUDA minor than the host driver on the "
+        "host driver (NVIDIA_DISABLE_REQUIRE=1 and the image's cuda-compat removed at start). "
+        "A model's env GPUSTACK_ENABLE_CUDA_MINOR_VERSION_COMPATIBILITY overrides it.",
+    )
+    host_ipc: bool | None = Field(
+        default=None,
+        description="Join the host IPC namespace: unset means only when a shared KV cache is "
+        "attached. A model's env GPUSTACK_HOST_IPC overrides it.",
+    )
     shm_size_gib: float = Field(
         default=DEFAULT_SHM_SIZE_GIB, gt=0, description="Shared memory size of the workload in GiB."
     )

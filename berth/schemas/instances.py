@@ -8,9 +8,11 @@ from berth.schemas._base import GPUStackModel
 from berth.utils.ports import parse_port_range
 
 __all__ = [
+    "CacheConfigSnapshot",
     "ComputedResourceClaim",
     "DistributedServers",
     "InstancePorts",
+    "MountedLoRA",
     "ModelInstance",
     "SubordinateWorker",
 ]
@@ -23,12 +25,51 @@ class ComputedResourceClaim(GPUStackModel):
     ram: int | None = Field(default=None, description="Bytes of host RAM.")
 
 
+_HEREDOC_END = "GPUSTACK_CACHE_FILE_EOF"
+
+
+class MountedLoRA(GPUStackModel):
+    """A LoRA adapter the scheduler mounted on the instance (GPUStack's ``LoraListEntry``)."""
+
+    lora_name: str = Field(min_length=1, description="Name clients send, '<base>:<adapter>'.")
+    path: str | None = Field(default=None, description="The adapter's directory on this node.")
+
+
+class CacheConfigSnapshot(GPUStackModel):
+    """A shared KV cache service as the scheduler resolved it for this instance."""
+
+    cache_service_id: int | None = Field(default=None, description="The cache service's id.")
+    injected: bool = Field(
+        default=False, description="True when the instance starts attached; false is a degraded start."
+    )
+    reason: str | None = Field(default=None, description="Why it is not injected.")
+    env: dict[str, str] = Field(default_factory=dict, description="Connector environment.")
+    args: list[str] = Field(default_factory=list, description="Connector engine arguments.")
+    files: dict[str, str] = Field(
+        default_factory=dict, description="Connector config files: container path -> contents."
+    )
+
+    @field_validator("files")
+    @classmethod
+    def _safe_files(cls, value: dict[str, str]) -> dict[str, str]:
+        """Files are written by a shell script: absolute plain paths, and no content line that
+        would end the script's heredoc early."""
+        for path, content in value.items():
+            if not path.startswith("/") or ".." in path.split("/") or any(c in path for c in "'\n\x00"):
+                raise ValueError(f"{path!r} must be an absolute path without '..', quotes or newlines")
+            if _HEREDOC_END in content.splitlines():
+                raise ValueError(f"{path!r}: a line of the contents is {_HEREDOC_END!r}, which the script reserves")
+        return value
+
+
 class SubordinateWorker(GPUStackModel):
     """A follower worker of a distributed instance."""
 
     worker_id: int | None = Field(default=None)
     worker_name: str | None = Field(default=None)
     worker_ip: str | None = Field(default=None)
+    worker_ifname: str | None = Field(default=None, description="Kept; berth uses worker.ifname.")
+    gpu_type: str | None = Field(default=None, description="Runtime type of its GPUs (cuda, rocm...).")
     gpu_indexes: list[int] | None = Field(default=None)
     computed_resource_claim: ComputedResourceClaim | None = Field(default=None)
 
@@ -46,14 +87,32 @@ class ModelInstance(GPUStackModel):
     model_name: str = Field(min_length=1, description="Served model name.")
     worker_id: int | None = Field(default=None, description="Leader (main) worker id.")
     worker_ip: str | None = Field(default=None, description="Leader (main) worker address.")
+    worker_ifname: str | None = Field(default=None, description="Kept; berth uses worker.ifname.")
+    gpu_type: str | None = Field(
+        default=None, description="Runtime type of the leader's GPUs; only devices of it are selected."
+    )
     gpu_indexes: list[int] | None = Field(default=None, description="Leader's GPU indexes.")
     ports: list[int] | None = Field(
         default=None,
         description="As the scheduler sends them: [http, dp_rpc?, ..., distributed] "
         "(second = data-parallel RPC, last = distributed init, for distributed instances).",
     )
+    port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="The serving port when ports is empty; also {{port}} in placeholders.",
+    )
     distributed_servers: DistributedServers | None = Field(default=None)
     computed_resource_claim: ComputedResourceClaim | None = Field(default=None)
+    mounted_loras: list[MountedLoRA] | None = Field(
+        default=None, description="LoRA adapters served from the start (--lora-modules)."
+    )
+    cache_config: CacheConfigSnapshot | None = Field(
+        default=None, description="Shared KV cache service, resolved by the scheduler."
+    )
+    role: str | None = Field(
+        default=None, description="Disaggregated-serving role (prefill, decode...); orders KV connectors."
+    )
+    group_id: str | None = Field(default=None, description="Disaggregated group; {{group_id}}.")
 
     @field_validator("ports")
     @classmethod
@@ -73,19 +132,36 @@ class InstancePorts(BaseModel):
     """Every port an instance holds, by meaning: the one shape from the scheduler's list to the
     plan, the worker's registry and its API.
 
-    Built once from the scheduler's list (:meth:`from_list`): the first is ``http``; with two
-    or more, the second is ``dp_rpc`` and the last ``distributed``; ports between them are kept
-    in ``extra`` (declared by the run container, held by the worker). A distributed instance
-    also holds a Ray band, ``ray_range``. :meth:`held` is every port the instance holds, so
-    admission holds and releases them as a whole.
+    Built once from the scheduler's list (:meth:`from_list`), which GPUStack's serve manager
+    reserves as ``[http, dp_rpc, master, vllm_base, ..., distributed]``: the first is ``http``;
+    with two or more, the second is ``dp_rpc`` and the last ``distributed``; the third and fourth
+    are mp multi-node's ``master`` and ``vllm_base``; ports between ``vllm_base`` and the last are
+    kept in ``extra`` (declared by the run container, held by the worker). A distributed
+    instance also holds a Ray band, ``ray_range``. :meth:`held` is every port the instance
+    holds, so admission holds and releases them as a whole.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     http: int | None = Field(default=None, ge=1, le=65535, description="OpenAI-compatible API port.")
-    dp_rpc: int | None = Field(default=None, ge=1, le=65535, description="Data-parallel RPC port.")
+    dp_rpc: int | None = Field(default=None, ge=1, le=65535, description="Data-parallel RPC port (ZMQ).")
     distributed: int | None = Field(
-        default=None, ge=1, le=65535, description="Distributed init (VLLM_PORT, or mp's master port)."
+        default=None,
+        ge=1,
+        le=65535,
+        description="The last port: distributed init (VLLM_PORT) under Ray, the data-parallel "
+        "master (VLLM_DP_MASTER_PORT) under vLLM's mp multi-node mode.",
+    )
+    master: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="mp multi-node: torch's TCPStore master port (--master-port); third port.",
+    )
+    vllm_base: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="mp multi-node, data parallel only: the base of vLLM's own port range "
+        "(VLLM_PORT); fourth port, when the list holds more than three.",
     )
     extra: tuple[int, ...] = Field(
         default=(), description="Ports the scheduler sent beyond the named ones, in its order."
@@ -109,19 +185,35 @@ class InstancePorts(BaseModel):
             parse_port_range(value)
         return value
 
+    @property
+    def dp_master(self) -> int | None:
+        """mp multi-node: the data-parallel master port (VLLM_DP_MASTER_PORT), the last port."""
+        return self.distributed
+
     @classmethod
-    def from_list(cls, ports: list[int] | None, *, ray_range: str | None = None) -> InstancePorts:
-        """``[http, dp_rpc, ..., distributed]``; one port means HTTP only."""
+    def from_list(
+        cls, ports: list[int] | None, *, ray_range: str | None = None, fallback: int | None = None
+    ) -> InstancePorts:
+        """Name the scheduler's list; one port means HTTP only; none means ``fallback``
+        (``instance.port``) as HTTP."""
         ports = list(ports or [])
         if len(ports) < 2:
-            return cls(http=ports[0] if ports else None, ray_range=ray_range)
-        return cls(http=ports[0], dp_rpc=ports[1], distributed=ports[-1], extra=tuple(ports[2:-1]),
-                   ray_range=ray_range)
+            return cls(http=ports[0] if ports else fallback, ray_range=ray_range)
+        return cls(
+            http=ports[0],
+            dp_rpc=ports[1],
+            distributed=ports[-1],
+            master=ports[2] if len(ports) > 2 else None,
+            vllm_base=ports[3] if len(ports) > 3 else None,
+            extra=tuple(ports[4:-1]),
+            ray_range=ray_range,
+        )
 
     def to_list(self) -> list[int]:
-        """The scheduler's list again: ``http``, ``dp_rpc``, ``extra``..., ``distributed``."""
-        ports = [p for p in (self.http, self.dp_rpc, *self.extra, self.distributed) if p is not None]
-        return list(dict.fromkeys(ports))
+        """The scheduler's list again: ``http``, ``dp_rpc``, ``master``, ``vllm_base``,
+        ``extra``..., ``distributed``."""
+        named = (self.http, self.dp_rpc, self.master, self.vllm_base, *self.extra, self.distributed)
+        return list(dict.fromkeys(p for p in named if p is not None))
 
     def stored(self) -> dict[str, object]:
         """The compact JSON form a registry keeps (unset ports left out); read back with

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, field_validator
@@ -61,6 +61,14 @@ class DeploymentSpec(StrictModel):
     model_path: str = Field(description="Weights directory on this node (absolute) or hub id.")
     draft_model_path: str | None = Field(
         default=None, description="Draft model directory, for speculative decoding with one."
+    )
+    profile: Literal["cluster", "exact"] = Field(
+        default="cluster",
+        description="cluster: GPUStack's planning rules, for instances a scheduler sends (length "
+        "cap, automatic parallelism, env and version-gated defaults). exact: the model's "
+        "backend_parameters and env as given, plus only what berth needs to reach the server "
+        "(--host, and --port and --served-model-name where absent); for launcher and client "
+        "instances.",
     )
 
     @field_validator("model_path", "draft_model_path")

@@ -19,6 +19,9 @@ class GPUDevice(GPUStackModel):
     type: str | None = Field(default=None, description="Runtime type, e.g. cuda, rocm, cann.")
     arch_family: str | None = Field(default=None, description="e.g. Ascend310P3, Ascend910B.")
     memory_total: int | None = Field(default=None, description="VRAM in bytes.")
+    runtime_version: str | None = Field(
+        default=None, description="Host runtime version, e.g. the CUDA driver's '12.4'."
+    )
 
     @field_validator("vendor")
     @classmethod

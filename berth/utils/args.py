@@ -25,13 +25,14 @@ __all__ = [
     "has_parameter",
     "is_parameter_key",
     "iter_parameters",
+    "served_names",
     "split_command_line",
 ]
 
 FALSY_VALUES = frozenset({"0", "false", "no", "off", "f", "n"})
 
 _CONTINUATION = re.compile(r"\\\r?\n")
-_KEY_EQUALS = re.compile(r"^(-{1,2}[A-Za-z0-9][\w.-]*)\s*=\s*(.*)$", re.DOTALL)
+_KEY_SPACED_EQUALS = re.compile(r"(-{1,2}[A-Za-z0-9][\w.-]*)[ \t]*=[ \t]*")
 _PLACEHOLDER = "\x1fjson{}\x1f"
 
 
@@ -99,7 +100,7 @@ def _drop_trailing_backslash(text: str) -> str:
 def split_command_line(text: str) -> list[str]:
     """Split one pasted command-line fragment into tokens, keeping JSON values whole."""
     text = _drop_trailing_backslash(_CONTINUATION.sub(" ", text))
-    masked, found = _mask_json(text)
+    masked, found = _mask_json(_join_spaced_equals(text))
     try:
         tokens = shlex.split(masked)
     except ValueError as exc:
@@ -109,6 +110,39 @@ def split_command_line(text: str) -> list[str]:
     return tokens
 
 
+def _join_spaced_equals(text: str) -> str:
+    """``--key = value`` -> ``--key=value`` for every unquoted key, so that the equals sign
+    is a separator (as users mean it) and never a value of its own. Quoted text is untouched."""
+    out: list[str] = []
+    index, quote = 0, ""
+    while index < len(text):
+        char = text[index]
+        if quote:
+            out.append(char)
+            if char == quote:
+                quote = ""
+            elif char == "\\" and quote == '"' and index + 1 < len(text):
+                index += 1
+                out.append(text[index])
+            index += 1
+            continue
+        at_word_start = index == 0 or text[index - 1].isspace()
+        match = _KEY_SPACED_EQUALS.match(text, index) if at_word_start and char == "-" else None
+        if match:
+            out.append(f"{match.group(1)}=")
+            index = match.end()
+            continue
+        if char in "'\"":
+            quote = char
+        elif char == "\\" and index + 1 < len(text):
+            out.append(char)
+            index += 1
+            char = text[index]
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
 def _flatten_entry(entry: str) -> list[str]:
     stripped = entry.strip()
     if not stripped:
@@ -116,21 +150,16 @@ def _flatten_entry(entry: str) -> list[str]:
     first_word = stripped.split(None, 1)[0]
     if not is_parameter_key(first_word):
         return [stripped]  # an opaque value token: a path with spaces, a JSON blob, -0.5
-    match = _KEY_EQUALS.match(stripped)
-    if match and not any(c.isspace() for c in match.group(2).strip()):
-        return [f"{match.group(1)}={match.group(2).strip()}"]
-    if match and match.group(2).lstrip()[:1] in ("{", "["):
-        value = match.group(2).strip()
-        if _json_end(value, 0) == len(value):
-            return [f"{match.group(1)}={value}"]
     return split_command_line(stripped)
 
 
 def flatten_to_argv(parameters: Iterable[str] | None) -> list[str]:
     """Reduce a backend-parameter list to the argv tokens it stands for.
 
-    An element whose first word is an option key is re-tokenized (shlex, JSON kept whole,
-    ``--key = value`` joined, continuations dropped); any other element is one token as is.
+    An element whose first word is an option key is re-tokenized with shell semantics (shlex:
+    quotes removed, ``--k="a b"`` -> ``--k=a b``, ``--k="ab"`` -> ``--k=ab``), JSON values kept
+    whole, ``--key = value`` joined to ``--key=value`` and continuations dropped; any other
+    element is one token as is.
     """
     tokens: list[str] = []
     for entry in parameters or []:
@@ -211,6 +240,22 @@ def extend_args_no_exist(arguments: list[str], *items: str | tuple[str, str]) ->
                 arguments.extend([key, value])
         elif item not in arguments:
             arguments.append(item)
+
+
+def served_names(args: Sequence[str]) -> list[str]:
+    """The values of ``--served-model-name`` in an argv (its ``=`` form, or every value up to
+    the next option); empty when absent."""
+    for index, token in enumerate(args):
+        if token.startswith("--served-model-name="):
+            return [token.partition("=")[2]]
+        if token == "--served-model-name":
+            names: list[str] = []
+            for value in args[index + 1 :]:
+                if is_parameter_key(value):
+                    break
+                names.append(value)
+            return names
+    return []
 
 
 def format_backend_parameters(tokens: Sequence[str] | None) -> list[str]:

@@ -1,6 +1,6 @@
 """Planning a recorded instance and handing its workload to the deployer, errors translated.
 
-The plan comes from the backend (``get_backend(spec.model.backend).from_spec(spec).plan()``);
+The plan comes from the backend (``plan_spec(spec)``);
 the worker only adds its owner label, so a restarted worker can tell its own workloads from
 others'. Deployer errors become worker errors with the right HTTP status.
 """
@@ -13,14 +13,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from berth.backends import PlanError, ServePlan, get_backend
+from berth.backends import PlanError, ServePlan, plan_spec
 from berth.deployers.base import DeployerError, DeployerUnavailable, InvalidWorkload, WorkloadExists
 from berth.schemas import DeploymentSpec
 from berth.schemas.errors import validation_messages
 from berth.schemas.workload import WorkloadStatus
 from berth.worker._context import WorkerContext
 from berth.worker.errors import DeployerDown, DeployFailed, InstanceConflict, InvalidRequest, WorkerError
-from berth.worker.lifecycle import OWNER_LABEL, served_names
+from berth.worker.lifecycle import OWNER_LABEL
 
 __all__ = ["create_workload", "plan_instance", "plan_endpoints"]
 
@@ -31,7 +31,7 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 def plan_instance(spec: DeploymentSpec, owner: str) -> ServePlan:
     """The instance's plan with this worker's owner label; :class:`InvalidRequest` if it cannot be planned."""
     try:
-        plan = get_backend(spec.model.backend).from_spec(spec).plan()
+        plan = plan_spec(spec)
     except PlanError as exc:
         raise InvalidRequest(str(exc)) from None
     except ValidationError as exc:
@@ -46,7 +46,7 @@ def plan_endpoints(plan: ServePlan) -> dict[str, Any]:
     return {
         "base_url": plan.base_url,
         "readiness_url": plan.readiness_url,
-        "served_names": served_names(plan.args),
+        "served_names": list(plan.served_names),
     }
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+import re
 from pathlib import Path
 from typing import Any
 
 from berth.deployers import MAX_NAME_LENGTH, RUN_CONTAINER, name_problem
 from berth.schemas.workload import WorkloadState, WorkloadStatus
-from berth.utils.args import is_parameter_key
+from berth.utils.args import served_names  # re-exported: the one reading of served names
 from berth.worker.errors import InvalidRequest
 from berth.worker.readiness import Readiness
 from berth.worker.registry import InstanceRecord
@@ -51,20 +52,6 @@ def check_instance_id(instance_id: str, field: str = "instance_id") -> str:
 def owner_value(data_dir: Path) -> str:
     """A short, stable value for :data:`OWNER_LABEL` derived from the registry's location."""
     return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
-
-
-def served_names(args: Sequence[str]) -> list[str]:
-    """The values of ``--served-model-name`` in a plan's arguments (one or several)."""
-    names: list[str] = []
-    for index, token in enumerate(args):
-        if token.startswith("--served-model-name="):
-            return [token.partition("=")[2]]
-        if token == "--served-model-name":
-            for value in args[index + 1 :]:
-                if is_parameter_key(value):
-                    break
-                names.append(value)
-            return names
     return names
 
 

@@ -203,7 +203,6 @@ class ServeManager:
         policy = self.settings.restart_policy if spec.model.restart_on_error else "never"
         record, plan = self._create(instance_id, "spec", policy,
                                     lambda held: admit_spec(spec, self.settings, held, shared_gpus=shared_gpus))
-        plan.warnings.extend(f"{name} is not a field berth uses; ignored" for name in spec.unknown_fields())
         return record, plan
 
     def _create(self, instance_id: str, source: str, policy: str, admit: Admit) -> tuple[InstanceRecord, ServePlan]:

@@ -163,7 +163,13 @@ def spec(
     if model.gpus:
         worker["gpu_devices"] = [{"index": 0, "vendor": "nvidia"}]
     data = {
-        "model": {"name": "m", "backend_version": "0.32.0", **({"image_name": model.image} if model.image else {})},
+        "model": {
+            "name": "m",
+            "backend_version": "0.32.0",
+            # a model with its own image defaults to vLLM's mp executor (GPUStack 2.3): ask for Ray
+            "backend_parameters": ["--distributed-executor-backend=ray"],
+            **({"image_name": model.image} if model.image else {}),
+        },
         "instance": instance,
         "worker": worker,
         "config": {**model.config, **(config or {})},

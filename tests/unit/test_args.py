@@ -140,3 +140,78 @@ def test_format_backend_parameters():
     assert format_backend_parameters(["--lora-modules", "a=1", "b=2"]) == ["--lora-modules", "a=1", "b=2"]
     assert format_backend_parameters(["--temperature", "-0.5"]) == ["--temperature=-0.5"]
     assert format_backend_parameters(None) == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "tokens"),
+    [
+        ('--served-model-name = "my model"', ["--served-model-name=my model"]),
+        ('--foo  ="  bar"', ["--foo=  bar"]),
+        ("--foo  =  bar baz", ["--foo=bar", "baz"]),
+        ('--k="ab"', ["--k=ab"]),
+        ('--k="a b"', ["--k=a b"]),
+        ("--k='a \"b\"'", ['--k=a "b"']),
+        ('--foo "=bar"', ["--foo", "=bar"]),  # a quoted equals sign is a value
+        ('--a = {"b": [1, 2]} --c = 3', ['--a={"b": [1, 2]}', "--c=3"]),
+    ],
+)
+def test_parameters_are_unquoted_like_a_shell(entry, tokens):
+    assert flatten_to_argv([entry]) == tokens
+
+
+def test_the_same_reading_for_launcher_options():
+    from berth.utils.args import split_command_line
+
+    assert split_command_line('--served-model-name = "my model" --port 8000') == [
+        "--served-model-name=my model", "--port", "8000"
+    ]
+
+
+def test_an_unclosed_quote_is_named():
+    with pytest.raises(ValueError, match="cannot split parameter"):
+        flatten_to_argv(['--chat-template="a'])
+
+
+# The inputs of GPUStack's own command-utility tests (tests/utils/test_command.py), with what
+# berth reads. Where GPUStack's expectation differs it is on purpose, and said so: berth reads
+# parameters like a shell (quotes removed, an equals sign set off by spaces is a separator), and,
+# as GPUStack 2.3.0's own code does, a flag with any value but a false one is enabled.
+@pytest.mark.parametrize(
+    ("parameters", "names", "expected"),
+    [
+        (None, ["foo"], None),
+        ([], ["foo"], None),
+        (["--foo=bar"], ["foo"], "bar"),
+        (["-f=baz"], ["f"], "baz"),
+        (["--foo=bar=baz"], ["foo"], "bar=baz"),
+        (["--foo", "value"], ["foo"], "value"),
+        (["-f", "val"], ["f"], "val"),
+        (["--x=5"], ["y", "x"], "5"),
+        (["--foo"], ["foo"], None),
+        (["--bar=1", "--baz", "2"], ["foo"], None),
+        ([" --max-model-len=8192"], ["max-model-len"], "8192"),
+        (["  --foo=bar"], ["foo"], "bar"),
+        (["  --foo bar"], ["foo"], "bar"),
+        (["--foo =bar"], ["foo"], "bar"),
+        (["  --foo  =bar"], ["foo"], "bar"),
+        (["--foo  =  bar"], ["foo"], "bar"),  # GPUStack's test: "  bar"
+        (['--foo  ="  bar"'], ["foo"], "  bar"),  # GPUStack's test: '"  bar"' (quotes kept)
+        (["--hf-overrides '{\"rope_scaling\": {\"factor\": 4.0}}'"], ["hf-overrides"], '{"rope_scaling": {"factor": 4.0}}'),
+        (['--hf-overrides={"rope_scaling": {"factor": 4.0}}'], ["hf-overrides"], '{"rope_scaling": {"factor": 4.0}}'),
+    ],
+)
+def test_gpustacks_find_parameter_inputs(parameters, names, expected):
+    assert find_parameter(parameters, names) == expected
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"),
+    [
+        (["--foo"], True), ([" --foo"], True), (["--foo  "], True), (["  --foo  "], True),
+        (["--bar"], False), ([], False),
+        (["--foo=bar"], True),  # GPUStack's test: False; its 2.3.0 code and berth: any value but a false one enables
+        (["--foo=off"], False),
+    ],
+)
+def test_gpustacks_find_bool_parameter_inputs(parameters, expected):
+    assert find_bool_parameter(parameters, ["foo"]) is expected

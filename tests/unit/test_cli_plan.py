@@ -17,6 +17,7 @@ runner = CliRunner()
 def test_examples_exist():
     names = {p.stem for p in EXAMPLES}
     assert {"single-gpu", "tp4", "speculative", "lmcache", "ascend-310p", "ray-leader", "ray-follower"} <= names
+    assert {"mp-follower", "lora-shared-cache", "vgpu-slice"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -26,7 +27,10 @@ def test_plan_every_example_as_json(path, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert {"command", "args", "env", "injected", "workload", "ports"} <= set(data)
-    assert data["command"] == ["vllm", "serve"]
+    # the plan says what the run container really runs: a Ray follower joins the head
+    expected = ["ray", "start"] if path.stem == "ray-follower" else ["vllm", "serve"]
+    assert data["command"] == expected
+    assert data["profile"] == "cluster"
     assert isinstance(data["env"], dict)
     assert data["workload"]["containers"][0]["name"] == "default"
 

@@ -48,7 +48,7 @@ def test_lmcache_ram_ratio_of_vram_claim():
         model={"extended_kv_cache": {"enabled": True, "ram_ratio": 0.5}},
         instance={"gpu_indexes": [0, 1], "computed_resource_claim": claim},
     )
-    assert plan.env["LMCACHE_MAX_LOCAL_CPU_SIZE"] == "40.0"
+    assert plan.env["LMCACHE_MAX_LOCAL_CPU_SIZE"] == "40"
     assert "LMCACHE_CHUNK_SIZE" not in plan.env
 
 
@@ -64,7 +64,7 @@ def test_lmcache_follower_uses_its_own_claim():
             }]},
         },
     )
-    assert plan.env["LMCACHE_MAX_LOCAL_CPU_SIZE"] == "16.0"
+    assert plan.env["LMCACHE_MAX_LOCAL_CPU_SIZE"] == "16"
 
 
 def test_lmcache_disabled():

@@ -115,7 +115,7 @@ def test_leader_sidecar_appends_ray_log_env_when_absent():
 def test_follower_run_container_joins_head():
     plan = distributed(leader=False)
     [run] = plan.workload.containers
-    assert plan.name == "m-1-w2"
+    assert plan.name == "m-1-f0"
     assert run.execution.command == ["ray", "start"]
     assert run.execution.args == [*RAY_COMMON, "--node-ip-address=10.0.0.2", "--address=10.0.0.1:41000"]
     assert [p.internal for p in run.ports] == [41003, 41004, 41005, 41006, 41007, 41008, 41009]
@@ -140,12 +140,13 @@ def test_bad_instance_name_rejected():
         make_plan(instance={"name": "bad/name"})
 
 
-def test_command_script_prepends_command(monkeypatch):
+def test_command_script_prepends_command():
     from berth.backends.vllm import VLLMServer
     from tests.support.specs import make_spec
 
-    monkeypatch.setattr(VLLMServer, "command_script", lambda self: "pip install x && exec \"$@\"")
-    plan = VLLMServer.from_spec(make_spec()).plan()
+    plan = VLLMServer.from_spec(make_spec(model={"env": {"PYPI_PACKAGES_INSTALL": "x"}})).plan()
     execution = plan.workload.containers[0].execution
     assert execution.command is None
+    assert execution.command_script.startswith("#!/bin/sh\n")
+    assert execution.command_script.endswith('exec "$@"\n')
     assert execution.args[:3] == ["vllm", "serve", "/models/org/m"]

@@ -17,7 +17,11 @@ def messages(**over):
 def test_named_ports_from_scheduler_list():
     assert InstancePorts.from_list([8000]) == InstancePorts(http=8000)
     assert InstancePorts.from_list([8000, 8001, 8002, 8003]) == InstancePorts(
-        http=8000, dp_rpc=8001, distributed=8003, extra=(8002,))  # every port kept (issue 12)
+        http=8000, dp_rpc=8001, master=8002, vllm_base=8003, distributed=8003
+    )  # every port kept (issue 12)
+    assert InstancePorts.from_list([8000, 8001, 8002]).vllm_base is None
+    assert InstancePorts.from_list([], fallback=9000) == InstancePorts(http=9000)
+    assert InstancePorts.from_list([8000, 8001, 8002, 8003, 8004, 8005]).extra == (8004,)
     assert InstancePorts.from_list(None) == InstancePorts()
 
 
