@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.subprocess  # each case starts a fresh interpreter
+
 import berth.deployers._stdlib as stdlib_pkg
 
 STDLIB_DIR = Path(stdlib_pkg.__file__).parent

@@ -19,7 +19,7 @@ FOUR = [47000, 47001, 47002, 47003]
 
 def test_the_scheduler_list_by_name_and_back() -> None:
     ports = InstancePorts.from_list(FOUR, ray_range="47100-47139")
-    assert (ports.http, ports.dp_rpc, ports.distributed, ports.extra) == (47000, 47001, 47003, (47002,))
+    assert (ports.http, ports.dp_rpc, ports.master, ports.distributed) == (47000, 47001, 47002, 47003)
     assert ports.to_list() == FOUR
     assert ports.held() == set(FOUR) | set(range(47100, 47140))
     assert InstancePorts.model_validate(ports.stored()) == ports
@@ -39,7 +39,7 @@ def test_holdings_hold_every_port_of_a_four_port_list() -> None:
     held = Holdings.of([record])
     assert set(held.ports) == set(FOUR) and expand_ports(record.ports) == set(FOUR)
     allocator = PortAllocator("47000-47004", "41000-41099", 20, is_free=lambda port: True)
-    assert allocator.allocate(1, set(held.ports)) == [47004]  # never 47002, the unnamed one
+    assert allocator.allocate(1, set(held.ports)) == [47004]  # never 47002, mp's master
 
 
 def _spec(name: str, ports: list[int] | None = None) -> DeploymentSpec:
