@@ -23,7 +23,7 @@ STANDIN = str(Path(standin.__file__).resolve())
 
 def make_client(tmp_path: Path, **extra: object) -> TestClient:
     settings = Settings.load(
-        data_dir=tmp_path / "data", poll_interval=0.1, instance_port_range="47300-47399", stop_timeout=5,
+        data_dir=tmp_path / "data", poll_interval=0.1, instance_port_range="47300-47399", stop_timeout=5, stop_instances_on_exit=True,
         entrypoint=[sys.executable, STANDIN], **extra,
     )
     manager = ServeManager(settings, deployer=ProcessDeployer(tmp_path / "run"))
