@@ -239,6 +239,21 @@ def test_idle_models_are_parked_and_pinned_ones_kept(world):
     assert 'berth_model_evictions_total{action="park",reason="idle"} 2.0' in manager.metrics.render().decode()
 
 
+def test_an_instance_being_evicted_takes_no_new_requests(world):
+    swap, manager, *_ = world(swap_max_engines=1, swap_drain_timeout=5)
+    register(swap, "old")
+    register(swap, "new")
+    swap.activate("old", 5)
+    assert swap.routable("old") and swap.routable("not-a-model-instance")
+    swap.touch("old")  # in transit: the eviction waits, and meanwhile the router must not pick it
+    flight = threading.Thread(target=swap.activate, args=("new", 10))
+    flight.start()
+    time.sleep(0.2)
+    assert swap.routable("old") is False and state(swap, "old") == "running"
+    flight.join(timeout=10)
+    assert state(swap, "old") == "parked" and state(swap, "new") == "running"
+
+
 def test_sleep_needs_a_sleep_level(world):
     swap, *_ = world()
     register(swap, "m")

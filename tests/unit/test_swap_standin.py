@@ -69,8 +69,10 @@ def test_sleep_and_wake_as_api_operations(tmp_path, http):
         assert asleep.status_code == 200 and asleep.json()["state"] == "asleep"
         assert http.get(f"{first['base_url']}/is_sleeping").json() == {"is_sleeping": True}
         assert client.get("/v2/instances/s").json()["state"] == "running"  # the process lives on
+        assert client.app.state.swap.routable("s") is False  # the router asks the activator instead
         again = wake(client, "s")
         assert again["path"] == "woken" and again["base_url"] == first["base_url"]
+        assert client.app.state.swap.routable("s") is True
         assert chat(http, again["base_url"], "s") == "s says ok"
         assert client.post("/v2/models/s/sleep", params={"level": 3}).status_code == 422
         client.post("/v2/models/s/park")

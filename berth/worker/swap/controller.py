@@ -1,7 +1,9 @@
 """``SwapController``: registered models started, woken, put to sleep and parked on demand.
 
 It is the worker's :class:`~berth.worker.activation.ModelActivator`: the inference router asks
-it for a model no running instance serves, and it makes one ready.
+it for a model no running instance serves, and it makes one ready. As a
+:class:`~berth.worker.activation.RouteGate` it tells the router which running instances must not
+get new requests: sleeping engines, and engines being evicted.
 
 * **Single flight.** Every request for one model joins the one activation in progress; the
   activation runs on a thread of its own and goes on when a requester stops waiting, so a retry
@@ -27,8 +29,10 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +104,7 @@ class SwapController:
         self._used: dict[str, float] = {}  # model -> last request (time.time)
         self._last: dict[str, Activation] = {}  # model -> its last activation
         self._busy: dict[str, str] = {}  # model -> transition under way
+        self._closed: set[str] = set()  # instance ids being evicted: no new requests
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.metrics = SwapMetrics(manager.metrics.registry, self._states)
@@ -147,6 +152,13 @@ class SwapController:
         if definition is not None:
             self._used[definition.name] = time.time()
             self.metrics.hits.inc()
+
+    def routable(self, instance_id: str) -> bool:
+        """False while a registered model's engine sleeps or is being evicted (see :class:`RouteGate`)."""
+        if instance_id in self._closed:
+            return False
+        definition = self.store.by_instance(instance_id)
+        return definition is None or not is_asleep(definition, self.manager.ctx.registry.get(instance_id))
 
     def activate(self, model: str, timeout: float) -> Activation:
         """:meth:`ensure_ready` for threads: wait up to ``timeout`` s for the model's engine."""
@@ -323,17 +335,25 @@ class SwapController:
             record = self._record(definition) if definition is not None else None
             if definition is None or record is None or model_state(definition, record)[0] != "running":
                 return False
-            if definition.pinned or not self._drained(definition, record, wait=wait):
+            if definition.pinned:
                 return False
-            action = action or eviction_for(definition, asleep=False)
-            if action == "sleep" and self._sleep(definition, record, definition.sleep_level, reason):
-                self.metrics.evictions.labels(action="sleep", reason=reason).inc()
-            else:
-                self._park(definition, reason)
-                self.metrics.evictions.labels(action="park", reason=reason).inc()
+            self._closed.add(definition.instance_id)  # new requests go to ensure_ready from now on
+            try:
+                if not self._drained(definition, record, wait=wait):
+                    return False
+                self._evict_now(definition, record, action or eviction_for(definition, asleep=False), reason)
+            finally:
+                self._closed.discard(definition.instance_id)
             return True
         finally:
             self._models.release(name)
+
+    def _evict_now(self, definition: ModelDefinition, record: InstanceRecord, action: Eviction, reason: str) -> None:
+        if action == "sleep" and self._sleep(definition, record, definition.sleep_level, reason):
+            self.metrics.evictions.labels(action="sleep", reason=reason).inc()
+            return
+        self._park(definition, reason)
+        self.metrics.evictions.labels(action="park", reason=reason).inc()
 
     def _drained(self, definition: ModelDefinition, record: InstanceRecord, *, wait: bool) -> bool:
         """No request in flight (waiting up to ``swap_drain_timeout`` when ``wait``)."""
@@ -448,12 +468,26 @@ class SwapController:
         return definition
 
     def park(self, name: str) -> ModelDefinition:
-        """Stop the model's engine, keep its definition (waits for an activation in progress)."""
+        """Stop the model's engine, keep its definition (waits for an activation in progress, and
+        up to ``swap_drain_timeout`` for the requests in flight)."""
         with self._models.held(name):
             definition = self._definition(name)
-            if self._record(definition) is not None:
-                self._park(definition, "request")
+            record = self._record(definition)
+            if record is not None:
+                with self._gate_closed(definition, record):
+                    self._park(definition, "request")
             return self._definition(name)
+
+    @contextmanager
+    def _gate_closed(self, definition: ModelDefinition, record: InstanceRecord) -> Iterator[None]:
+        """No new requests for the instance, and its requests in flight given time to finish."""
+        self._closed.add(definition.instance_id)
+        try:
+            if record.state is InstanceState.RUNNING and not is_asleep(definition, record):
+                self._drained(definition, record, wait=True)
+            yield
+        finally:
+            self._closed.discard(definition.instance_id)
 
     def sleep(self, name: str, level: int | None = None) -> ModelDefinition:
         """Put the model's running engine to sleep at ``level`` (default: its sleep level)."""
@@ -467,7 +501,9 @@ class SwapController:
             if state != "running":
                 raise ModelStateConflict(f"model {name!r} is {state}; only a running model can be put to sleep")
             assert record is not None
-            if not self._sleep(definition, record, level or definition.sleep_level, "request"):
+            with self._gate_closed(definition, record):
+                slept = self._sleep(definition, record, level or definition.sleep_level, "request")
+            if not slept:
                 raise ModelUnavailable(f"model {name!r}: the engine refused to sleep; see `berth logs {record.id}`",
                                        _DEFAULT_ETA_S)
             self._trim_sleepers()
