@@ -334,3 +334,16 @@ def test_swap_can_be_turned_off(tmp_path):
     with TestClient(app) as test_client:
         assert test_client.get("/v2/models").status_code == 404
     assert getattr(app.state, "model_activator", None) is None
+
+
+def test_berth_ps_shows_parked_and_sleeping_models():
+    from berth.cli._remote_cmds import _with_models
+
+    views = [{"instance_id": "a", "state": "running", "served_names": ["a"]},
+             {"instance_id": "other", "state": "starting", "served_names": ["x"]}]
+    models = [{"name": "a", "instance_id": "a", "state": "asleep", "reason": "sleeping at level 1"},
+              {"name": "org/b", "instance_id": "b", "state": "parked", "reason": "no engine runs"}]
+    shown = _with_models(views, models)
+    assert [(v["instance_id"], v.get("model_state"), v["state"]) for v in shown] == [
+        ("a", "asleep", "running"), ("other", None, "starting"), ("b", "parked", "parked")]
+    assert shown[2]["served_names"] == ["org/b"] and shown[2]["status"] == "stopped"
