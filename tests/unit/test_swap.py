@@ -16,6 +16,7 @@ from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings, create_app
 from berth.worker.activation import ModelActivator, ModelUnavailable, UnknownModel
+from berth.worker.launcher_spec import LauncherRequest
 from berth.worker.readiness import Readiness
 from berth.worker.swap import ModelRegistration, SwapController
 
@@ -347,3 +348,13 @@ def test_berth_ps_shows_parked_and_sleeping_models():
     assert [(v["instance_id"], v.get("model_state"), v["state"]) for v in shown] == [
         ("a", "asleep", "running"), ("other", None, "starting"), ("b", "parked", "parked")]
     assert shown[2]["served_names"] == ["org/b"] and shown[2]["status"] == "stopped"
+
+
+def test_an_instance_of_another_model_under_the_id_is_never_taken_for_it(world):
+    swap, manager, *_ = world()
+    register(swap, "mine", instance_id="shared-id")
+    manager.create_from_launcher(LauncherRequest(options="--model /models/theirs"), "shared-id")
+    assert state(swap, "mine") == "parked"
+    with pytest.raises(Exception, match="already exists") as caught:
+        swap.activate("mine", 5)
+    assert caught.value.status_code == 409

@@ -183,6 +183,9 @@ class SwapController:
         with self._flights_lock:
             if self._flights.get(model) is flight:
                 del self._flights[model]
+        error = None if flight.cancelled() else flight.exception()
+        if error is not None:
+            logger.warning("model %s could not be made ready: %s", model, error)
 
     def _not_yet(self, model: str, timeout: float) -> ModelUnavailable:
         state = self._busy.get(model) or self.state_of(model)[0]
@@ -271,6 +274,8 @@ class SwapController:
                                        _DEFAULT_ETA_S)
             if record.state is InstanceState.RUNNING:
                 return
+            if self._stop.is_set():
+                raise ModelUnavailable("the worker is shutting down", _DEFAULT_ETA_S)
             if record.state.terminal or record.state is InstanceState.STOPPING:
                 raise ModelUnavailable(f"model {definition.name!r} failed to start: {record.reason}; see "
                                        f"`berth logs {record.id}`", self.eta(definition.name))
@@ -542,7 +547,11 @@ class SwapController:
         return definition
 
     def _record(self, definition: ModelDefinition) -> InstanceRecord | None:
-        return self.manager.ctx.registry.get(definition.instance_id)
+        """The model's instance; None when none runs under its id, or another model's does (created
+        through another API: never taken for this model, and a start then answers 409)."""
+        record = self.manager.ctx.registry.get(definition.instance_id)
+        names = record.endpoints.get("served_names") if record is not None else None
+        return None if record is None or (names and definition.name not in names) else record
 
     def _by_instance(self) -> dict[str, ModelDefinition]:
         return {d.instance_id: d for d in self.store.all()}
