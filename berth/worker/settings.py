@@ -176,6 +176,12 @@ class Settings(BaseSettings):
         "runs at once; starting or waking one more first puts the least recently used unpinned model to "
         "sleep or parks it. Unset: no limit.",
     )
+    swap_gpu_memory_gib: float | None = Field(
+        default=None, gt=0, description="Accelerator memory (GiB) per GPU that awake engines may hold together; "
+        "starting or waking a model first evicts the least recently used unpinned models on its GPUs until "
+        "it fits. An engine counts as its model's gpu_memory_gib, else its spec's computed_resource_claim "
+        "vram, else 0; sleeping engines count 0. Unset: no limit.",
+    )
     swap_max_asleep: int | None = Field(
         default=None, ge=0, description="Sleeping engines kept at once (they hold host memory); beyond it the "
         "longest unused is parked. Unset: no limit.",

@@ -358,3 +358,37 @@ def test_an_instance_of_another_model_under_the_id_is_never_taken_for_it(world):
     with pytest.raises(Exception, match="already exists") as caught:
         swap.activate("mine", 5)
     assert caught.value.status_code == 409
+
+
+GPU0 = [{"index": 0, "uuid": "GPU-0", "vendor": "nvidia", "memory_total": 80 << 30}]
+
+
+def register_gpu(swap, name, **extra):
+    launcher = {"options": f"--model /models/{name} {extra.pop('options', '')}", "gpu_uuids": ["GPU-0"]}
+    return swap.register(ModelRegistration.model_validate(
+        {"name": name, "launcher": launcher, "allow_shared_gpus": True, **extra}))
+
+
+def test_memory_budget_evicts_on_the_gpu_until_the_model_fits(world):
+    swap, *_ = world(gpu_devices=GPU0, swap_gpu_memory_gib=70)
+    register_gpu(swap, "a", gpu_memory_gib=40)
+    register_gpu(swap, "b", gpu_memory_gib=20)
+    register_gpu(swap, "c", gpu_memory_gib=30)
+    swap.activate("a", 5)
+    swap.activate("b", 5)  # 60 of 70 GiB: both fit
+    swap._used["a"], swap._used["b"] = time.time() - 20, time.time() - 10
+    swap.activate("c", 5)  # 90 > 70: the least recently used (a) goes, 50 GiB remain
+    assert [state(swap, n) for n in "abc"] == ["parked", "running", "running"]
+
+
+def test_memory_budget_default_is_vllms_share_of_the_gpu_and_pinned_models_stay(world):
+    swap, *_ = world(gpu_devices=GPU0, swap_gpu_memory_gib=70)
+    assert register_gpu(swap, "half", options="--gpu-memory-utilization 0.5", pinned=True).gpu_memory_gib == 40.0
+    assert register_gpu(swap, "full").gpu_memory_gib == 72.0  # vLLM's default 0.9 of 80 GiB
+    register_gpu(swap, "third", gpu_memory_gib=35)
+    swap.activate("half", 5)
+    with pytest.raises(ModelUnavailable, match="needs 35 GiB on GPU 0, where 40 of the 70 GiB budget"):
+        swap.activate("third", 5)
+    with pytest.raises(Exception, match="more than the whole 70 GiB budget") as caught:
+        swap.activate("full", 5)
+    assert caught.value.status_code == 409

@@ -38,6 +38,7 @@ from typing import Any
 
 from berth.schemas import DeploymentSpec
 from berth.worker._context import OpLocks
+from berth.worker.admission import Holdings
 from berth.worker.activation import ModelUnavailable, UnknownModel
 from berth.worker.errors import InstanceConflict, InstanceNotFound, WorkerError
 from berth.worker.launcher_spec import LauncherRequest
@@ -52,12 +53,13 @@ from berth.worker.swap.policy import (
     Eviction,
     awake_engines,
     eviction_for,
+    gpu_usage,
     idle_action,
     is_asleep,
     lru,
     model_state,
 )
-from berth.worker.swap.registration import ModelRegistration, build_definition
+from berth.worker.swap.registration import ModelRegistration, build_definition, predicted_gpus
 from berth.worker.swap.views import model_view
 
 __all__ = ["Activation", "SwapController"]
@@ -235,7 +237,7 @@ class SwapController:
         elif state == "failed":
             self._remove_instance(definition)
         with self._room:
-            self._make_room(definition)
+            self._make_room(definition, record if state == "asleep" else None)
             if state == "asleep":
                 assert record is not None
                 self._wake(definition, record)
@@ -303,8 +305,13 @@ class SwapController:
 
     # -- the budget --------------------------------------------------------------------------
 
-    def _make_room(self, definition: ModelDefinition) -> None:
-        """Evict least recently used models until one more engine fits (caller holds ``_room``)."""
+    def _make_room(self, definition: ModelDefinition, record: InstanceRecord | None) -> None:
+        """Evict least recently used models until one more engine fits both budgets (caller holds ``_room``)."""
+        self._fit_count(definition)
+        self._fit_memory(definition, record)
+        self._trim_sleepers()
+
+    def _fit_count(self, definition: ModelDefinition) -> None:
         limit = self.settings.swap_max_engines
         if limit is None:
             return
@@ -315,11 +322,39 @@ class SwapController:
                 break
             if self._evict(candidate.definition.name, "budget", wait=True):
                 need -= 1
-        self._trim_sleepers()
         if need > 0:
             raise ModelUnavailable(
                 f"model {definition.name!r} cannot start: the budget of {limit} engines (swap_max_engines) is held "
                 "by pinned models, models starting or engines still serving requests", self.eta(definition.name))
+
+    def _fit_memory(self, definition: ModelDefinition, record: InstanceRecord | None) -> None:
+        budget, need = self.settings.swap_gpu_memory_gib, definition.gpu_memory_gib
+        if budget is None or not need:
+            return
+        records = self.manager.list()
+        gpus = record.gpus if record is not None else predicted_gpus(definition, self.settings, Holdings.of(records))
+        for gpu in gpus:
+            self._fit_gpu(definition, gpu, need, budget)
+
+    def _fit_gpu(self, definition: ModelDefinition, gpu: int, need: float, budget: float) -> None:
+        """Evict models on ``gpu``, least recently used first, until ``need`` GiB more fit in ``budget``."""
+        if need > budget:
+            raise ModelStateConflict(
+                f"model {definition.name!r} needs {need:g} GiB per GPU (gpu_memory_gib), more than the whole "
+                f"{budget:g} GiB budget (swap_gpu_memory_gib); lower its gpu_memory_gib or raise the budget")
+        while True:
+            records = self.manager.list()
+            used = gpu_usage(records, self._by_instance()).get(gpu, 0.0)
+            if used + need <= budget:
+                return
+            gpus_of = {r.id: r.gpus for r in records}
+            on_gpu = [c for c in lru(self._candidates(records, exclude=definition.name))
+                      if gpu in gpus_of.get(c.definition.instance_id, [])]
+            if not any(self._evict(c.definition.name, "budget", wait=True) for c in on_gpu):
+                raise ModelUnavailable(
+                    f"model {definition.name!r} needs {need:g} GiB on GPU {gpu}, where {used:g} of the "
+                    f"{budget:g} GiB budget (swap_gpu_memory_gib) is held by pinned models, models starting or "
+                    "engines still serving requests", self.eta(definition.name))
 
     def _candidates(self, records: list[InstanceRecord], *, exclude: str) -> list[Candidate]:
         by_id = {record.id: record for record in records}

@@ -44,6 +44,8 @@ class ModelDefinition:
     pinned: bool = False
     idle_timeout: float | None = None
     sleep_level: int = 0
+    #: accelerator memory (GiB) its engine holds on each of its GPUs while awake (memory budget)
+    gpu_memory_gib: float | None = None
     #: may use GPUs other instances hold (a spec's start; a launcher body carries its own flag)
     shared_gpus: bool = False
     #: when its engine was put to sleep (None: awake or parked); compared with the instance's

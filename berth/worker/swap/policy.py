@@ -14,7 +14,20 @@ from berth.worker.registry import InstanceRecord
 from berth.worker.states import InstanceState
 from berth.worker.swap.definitions import ModelDefinition
 
-__all__ = ["Candidate", "Eviction", "awake_engines", "eviction_for", "idle_action", "is_asleep", "lru", "model_state"]
+__all__ = [
+    "Candidate",
+    "Eviction",
+    "awake_engines",
+    "claimed_gib",
+    "eviction_for",
+    "gpu_usage",
+    "idle_action",
+    "is_asleep",
+    "lru",
+    "model_state",
+]
+
+_GIB = float(1 << 30)
 
 Eviction = Literal["sleep", "park"]
 
@@ -89,3 +102,25 @@ class Candidate:
 def lru(candidates: Iterable[Candidate]) -> list[Candidate]:
     """Least recently used first; pinned ones are never candidates."""
     return sorted((c for c in candidates if not c.definition.pinned), key=lambda c: c.last_used)
+
+
+def claimed_gib(record: InstanceRecord, gpu: int, definition: ModelDefinition | None) -> float:
+    """Accelerator memory (GiB) an awake engine holds on ``gpu``: its model's ``gpu_memory_gib``,
+    else the vram of its spec's ``computed_resource_claim`` (what GPUStack scheduled), else 0."""
+    if definition is not None and definition.gpu_memory_gib is not None:
+        return definition.gpu_memory_gib
+    claim = ((record.spec.get("instance") or {}).get("computed_resource_claim") or {}).get("vram") or {}
+    value = claim.get(str(gpu), claim.get(gpu))  # type: ignore[call-overload]
+    return float(value) / _GIB if isinstance(value, (int, float)) else 0.0
+
+
+def gpu_usage(records: Iterable[InstanceRecord], definitions: Mapping[str, ModelDefinition]) -> dict[int, float]:
+    """GiB held per GPU by awake engines (sleeping ones have given their memory back)."""
+    usage: dict[int, float] = {}
+    for record in records:
+        definition = definitions.get(record.id)
+        if not record.state.active or (definition is not None and is_asleep(definition, record)):
+            continue
+        for gpu in record.gpus:
+            usage[gpu] = usage.get(gpu, 0.0) + claimed_gib(record, gpu, definition)
+    return usage

@@ -12,26 +12,28 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from berth.schemas import DeploymentSpec
 from berth.utils.args import find_parameter, has_parameter
-from berth.worker.admission import Holdings, admit_launcher, admit_spec
+from berth.worker.admission import Admitted, Holdings, admit_launcher, admit_spec
 from berth.worker.deployment import plan_instance
-from berth.worker.errors import InvalidRequest
+from berth.worker.errors import InvalidRequest, WorkerError
 from berth.worker.launcher_spec import LauncherRequest, parse_options
 from berth.worker.lifecycle import MAX_ID_LENGTH, check_instance_id
 from berth.worker.settings import Settings
 from berth.worker.swap.definitions import ModelDefinition
 
-__all__ = ["DEV_MODE_ENV", "SLEEP_FLAG", "ModelRegistration", "build_definition"]
+__all__ = ["DEV_MODE_ENV", "SLEEP_FLAG", "ModelRegistration", "build_definition", "check_startable", "predicted_gpus"]
 
 SLEEP_FLAG = "--enable-sleep-mode"
 DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"
 _SERVED = ["served-model-name"]
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_VLLM_GPU_SHARE = 0.9  # vLLM's default --gpu-memory-utilization
 
 
 class ModelRegistration(BaseModel):
@@ -61,6 +63,11 @@ class ModelRegistration(BaseModel):
     sleep_level: Literal[0, 1, 2] = Field(
         default=0, description="0: parked when evicted. 1 or 2: put to sleep at this vLLM sleep level instead "
         "(GPU engines only; berth adds --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1).",
+    )
+    gpu_memory_gib: float | None = Field(
+        default=None, gt=0, description="Accelerator memory (GiB) its engine holds on each of its GPUs while "
+        "awake, for the worker's swap_gpu_memory_gib budget. Default: --gpu-memory-utilization (vLLM's 0.9 "
+        "when unset) times the GPU's memory_total, when the worker knows it.",
     )
     allow_shared_gpus: bool = Field(
         default=False, description="May use GPUs other instances hold (needed to swap models on one GPU while "
@@ -136,7 +143,7 @@ def _spec(registration: ModelRegistration, instance_id: str) -> tuple[str, dict[
     return name, final.model_dump(mode="json", exclude_unset=True)
 
 
-def check_startable(definition: ModelDefinition, settings: Settings, owner: str) -> None:
+def check_startable(definition: ModelDefinition, settings: Settings, owner: str) -> Admitted:
     """Admit and plan the definition against an empty worker: :class:`InvalidRequest` names what is wrong."""
     if definition.source == "launcher":
         request = LauncherRequest.model_validate(definition.request)
@@ -145,6 +152,20 @@ def check_startable(definition: ModelDefinition, settings: Settings, owner: str)
         spec = DeploymentSpec.model_validate(definition.request)
         admitted = admit_spec(spec, settings, Holdings(), shared_gpus=True)
     plan_instance(admitted.spec, owner)
+    return admitted
+
+
+def predicted_gpus(definition: ModelDefinition, settings: Settings, held: Holdings) -> list[int]:
+    """The GPUs a start of the definition would get now ([] when it would be refused: the start
+    itself then says why)."""
+    try:
+        if definition.source == "launcher":
+            request = LauncherRequest.model_validate(definition.request)
+            return admit_launcher(definition.instance_id, request, settings, held).gpus
+        spec = DeploymentSpec.model_validate(definition.request)
+        return admit_spec(spec, settings, held, shared_gpus=definition.shared_gpus).gpus
+    except WorkerError:
+        return []
 
 
 def build_definition(registration: ModelRegistration, settings: Settings, owner: str) -> ModelDefinition:
@@ -161,7 +182,22 @@ def build_definition(registration: ModelRegistration, settings: Settings, owner:
     definition = ModelDefinition(
         name=name, instance_id=instance_id, source=source, request=request, pinned=registration.pinned,
         idle_timeout=registration.idle_timeout, sleep_level=registration.sleep_level,
-        shared_gpus=registration.allow_shared_gpus,
+        shared_gpus=registration.allow_shared_gpus, gpu_memory_gib=registration.gpu_memory_gib,
     )
-    check_startable(definition, settings, owner)
+    admitted = check_startable(definition, settings, owner)
+    if definition.gpu_memory_gib is None and admitted.gpus:
+        definition = replace(definition, gpu_memory_gib=_default_gpu_memory(admitted, settings))
     return definition
+
+
+def _default_gpu_memory(admitted: Admitted, settings: Settings) -> float | None:
+    """vLLM's share of the smallest of the model's GPUs (``--gpu-memory-utilization``, 0.9 default)."""
+    totals = [d.memory_total for d in settings.gpu_devices if d.index in admitted.gpus and d.memory_total]
+    if not totals:
+        return None
+    text = find_parameter(admitted.spec.model.backend_parameters, ["gpu-memory-utilization"])
+    try:
+        share = float(text) if text is not None else _VLLM_GPU_SHARE
+    except ValueError:
+        share = _VLLM_GPU_SHARE
+    return round(share * min(totals) / (1 << 30), 2)
