@@ -392,3 +392,19 @@ def test_memory_budget_default_is_vllms_share_of_the_gpu_and_pinned_models_stay(
     with pytest.raises(Exception, match="more than the whole 70 GiB budget") as caught:
         swap.activate("full", 5)
     assert caught.value.status_code == 409
+
+
+def test_a_spec_definition_starts_as_a_spec_instance(client):
+    spec = {"model": {"name": "tiny", "env": {"HF_TOKEN": "hf_planted_secret"}, "backend_parameters": ["--enforce-eager"]},
+            "instance": {"name": "spec-tiny", "model_name": "tiny"}, "worker": {"ip": "127.0.0.1"},
+            "model_path": "/models/tiny"}
+    created = client.post("/v2/models", json={"name": "tiny-chat", "spec": spec, "sleep_level": 2})
+    assert created.status_code == 201, created.text
+    view = created.json()
+    assert (view["instance_id"], view["source"]) == ("spec-tiny", "spec") and "hf_planted_secret" not in created.text
+    assert client.post("/v2/models/tiny-chat/wake").json()["state"] == "running"
+    instance = client.get("/v2/instances/spec-tiny").json()
+    assert instance["served_names"] == ["tiny-chat"] and instance["source"] == "spec"
+    params = instance["spec"]["model"]["backend_parameters"]
+    assert params == ["--enforce-eager", "--enable-sleep-mode"]
+    assert instance["spec"]["model"]["env"]["VLLM_SERVER_DEV_MODE"] == "1"
