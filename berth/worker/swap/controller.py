@@ -436,17 +436,20 @@ class SwapController:
             self._busy.pop(definition.name, None)
         self.store.update(definition.name, asleep_since=time.time())
         self._event(definition, "asleep", level=level, reason=reason)
+        logger.info("model %s asleep at level %d (%s)", definition.name, level, reason)
         return True
 
     def _park(self, definition: ModelDefinition, reason: str) -> None:
         self._busy[definition.name] = "parking"
+        started = time.monotonic()
         try:
             self._remove_instance(definition)
         finally:
             self._busy.pop(definition.name, None)
+        seconds = time.monotonic() - started
         self._forget_sleep(definition)
-        self._event(definition, "parked", reason=reason)
-        logger.info("model %s parked (%s)", definition.name, reason)
+        self._event(definition, "parked", reason=reason, seconds=round(seconds, 3))
+        logger.info("model %s parked (%s) in %.2f s", definition.name, reason, seconds)
 
     def _forget_sleep(self, definition: ModelDefinition) -> None:
         if self.store.get(definition.name) is not None:

@@ -143,14 +143,17 @@ def _spec(registration: ModelRegistration, instance_id: str) -> tuple[str, dict[
     return name, final.model_dump(mode="json", exclude_unset=True)
 
 
-def check_startable(definition: ModelDefinition, settings: Settings, owner: str) -> Admitted:
-    """Admit and plan the definition against an empty worker: :class:`InvalidRequest` names what is wrong."""
+def _admit(definition: ModelDefinition, settings: Settings, held: Holdings, *, shared: bool) -> Admitted:
     if definition.source == "launcher":
         request = LauncherRequest.model_validate(definition.request)
-        admitted = admit_launcher(definition.instance_id, request, settings, Holdings())
-    else:
-        spec = DeploymentSpec.model_validate(definition.request)
-        admitted = admit_spec(spec, settings, Holdings(), shared_gpus=True)
+        return admit_launcher(definition.instance_id, request, settings, held)
+    spec = DeploymentSpec.model_validate(definition.request)
+    return admit_spec(spec, settings, held, shared_gpus=shared)
+
+
+def check_startable(definition: ModelDefinition, settings: Settings, owner: str) -> Admitted:
+    """Admit and plan the definition against an empty worker: :class:`InvalidRequest` names what is wrong."""
+    admitted = _admit(definition, settings, Holdings(), shared=True)
     plan_instance(admitted.spec, owner)
     return admitted
 
@@ -159,11 +162,7 @@ def predicted_gpus(definition: ModelDefinition, settings: Settings, held: Holdin
     """The GPUs a start of the definition would get now ([] when it would be refused: the start
     itself then says why)."""
     try:
-        if definition.source == "launcher":
-            request = LauncherRequest.model_validate(definition.request)
-            return admit_launcher(definition.instance_id, request, settings, held).gpus
-        spec = DeploymentSpec.model_validate(definition.request)
-        return admit_spec(spec, settings, held, shared_gpus=definition.shared_gpus).gpus
+        return _admit(definition, settings, held, shared=definition.shared_gpus).gpus
     except WorkerError:
         return []
 
