@@ -408,3 +408,12 @@ def test_a_spec_definition_starts_as_a_spec_instance(client):
     params = instance["spec"]["model"]["backend_parameters"]
     assert params == ["--enforce-eager", "--enable-sleep-mode"]
     assert instance["spec"]["model"]["env"]["VLLM_SERVER_DEV_MODE"] == "1"
+
+
+def test_two_apps_over_one_worker_share_the_swap_metrics(tmp_path):
+    manager = ServeManager(settings(tmp_path), deployer=MemoryDeployer(), probe=GatedProbe())
+    create_app(manager, start=False, close=False)
+    app = create_app(manager)
+    with TestClient(app) as client:
+        client.post("/v2/models", json={"name": "m", "launcher": {"options": "--model /m"}})
+        assert 'berth_models{state="parked"} 1.0' in client.get("/metrics").text

@@ -109,7 +109,7 @@ class SwapController:
         self._closed: set[str] = set()  # instance ids being evicted: no new requests
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.metrics = SwapMetrics(manager.metrics.registry, self._states)
+        self.metrics = SwapMetrics.of(manager.metrics.registry, self._states)
 
     # -- lifecycle -------------------------------------------------------------------------
 

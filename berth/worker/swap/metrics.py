@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
+from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -27,19 +28,31 @@ _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 60
 
 
 class _ModelStates(Collector):
-    def __init__(self, states: Callable[[], Iterable[str]]) -> None:
-        self._states = states
+    def __init__(self, source: Callable[[], Iterable[str]]) -> None:
+        self.source = source
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily("berth_models", "Registered models by state.", labels=["state"])
-        tally = Tally(self._states())
+        tally = Tally(self.source())
         for state in MODEL_STATES:
             family.add_metric([state], tally.get(state, 0))
         yield family
 
 
+_BY_REGISTRY: WeakKeyDictionary[CollectorRegistry, SwapMetrics] = WeakKeyDictionary()
+
+
 class SwapMetrics:
-    """The swap metrics, registered on ``registry`` (the worker's)."""
+    """The swap metrics, registered on ``registry`` (the worker's). Use :meth:`of`: one set per
+    registry, however many controllers (apps) are built over one worker."""
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry, states: Callable[[], Iterable[str]]) -> SwapMetrics:
+        metrics = _BY_REGISTRY.get(registry)
+        if metrics is None:
+            metrics = _BY_REGISTRY[registry] = cls(registry, states)
+        metrics.states.source = states
+        return metrics
 
     def __init__(self, registry: CollectorRegistry, states: Callable[[], Iterable[str]]) -> None:
         self.actuation = Histogram(
@@ -59,7 +72,8 @@ class SwapMetrics:
             "berth_model_evictions", "Engines put to sleep or parked by the policy, by action and reason.",
             ["action", "reason"], registry=registry,
         )
-        registry.register(_ModelStates(states))
+        self.states = _ModelStates(states)
+        registry.register(self.states)
 
     def activated(self, path: str, seconds: float) -> None:
         self.activations.labels(path=path).inc()
