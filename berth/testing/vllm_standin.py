@@ -5,8 +5,10 @@ It takes ``vllm serve``'s command line (model, ``--host``, ``--port``, ``--serve
 
 * ``GET /health``, ``GET /v1/models``; ``POST /v1/completions`` and ``/v1/chat/completions``
   (``stream`` too), answering ``"<served name> says ok"`` so a test sees which model answered;
-* with ``VLLM_SERVER_DEV_MODE=1``: ``POST /sleep?level=1|2``, ``POST /wake_up``,
-  ``GET /is_sleeping`` (404 without it, 400 for sleep without ``--enable-sleep-mode``, as vLLM);
+* with ``VLLM_SERVER_DEV_MODE=1``: ``POST /sleep?level=1|2``, ``POST /wake_up[?tags=weights|kv_cache]``,
+  ``GET /is_sleeping`` and ``POST /collective_rpc`` with ``reload_weights`` (404 without dev mode,
+  400 for sleep without ``--enable-sleep-mode``, as vLLM). After a level-2 sleep completions fail
+  (500) until the weights are reloaded, as vLLM's would answer garbage;
 * ``GET /metrics``: ``vllm:num_requests_running`` and ``vllm:num_requests_waiting``, and
   ``standin_asleep_requests_total``, requests that reached it while it slept (each got 503).
 
@@ -55,7 +57,8 @@ class StandIn:
         self.args = args
         self.names = args.served_model_name or [args.model_option or args.model]
         self.dev_mode = dev_mode
-        self.level = 0  # 0: awake
+        self.asleep: set[str] = set()  # parts put to sleep: weights, kv_cache
+        self.weights_valid = True  # False after a level-2 sleep until the weights are reloaded
         self.running = 0
         self.asleep_requests = 0
         self.lock = threading.Lock()
@@ -97,7 +100,7 @@ def _handler(engine: StandIn) -> type[BaseHTTPRequestHandler]:
             elif path == "/metrics":
                 self._send(200, engine.metrics().encode(), "text/plain; version=0.0.4")
             elif path == "/is_sleeping" and engine.dev_mode:
-                self._json(200, {"is_sleeping": engine.level > 0})
+                self._json(200, {"is_sleeping": bool(engine.asleep)})
             else:
                 self._json(404, {"detail": "Not Found"})
 
@@ -109,9 +112,12 @@ def _handler(engine: StandIn) -> type[BaseHTTPRequestHandler]:
             elif url.path == "/sleep" and engine.dev_mode:
                 self._sleep(parse_qs(url.query).get("level", ["1"])[0])
             elif url.path == "/wake_up" and engine.dev_mode:
-                time.sleep(engine.args.wake_seconds if engine.level else 0.0)
-                engine.level = 0
-                self._send(200, b"")
+                tags = set(parse_qs(url.query).get("tags", [])) or {"weights", "kv_cache"}
+                time.sleep(engine.args.wake_seconds if engine.asleep & tags else 0.0)
+                engine.asleep -= tags
+                self._json(200, {"status": "sleeping" if engine.asleep else "awake"})
+            elif url.path == "/collective_rpc" and engine.dev_mode:
+                self._rpc(body)
             else:
                 self._json(404, {"detail": "Not Found"})
 
@@ -123,8 +129,19 @@ def _handler(engine: StandIn) -> type[BaseHTTPRequestHandler]:
                 self._json(400, {"error": f"level must be 1 or 2, not {level!r}"})
                 return
             time.sleep(engine.args.sleep_seconds)
-            engine.level = int(level)
-            self._send(200, b"")
+            engine.asleep = {"weights", "kv_cache"}
+            engine.weights_valid = engine.weights_valid and level == "1"
+            self._json(200, {"status": "sleeping", "level": int(level)})
+
+        def _rpc(self, raw: bytes) -> None:
+            method = json.loads(raw or b"{}").get("method")
+            if method != "reload_weights":
+                self._json(400, {"error": f"the stand-in knows only reload_weights, not {method!r}"})
+            elif "weights" in engine.asleep:
+                self._json(500, {"error": "cannot reload weights while they sleep; wake_up?tags=weights first"})
+            else:
+                engine.weights_valid = True
+                self._send(200, b"")
 
         def _complete(self, path: str, raw: bytes) -> None:
             try:
@@ -132,10 +149,13 @@ def _handler(engine: StandIn) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 self._json(400, {"error": "body is not JSON"})
                 return
-            if engine.level:
+            if engine.asleep:
                 with engine.lock:
                     engine.asleep_requests += 1
                 self._json(503, {"error": "the engine is asleep"})
+                return
+            if not engine.weights_valid:
+                self._json(500, {"error": "the weights were discarded (sleep level 2) and never reloaded"})
                 return
             with engine.lock:
                 engine.running += 1

@@ -5,6 +5,8 @@ instead of parking them, no request reaching a sleeping engine or lost to an evi
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -118,3 +120,37 @@ def test_an_eviction_waits_for_the_request_in_flight(tmp_path, http):
         assert answers == ["slow says ok"]  # not cut off by the eviction
         assert time.monotonic() - started >= 1.0  # the start waited for it
         assert client.get("/v2/models/slow").json()["state"] == "parked"
+
+
+def test_a_level_2_sleep_reloads_the_weights_on_wake(tmp_path, http):
+    with make_client(tmp_path) as client:
+        register(client, "deep", sleep_level=2)
+        view = wake(client, "deep")
+        assert client.post("/v2/models/deep/sleep").json()["state"] == "asleep"
+        again = wake(client, "deep")
+        assert again["path"] == "woken"
+        assert chat(http, view["base_url"], "deep") == "deep says ok"  # 500 had the weights not been reloaded
+        assert client.post("/v2/models/deep/sleep", params={"level": 1}).status_code == 200
+        assert wake(client, "deep")["path"] == "woken" and chat(http, view["base_url"], "deep") == "deep says ok"
+
+
+def test_the_stand_in_answers_like_vllm_after_a_level_2_sleep(tmp_path, http):
+    from berth.testing import free_port, wait_http_ok
+
+    port = free_port()
+    env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}
+    argv = [sys.executable, STANDIN, "/models/x", "--port", str(port), "--served-model-name", "x",
+            "--enable-sleep-mode"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{base}/health", timeout=30)
+        assert http.post(f"{base}/sleep", params={"level": 2}).status_code == 200
+        assert http.post(f"{base}/wake_up").json() == {"status": "awake"}
+        ask = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
+        assert http.post(f"{base}/v1/chat/completions", json=ask).status_code == 500  # weights gone
+        assert http.post(f"{base}/collective_rpc", json={"method": "reload_weights"}).status_code == 200
+        assert http.post(f"{base}/v1/chat/completions", json=ask).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -262,7 +262,7 @@ class SwapController:
     def _wake(self, definition: ModelDefinition, record: InstanceRecord) -> None:
         self._busy[definition.name] = "waking"
         try:
-            self._engine.wake(_base_url(record))
+            self._engine.wake(_base_url(record), definition.asleep_level or definition.sleep_level)
         except EngineError as exc:
             raise ModelUnavailable(f"model {definition.name!r} could not be woken: {exc}", self.eta(definition.name)) from exc
         self._forget_sleep(definition)
@@ -434,7 +434,7 @@ class SwapController:
             return False
         finally:
             self._busy.pop(definition.name, None)
-        self.store.update(definition.name, asleep_since=time.time())
+        self.store.update(definition.name, asleep_since=time.time(), asleep_level=level)
         self._event(definition, "asleep", level=level, reason=reason)
         logger.info("model %s asleep at level %d (%s)", definition.name, level, reason)
         return True
@@ -453,7 +453,7 @@ class SwapController:
 
     def _forget_sleep(self, definition: ModelDefinition) -> None:
         if self.store.get(definition.name) is not None:
-            self.store.update(definition.name, asleep_since=None)
+            self.store.update(definition.name, asleep_since=None, asleep_level=0)
 
     # -- the idle policy -------------------------------------------------------------------
 

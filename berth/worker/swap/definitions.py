@@ -51,6 +51,8 @@ class ModelDefinition:
     #: when its engine was put to sleep (None: awake or parked); compared with the instance's
     #: ``started_at`` so a sleep recorded before a restart is not believed afterwards
     asleep_since: float | None = None
+    #: the level it was put to sleep at (a wake from level 2 reloads the weights)
+    asleep_level: int = 0
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 

@@ -2,7 +2,8 @@
 (``VLLM_SERVER_DEV_MODE=1`` with ``--enable-sleep-mode``) and its Prometheus gauges.
 
 * ``POST /sleep?level=1|2``: level 1 moves the weights to host memory and drops the KV cache;
-  level 2 drops both. ``POST /wake_up`` brings them back; ``GET /is_sleeping`` says which.
+  level 2 drops both. ``POST /wake_up`` brings them back (after level 2 the weights are reloaded
+  from the model's files with ``POST /collective_rpc`` ``reload_weights``); ``GET /is_sleeping``.
 * ``GET /metrics``: ``vllm:num_requests_running`` and ``vllm:num_requests_waiting`` tell whether
   requests are still in flight, so an engine is never stopped or put to sleep under them.
 
@@ -34,8 +35,15 @@ class EngineControl:
     def sleep(self, base_url: str, level: int) -> None:
         self._post(f"{base_url}/sleep", params={"level": str(level)}, what=f"sleep (level {level})")
 
-    def wake(self, base_url: str) -> None:
-        self._post(f"{base_url}/wake_up", params={}, what="wake up")
+    def wake(self, base_url: str, level: int = 1) -> None:
+        """Wake an engine put to sleep at ``level``. Level 2 discarded the weights: they are woken
+        first, reloaded from the model's files, then the KV cache (vLLM's order, no memory peak)."""
+        if level < 2:
+            self._post(f"{base_url}/wake_up", params={}, what="wake up")
+            return
+        self._post(f"{base_url}/wake_up", params={"tags": "weights"}, what="wake up (weights)")
+        self._post(f"{base_url}/collective_rpc", params={}, json={"method": "reload_weights"}, what="reload weights")
+        self._post(f"{base_url}/wake_up", params={"tags": "kv_cache"}, what="wake up (KV cache)")
 
     def is_sleeping(self, base_url: str) -> bool:
         try:
@@ -56,9 +64,9 @@ class EngineControl:
         values = _IN_FLIGHT.findall(reply.text)
         return round(sum(float(v) for v in values)) if values else None
 
-    def _post(self, url: str, *, params: dict[str, str], what: str) -> None:
+    def _post(self, url: str, *, params: dict[str, str], what: str, json: dict[str, str] | None = None) -> None:
         try:
-            reply = self._client.post(url, params=params)
+            reply = self._client.post(url, params=params, json=json)
         except httpx.HTTPError as exc:
             raise EngineError(f"{what} failed: {_describe(exc)}") from exc
         if reply.status_code == 404:
