@@ -24,10 +24,9 @@ STANDIN = str(Path(standin.__file__).resolve())
 
 
 def make_client(tmp_path: Path, **extra: object) -> TestClient:
-    settings = Settings.load(
-        data_dir=tmp_path / "data", poll_interval=0.1, instance_port_range="47300-47399", stop_timeout=5, stop_instances_on_exit=True,
-        entrypoint=[sys.executable, STANDIN], **extra,
-    )
+    base = {"data_dir": tmp_path / "data", "poll_interval": 0.1, "instance_port_range": "47300-47399",
+            "stop_timeout": 5, "stop_instances_on_exit": True, "entrypoint": [sys.executable, STANDIN]}
+    settings = Settings.load(**{**base, **extra})
     manager = ServeManager(settings, deployer=ProcessDeployer(tmp_path / "run"))
     return TestClient(create_app(manager))
 
@@ -154,3 +153,17 @@ def test_the_stand_in_answers_like_vllm_after_a_level_2_sleep(tmp_path, http):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_sleeping_model_is_still_asleep_after_a_worker_restart(tmp_path, http):
+    keep = {"stop_instances_on_exit": False}
+    with make_client(tmp_path, **keep) as client:  # the worker exits, the engine keeps running
+        register(client, "nap", sleep_level=1)
+        base_url = wake(client, "nap")["base_url"]
+        assert client.post("/v2/models/nap/sleep").json()["state"] == "asleep"
+    with make_client(tmp_path) as client:  # re-adopted; this one stops it on exit
+        assert client.get("/v2/models/nap").json()["state"] == "asleep"
+        assert client.app.state.swap.routable("nap") is False
+        again = wake(client, "nap")
+        assert (again["path"], again["base_url"]) == ("woken", base_url)
+        assert chat(http, base_url, "nap") == "nap says ok"
