@@ -11,11 +11,13 @@ get new requests: sleeping engines, and engines being evicted.
 * **One operation per model.** Activations, parks and sleeps of one model never overlap (a lock
   per model name); different models proceed side by side, except that budget decisions and the
   starts they allow are made one at a time.
-* **Budget.** With ``swap_max_engines`` set, starting or waking one more engine first evicts the
-  least recently used unpinned running model: to sleep where it was registered with a sleep
-  level, else parked. A model still serving (touched in the last half second, or vLLM reporting
-  requests running or waiting) is left alone; when no engine can be freed in time the request
-  gets 503 with ``Retry-After``.
+* **Budget.** With ``swap_max_engines`` (engines per worker) or ``swap_gpu_memory_gib``
+  (accelerator memory per GPU) set, starting or waking one more engine first evicts the least
+  recently used unpinned running models (on its GPUs, for memory): to sleep where registered with
+  a sleep level, else parked. An engine being evicted takes no new requests and finishes those in
+  flight first (none routed to it in the last half second, vLLM reporting none running or
+  waiting); one that does not drain in time is skipped, and when nothing can be freed the
+  request gets 503 with ``Retry-After``.
 * **Idle.** A thread parks (or puts to sleep) models unused for their idle timeout, and parks
   models asleep for ``swap_asleep_timeout``.
 
