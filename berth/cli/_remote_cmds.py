@@ -64,8 +64,26 @@ def _uptime(view: dict[str, Any]) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def _models(api: WorkerAPI) -> list[dict[str, Any]]:
+    """The worker's registered models ([] when it has model swapping off)."""
+    reply = api.request("GET", "/v2/models")
+    return reply.json().get("models", []) if reply.status == 200 else []
+
+
+def _with_models(views: list[dict[str, Any]], models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Instances with their model's state (asleep shows as such), then the parked models."""
+    by_instance = {model["instance_id"]: model for model in models}
+    shown = [dict(view, model_state=by_instance[view["instance_id"]]["state"]) if view["instance_id"] in by_instance
+             else view for view in views]
+    running = {view["instance_id"] for view in views}
+    shown += [{"instance_id": m["instance_id"], "served_names": [m["name"]], "state": m["state"],
+               "model_state": m["state"], "status": "stopped", "reason": m["reason"]}
+              for m in models if m["instance_id"] not in running]
+    return shown
+
+
 def remote_ps(api: WorkerAPI, as_json: bool) -> None:
-    views = api.call("GET", "/v2/instances")["instances"]
+    views = _with_models(api.call("GET", "/v2/instances")["instances"], _models(api))
     if as_json:
         typer.echo(json.dumps(views, indent=2))
         return
@@ -75,7 +93,8 @@ def remote_ps(api: WorkerAPI, as_json: bool) -> None:
         shown = ", ".join(f"{k}={v}" for k, v in ports.items() if v is not None)
         model = ", ".join(view.get("served_names") or []) or "-"
         gpus = ",".join(str(g) for g in view.get("gpus") or []) or "-"
-        table.add_row(view["instance_id"], model, view.get("state", "?"), shown or "-", gpus, _uptime(view),
+        state = view.get("state", "?") if view.get("model_state") in (None, "running") else view["model_state"]
+        table.add_row(view["instance_id"], model, state, shown or "-", gpus, _uptime(view),
                       view.get("readiness_url") or "-")
     console.print(table)
 

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from berth.worker.errors import WorkerError
 
-__all__ = ["ModelActivator", "ModelUnavailable", "UnknownModel"]
+__all__ = ["ModelActivator", "ModelUnavailable", "RouteGate", "UnknownModel"]
 
 
 class ModelUnavailable(WorkerError):
@@ -47,4 +47,19 @@ class ModelActivator(Protocol):
 
     def touch(self, instance_id: str) -> None:
         """Note that a request was routed to ``instance_id`` just now."""
+        ...
+
+
+@runtime_checkable
+class RouteGate(Protocol):
+    """An activator that can also say a *running* instance must not get new requests.
+
+    A sleeping engine's instance is ``running`` (its process lives) but cannot answer, and an
+    engine being evicted must only finish what it has. The router skips instances for which
+    :meth:`routable` is False when it picks by name, and asks :meth:`ModelActivator.ensure_ready`
+    instead (which wakes the model, or waits for the eviction and starts it again).
+    """
+
+    def routable(self, instance_id: str) -> bool:
+        """False while ``instance_id``'s engine sleeps or is being evicted."""
         ...

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from berth import __version__
-from berth.worker import api_instances, api_launcher
+from berth.worker import api_instances, api_launcher, api_swap
 from berth.worker._middleware import BearerAuth, BodyLimit, RequestMetrics
 from berth.worker.errors import WorkerError
 from berth.worker.metrics import CONTENT_TYPE
@@ -125,6 +125,7 @@ def create_app(manager: ServeManager, *, start: bool = True, close: bool = True)
     app.state.manager = manager
     app.include_router(api_launcher.router)
     app.include_router(api_instances.router)
+    api_swap.install(app, manager)
     app.add_api_route("/metrics", _metrics, methods=["GET"], response_class=Response, tags=["worker"],
                       summary="Prometheus metrics")
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -260,6 +260,20 @@ class Registry:
             self._maybe_trim()
             return record
 
+    def note(self, instance_id: str, kind: str, data: dict[str, Any]) -> int:
+        """Append an event that changes no instance (a model parked, woken...); returns its revision."""
+        with self._lock:
+            with self._transaction() as conn:
+                revision = self._revision + 1
+                conn.execute(
+                    "INSERT INTO events (revision, instance_id, type, data, at) VALUES (?, ?, ?, ?, ?)",
+                    (revision, instance_id, kind, json.dumps(dict(data, revision=revision)), time.time()),
+                )
+            with self._cache_lock:
+                self._revision = revision
+        self._maybe_trim()
+        return revision
+
     def _event(self, conn: sqlite3.Connection, kind: str, record: InstanceRecord) -> int:
         revision = self._revision + 1
         summary = dict(record.summary(), revision=revision)

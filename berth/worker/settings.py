@@ -169,6 +169,41 @@ class Settings(BaseSettings):
     stop_instances_on_exit: bool = Field(
         default=False, description="Stop every instance when the worker exits (default: keep them for re-adoption)."
     )
+    swap_enabled: bool = Field(
+        default=True, description="Serve registered models on demand: /v2/models, and starting, waking, "
+        "sleeping and parking them for the /v1/* router (see docs/swapping.md).",
+    )
+    swap_max_engines: int | None = Field(
+        default=None, ge=1, description="Awake engines (instances not asleep, registered or not) this worker "
+        "runs at once; starting or waking one more first puts the least recently used unpinned model to "
+        "sleep or parks it. Unset: no limit.",
+    )
+    swap_gpu_memory_gib: float | None = Field(
+        default=None, gt=0, description="Accelerator memory (GiB) per GPU that awake engines may hold together; "
+        "starting or waking a model first evicts the least recently used unpinned models on its GPUs until "
+        "it fits. An engine counts as its model's gpu_memory_gib, else its spec's computed_resource_claim "
+        "vram, else 0; sleeping engines count 0. Unset: no limit.",
+    )
+    swap_max_asleep: int | None = Field(
+        default=None, ge=0, description="Sleeping engines kept at once (they hold host memory); beyond it the "
+        "longest unused is parked. Unset: no limit.",
+    )
+    swap_idle_timeout: float | None = Field(
+        default=None, gt=0, description="Seconds a registered model may go unused before it is put to sleep "
+        "(models with a sleep_level) or parked; a model's own idle_timeout wins. Unset: never for idleness.",
+    )
+    swap_asleep_timeout: float | None = Field(
+        default=None, gt=0, description="Seconds a model may sleep before it is parked. Unset: it sleeps until "
+        "used or evicted.",
+    )
+    swap_ready_timeout: float = Field(
+        default=900.0, gt=0, description="Longest a start or wake of a registered model may take; past it the "
+        "model is parked and requesters get 503.",
+    )
+    swap_drain_timeout: float = Field(
+        default=30.0, ge=0, description="How long evicting a model for the budget waits for its requests in "
+        "flight to finish before trying another (or answering 503 with Retry-After).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Worker log level.")
 
     @classmethod

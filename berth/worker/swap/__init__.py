@@ -1,0 +1,22 @@
+"""Model swapping: models registered on the worker, started, woken, put to sleep and parked on
+demand under an idle and budget policy (see docs/swapping.md)."""
+
+from berth.worker.swap.controller import Activation, ModelStateConflict, SwapController
+from berth.worker.swap.definitions import DefinitionStore, ModelDefinition
+from berth.worker.swap.engine import EngineControl, EngineError
+from berth.worker.swap.registration import ModelRegistration
+from berth.worker.swap.views import ActivationView, ModelList, ModelView
+
+__all__ = [
+    "Activation",
+    "ActivationView",
+    "DefinitionStore",
+    "EngineControl",
+    "EngineError",
+    "ModelDefinition",
+    "ModelList",
+    "ModelRegistration",
+    "ModelStateConflict",
+    "ModelView",
+    "SwapController",
+]
