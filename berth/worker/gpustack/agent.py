@@ -62,7 +62,7 @@ class GPUStackAgent:
         self.instances = InstanceSync(manager, self.client, self.worker)
         self._cpu = CPUSampler()
         self._tasks: list[asyncio.Task[None]] = []
-        self._joined = asyncio.Event()
+        self._resyncing = asyncio.Lock()
 
     # -- what the worker's routes use ------------------------------------------------------------
 
@@ -110,8 +110,8 @@ class GPUStackAgent:
         ]
         tasks = [asyncio.create_task(self._every(name, step, interval), name=f"gpustack-{name}")
                  for name, step, interval in loops]
-        tasks += [asyncio.create_task(self._watch("model-instances", self.instances.on_event)),
-                  asyncio.create_task(self._watch("model-files", self._files().on_event))]
+        tasks += [asyncio.create_task(self._watch("model-instances", self._resync_instances, self.instances.on_event)),
+                  asyncio.create_task(self._watch("model-files", self._resync_files, self._files().on_event))]
         self._tasks.extend(tasks)
         await asyncio.gather(*tasks)
 
@@ -149,7 +149,6 @@ class GPUStackAgent:
                             token=str(answer["token"]))
         await asyncio.to_thread(save_identity, self.settings.data_dir, identity)
         self.identity, self.client.token = identity, identity.token
-        self._joined.set()
         logger.info("GPUStack: joined %s as worker %d (%s)", self.settings.gpustack_url, identity.worker_id,
                     identity.worker_name)
 
@@ -203,14 +202,22 @@ class GPUStackAgent:
         await self.client.call("POST", "/worker-status", body=body)
 
     async def _resync(self) -> None:
-        await self.instances.resync(await self.client.list_all("model-instances"))
+        await self._resync_instances()
+        await self._resync_files()
+
+    async def _resync_instances(self) -> None:
+        async with self._resyncing:  # one snapshot at a time: an older list never undoes a newer one
+            await self.instances.resync(await self.client.list_all("model-instances"))
+
+    async def _resync_files(self) -> None:
         await self._files().resync(await self.client.list_all("model-files"))
 
-    async def _watch(self, kind: str, handle: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    async def _watch(self, kind: str, resync: Callable[[], Awaitable[None]],
+                     handle: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         backoff = Backoff()
         while True:
             try:
-                await self._resync()
+                await resync()
                 async for event in self.client.watch(kind):
                     backoff.reset()
                     await self._handle(kind, handle, event)

@@ -70,6 +70,7 @@ class InstanceSync:
         self.known: dict[int, dict[str, Any]] = {}
         self._reserved: dict[int, list[int]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self._stopped: set[int] = set()  #: deleted in GPUStack and stopped here: never reported again
 
     @property
     def worker_id(self) -> int:
@@ -112,6 +113,7 @@ class InstanceSync:
 
     async def forget(self, instance_id: int, why: str) -> None:
         async with self._lock(instance_id):
+            self._stopped.add(instance_id)
             self.known.pop(instance_id, None)
             self._reserved.pop(instance_id, None)
             if self._record(instance_id) is not None:
@@ -127,6 +129,8 @@ class InstanceSync:
     async def reconcile(self, instance: dict[str, Any]) -> None:
         instance_id = instance["id"]
         async with self._lock(instance_id):
+            if instance_id in self._stopped:
+                return
             role = role_of(instance, self.worker_id)
             if role is Role.NONE:
                 self.known.pop(instance_id, None)
