@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
@@ -38,7 +39,7 @@ from berth.worker.errors import InstanceNotFound
 from berth.worker.registry import InstanceRecord
 from berth.worker.states import InstanceState
 
-__all__ = ["HeaderRoute", "RouteError", "lora_names", "openai_error", "pick_instance", "router", "served_model_names"]
+__all__ = ["HeaderRoute", "OpenAIError", "RouteError", "lora_names", "openai_error", "pick_instance", "router", "served_model_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +72,30 @@ class RouteError(Exception):
 
 def openai_error(status: int, message: str, *, kind: str, code: str, param: str | None = None,
                  headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """An error as OpenAI's clients parse it."""
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    """An error as OpenAI's clients parse it (``error``), with berth's ``detail`` beside it."""
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}, "detail": message}
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+class _OpenAIErrorFields(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str
+
+
+class OpenAIError(BaseModel):
+    error: _OpenAIErrorFields = Field(description="What OpenAI clients read.")
+    detail: str = Field(description="The same message, as berth's other endpoints answer it.")
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": OpenAIError, "description": "No model named, or a body the router cannot read."},
+    404: {"description": "No instance serves that model or instance here (OpenAIError; a path that "
+                         "is not a route at all answers berth's plain {\"detail\": ...})."},
+    502: {"model": OpenAIError, "description": "The instance's engine did not answer."},
+    503: {"model": OpenAIError, "description": "The model cannot serve in time (Retry-After)."},
+}
 
 
 # -- names ---------------------------------------------------------------------------------
@@ -278,16 +300,21 @@ async def _route(request: Request, path: str) -> Response:
     return await _send(request, record, path, content)
 
 
-@router.api_route("/v1/{path:path}", methods=_METHODS, summary="OpenAI-compatible API of this worker's instances",
-                  description="Routed by `X-GPUStack-Model-Instance` (when GPUStack manages this worker) or by "
-                  "the request's `model`; streamed both ways.")
 async def inference(request: Request, path: str) -> Response:
+    """Routed by `X-GPUStack-Model-Instance` (when GPUStack manages this worker) or by the request's
+    `model`; streamed both ways. Errors: OpenAI's `{"error": {...}}`."""
     if path == "models" and request.method == "GET" and _header_target_or_none(request) is None:
         return _models(request)
     try:
         return await _route(request, path)
     except RouteError as exc:
         return exc.response()
+
+
+for _method in _METHODS:
+    router.add_api_route("/v1/{path:path}", inference, methods=[_method], operation_id=f"inference_{_method.lower()}",
+                         summary="OpenAI-compatible API of this worker's instances", responses=_RESPONSES,
+                         include_in_schema=_method != "HEAD")
 
 
 def _header_target_or_none(request: Request) -> str | None:

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,10 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 REGISTRATION_TOKEN = "berth-e2e-registration-token"
 ADMIN_PASSWORD = "Berth-e2e-Admin-1"
 START_TIMEOUT = 240.0
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "gpustack: needs PostgreSQL 15 and GPUStack 2.3.0 (make gpustack)")
 
 
 def gpustack_bin() -> Path:
@@ -99,11 +96,12 @@ def _run(argv: list[str], what: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+def postgres() -> Iterator[Postgres]:
     reason = gpustack_missing()
     if reason is not None:
         pytest.skip(reason) if not IN_CI else pytest.fail(reason)
-    root = tmp_path_factory.mktemp("postgres")
+    # Not under pytest's base temp: that is private to root, and the server runs as postgres.
+    root = Path(tempfile.mkdtemp(prefix="berth-postgres-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
     pg = Postgres(data=root / "data", port=free_port(), log=root / "postgres.log")
@@ -121,6 +119,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
                        capture_output=True, timeout=120)
         if pid is not None and _alive(pid):
             os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
@@ -164,7 +163,7 @@ def gpustack_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
         _wait_ready(server)
         yield server
     finally:
-        _stop_group(proc, timeout=30)
+        _stop_group(proc, timeout=20)
 
 
 def _wait_ready(server: GPUStackServer) -> None:

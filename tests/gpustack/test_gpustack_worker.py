@@ -148,16 +148,25 @@ def berth(tmp_path_factory: pytest.TempPathFactory, gpustack_server: GPUStackSer
     yield worker
     worker.stop()
     assert worker.proc is not None and worker.proc.poll() is not None
-    with gpustack_server.admin() as admin:
+    admin = gpustack_server.admin()
+    try:
         for model in admin.get("/v2/models").json()["items"]:
             admin.delete(f"/v2/models/{model['id']}")
         registered = _worker(admin)
         if registered is not None:
             admin.delete(f"/v2/workers/{registered['id']}")
+    finally:
+        admin.close()
 
 
-def test_gpustack_schedules_serves_logs_survives_kill9_and_deletes(gpustack_server, berth, tiny_model):
-    admin = gpustack_server.admin()
+@pytest.fixture(scope="module")
+def admin(gpustack_server: GPUStackServer):
+    client = gpustack_server.admin()
+    yield client
+    client.close()
+
+
+def test_gpustack_schedules_serves_logs_survives_kill9_and_deletes(gpustack_server, admin, berth, tiny_model):
     joined = _until("the worker ready in GPUStack", lambda: (w := _worker(admin)) and w["state"] == "ready" and w,
                     120, context=berth.tail)
     assert [d["name"] for d in joined["status"]["gpu_devices"]] == ["FIXTURE-not-a-gpu"]
@@ -193,8 +202,7 @@ def test_gpustack_schedules_serves_logs_survives_kill9_and_deletes(gpustack_serv
     assert _port_closed(instance["port"])
 
 
-def test_a_model_deleted_while_berth_is_down_is_stopped_when_it_returns(gpustack_server, berth, tiny_model):
-    admin = gpustack_server.admin()
+def test_a_model_deleted_while_berth_is_down_is_stopped_when_it_returns(admin, berth, tiny_model):
     model = _create_model(admin, tiny_model, "tiny-gone")
     instance = _running_instance(admin, model["id"], berth)
     berth.kill9()

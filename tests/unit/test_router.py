@@ -124,7 +124,8 @@ def _wait_running(manager: ServeManager, instance_id: str) -> None:
 
 def _error(response: httpx.Response) -> dict:
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    assert set(body) == {"error", "detail"} and set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["detail"] == body["error"]["message"]
     return body["error"]
 
 

@@ -63,6 +63,7 @@ class GPUStackAgent:
         self._cpu = CPUSampler()
         self._tasks: list[asyncio.Task[None]] = []
         self._resyncing = asyncio.Lock()
+        self._joining = asyncio.Lock()
 
     # -- what the worker's routes use ------------------------------------------------------------
 
@@ -190,7 +191,13 @@ class GPUStackAgent:
             await asyncio.sleep(interval)
 
     async def _maybe_rejoin(self, exc: Exception) -> None:
-        if isinstance(exc, ServerRefused) and exc.status in _AUTH_LOST:
+        """After the server refused this worker's token (GPUStack deleted the worker): join again, once."""
+        if not (isinstance(exc, ServerRefused) and exc.status in _AUTH_LOST):
+            return
+        if self._joining.locked():  # another loop is already re-joining: wait for it
+            async with self._joining:
+                return
+        async with self._joining:
             await self._join_with_retries()
 
     async def _heartbeat(self) -> None:
