@@ -134,7 +134,26 @@ def _alive(pid: int) -> bool:
 class GPUStackServer:
     url: str
     log: Path
-    proc: subprocess.Popen[bytes]
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start (or start again, on the same ports and database) and wait until ``/readyz`` answers."""
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                                         start_new_session=True)
+        _wait_ready(self)
+
+    def kill(self) -> None:
+        """Gone at once, as a crashed server is (its process group, SIGKILL)."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_group(self.proc, timeout=20)
 
     def admin(self) -> httpx.Client:
         """A client logged in as the bootstrap admin (session cookie)."""
@@ -154,22 +173,20 @@ def gpustack_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
         "--metrics-port", str(metrics), "--gateway-mode", "disabled", "--disable-update-check",
         "--disable-builtin-observability", "--bootstrap-password", ADMIN_PASSWORD, "--token", REGISTRATION_TOKEN,
     ]
-    log = root / "gpustack.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BERTH_", "GPUSTACK_"))}
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    server = GPUStackServer(url=f"http://127.0.0.1:{api}", log=log, proc=proc)
+    server = GPUStackServer(url=f"http://127.0.0.1:{api}", log=root / "gpustack.log", argv=argv, env=env)
     try:
-        _wait_ready(server)
+        server.start()
         yield server
     finally:
-        _stop_group(proc, timeout=20)
+        server.stop()
 
 
 def _wait_ready(server: GPUStackServer) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     with httpx.Client(trust_env=False, timeout=5) as http:
         while time.monotonic() < deadline:
+            assert server.proc is not None
             if server.proc.poll() is not None:
                 raise AssertionError(f"gpustack exited {server.proc.returncode}:\n{server.log.read_text()[-4000:]}")
             try:

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gpustack.conftest import REGISTRATION_TOKEN, GPUStackServer
+from tests.gpustack.conftest import ADMIN_PASSWORD, REGISTRATION_TOKEN, GPUStackServer
 from tests.support.serve_process import spawn_serve, stop_group, wait_healthy
 
 from berth.testing import CPU_ENV, free_port
@@ -194,6 +194,19 @@ def test_gpustack_schedules_serves_logs_survives_kill9_and_deletes(gpustack_serv
     assert states == {"running"}, states
     assert _worker(admin)["id"] == joined["id"]
     assert {i["instance_id"]: i for i in berth.instances()}[f"gpustack-{instance['id']}"]["state"] == "running"
+    assert _chat(gpustack_server, admin, "tiny-e2e")
+
+    # GPUStack's server crashes: berth retries with back-off and keeps serving; it comes back, all is well
+    gpustack_server.kill()
+    direct = berth.http.post("/v1/chat/completions", json={"model": "tiny-e2e", "max_tokens": 2,
+                                                            "messages": [{"role": "user", "content": "hi"}]})
+    assert direct.status_code == 200, direct.text
+    time.sleep(12)  # a few heartbeats and status reports fail meanwhile
+    assert "retrying with back-off" in berth.tail() or "interrupted" in berth.tail()
+    gpustack_server.start()
+    admin.post("/auth/login", data={"username": "admin", "password": ADMIN_PASSWORD})
+    _until("the worker ready again", lambda: (w := _worker(admin)) and w["state"] == "ready", 120, context=berth.tail)
+    assert _instances_of(admin, model["id"])[0]["state"] == "running"
     assert _chat(gpustack_server, admin, "tiny-e2e")
 
     # deleted through GPUStack: the engine stops, nothing is left

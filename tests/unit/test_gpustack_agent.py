@@ -314,3 +314,26 @@ def test_serve_logs_tail_pages_and_404(joined_app):
     assert options["restarts"][0]["previous"] is False
     assert tail_start(manager, "gpustack-11", 0, manager.log_size("gpustack-11")) == manager.log_size("gpustack-11")
     assert line_window(manager, "gpustack-11", 9, 5).line_count == 1
+
+
+def test_follow_streams_appends_and_ends_when_the_instance_is_deleted(joined_app, monkeypatch):
+    from berth.worker.gpustack import logs
+
+    client, manager, deployer, _ = joined_app
+    monkeypatch.setattr(logs, "FOLLOW_POLL_S", 0.01)
+    spec = {"model": {"name": "tiny"}, "instance": {"name": "gpustack-12", "model_name": "tiny"},
+            "worker": {"ip": "127.0.0.1"}, "model_path": "/models/tiny"}
+    assert client.post("/v2/instances", json=spec, headers={"Authorization": "Bearer berth-own"}).status_code == 201
+    deployer.write_log("gpustack-12", b"one\ntwo\n")
+
+    async def follow() -> list[bytes]:
+        seen: list[bytes] = []
+        stream = logs.follow_log(manager, "gpustack-12", 1, True)
+        seen.append(await anext(stream))
+        deployer.write_log("gpustack-12", b"three\n")
+        seen.append(await anext(stream))
+        await asyncio.to_thread(manager.delete, "gpustack-12")
+        seen.extend([chunk async for chunk in stream])
+        return seen
+
+    assert asyncio.run(follow()) == [b"two\n", b"three\n"]
