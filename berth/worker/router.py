@@ -303,7 +303,7 @@ async def _route(request: Request, path: str) -> Response:
 async def inference(request: Request, path: str) -> Response:
     """Routed by `X-GPUStack-Model-Instance` (when GPUStack manages this worker) or by the request's
     `model`; streamed both ways. Errors: OpenAI's `{"error": {...}}`."""
-    if path == "models" and request.method == "GET" and _header_target_or_none(request) is None:
+    if path == "models" and request.method == "GET" and not _has_routing_header(request):
         return _models(request)
     try:
         return await _route(request, path)
@@ -317,11 +317,9 @@ for _method in _METHODS:
                          include_in_schema=_method != "HEAD")
 
 
-def _header_target_or_none(request: Request) -> str | None:
-    try:
-        return _header_target(request)
-    except RouteError:
-        return "?"  # a header names a missing instance: let the route answer 404
+def _has_routing_header(request: Request) -> bool:
+    routes = getattr(request.app.state, "header_routes", None) or {}
+    return any(header in request.headers for header in routes)
 
 
 def _models(request: Request) -> JSONResponse:

@@ -337,3 +337,72 @@ def test_follow_streams_appends_and_ends_when_the_instance_is_deleted(joined_app
         return seen
 
     assert asyncio.run(follow()) == [b"two\n", b"three\n"]
+
+
+# -- a server that is down or failing ------------------------------------------------------------------
+
+
+def test_client_tells_retryable_failures_from_refusals():
+    import httpx
+
+    from berth.worker.gpustack.client import GPUStackClient, ServerUnavailable
+
+    answers = iter([httpx.Response(503, json={"message": "db down"}), httpx.Response(403, json={"message": "no"}),
+                    httpx.Response(200, json={"id": 1})])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["authorization"] == "Bearer tok"
+        return next(answers)
+
+    async def calls() -> None:
+        client = GPUStackClient("http://gpustack.invalid")
+        client.token = "tok"
+        client._http = httpx.AsyncClient(base_url="http://gpustack.invalid/v2", transport=httpx.MockTransport(handler))
+        with pytest.raises(ServerUnavailable, match="503 db down"):
+            await client.call("GET", "/workers")
+        with pytest.raises(ServerRefused) as refused:
+            await client.call("GET", "/workers")
+        assert refused.value.status == 403
+        assert await client.call("GET", "/workers") == {"id": 1}
+        down = GPUStackClient("http://127.0.0.1:9")  # nothing listens there
+        with pytest.raises(ServerUnavailable, match="ConnectError"):
+            await down.call("POST", "/worker-heartbeat", body={})
+        await client.close()
+        await down.close()
+
+    asyncio.run(calls())
+
+
+def test_a_failing_loop_backs_off_logs_once_and_recovers(tmp_path, caplog):
+    from berth.worker.gpustack.agent import GPUStackAgent
+    from berth.worker.gpustack.client import ServerUnavailable
+
+    settings = Settings.load(data_dir=tmp_path, gpustack_url="http://127.0.0.1:9")
+    agent = GPUStackAgent(ServeManager(settings, deployer=MemoryDeployer()))
+    calls: list[float] = []
+
+    async def step() -> None:
+        calls.append(time.monotonic())
+        if len(calls) <= 3:
+            raise ServerUnavailable("POST /worker-heartbeat: 502 bad gateway")
+        if len(calls) == 5:
+            raise asyncio.CancelledError
+
+    caplog.set_level("INFO", logger="berth.worker.gpustack.agent")
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(agent._every("heartbeat", step, 0.01))
+    assert len(calls) == 5
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "instances keep serving" in warnings[0].getMessage()
+    assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+def test_backoff_doubles_up_to_its_ceiling_with_jitter_and_resets():
+    from berth.worker.gpustack.client import Backoff
+
+    backoff = Backoff(initial=1.0, maximum=8.0)
+    delays = [backoff.next() for _ in range(6)]
+    for delay, nominal in zip(delays, [1, 2, 4, 8, 8, 8]):
+        assert 0.8 * nominal <= delay <= 1.2 * nominal
+    backoff.reset()
+    assert backoff.next() <= 1.2

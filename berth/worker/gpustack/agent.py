@@ -221,16 +221,21 @@ class GPUStackAgent:
 
     async def _watch(self, kind: str, resync: Callable[[], Awaitable[None]],
                      handle: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        backoff = Backoff()
+        backoff, failing = Backoff(maximum=15.0), False
         while True:
             try:
                 await resync()
+                if failing:
+                    logger.info("GPUStack %s watch reconnected", kind)
+                failing = False
                 async for event in self.client.watch(kind):
                     backoff.reset()
                     await self._handle(kind, handle, event)
             except (ServerUnavailable, ServerRefused) as exc:
                 delay = backoff.next()
-                logger.warning("GPUStack %s watch interrupted (%s); reconnecting in %.0f s", kind, exc, delay)
+                log = logger.debug if failing else logger.warning
+                log("GPUStack %s watch interrupted (%s); reconnecting with back-off", kind, exc)
+                failing = True
                 await self._maybe_rejoin(exc)
                 await asyncio.sleep(delay)
 
