@@ -247,11 +247,12 @@ class Settings(BaseSettings):
         self.api_token = SecretStr(lines[0].strip())
         return self
 
-    @model_validator(mode="after")
-    def _gpustack_url(self) -> Settings:
-        if self.gpustack_url and not self.gpustack_url.startswith(("http://", "https://")):
-            raise ValueError(f"gpustack_url {self.gpustack_url[:80]!r} must start with http:// or https://")
-        return self
+    @field_validator("gpustack_url")
+    @classmethod
+    def _gpustack_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value[:80]!r} must start with http:// or https://, e.g. http://gpustack:80")
+        return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
     def _ray_band_fits(self) -> Settings:

@@ -406,3 +406,13 @@ def test_backoff_doubles_up_to_its_ceiling_with_jitter_and_resets():
         assert 0.8 * nominal <= delay <= 1.2 * nominal
     backoff.reset()
     assert backoff.next() <= 1.2
+
+
+def test_gpustack_settings_name_their_field(tmp_path):
+    from pydantic import ValidationError
+
+    assert Settings.load(data_dir=tmp_path, gpustack_url="http://gs:80/").gpustack_url == "http://gs:80"
+    with pytest.raises(ValidationError, match="gpustack_url"):
+        Settings.load(data_dir=tmp_path, gpustack_url="gs:80")
+    token = Settings.load(data_dir=tmp_path, gpustack_url="http://gs", gpustack_token="reg-secret")
+    assert "reg-secret" not in repr(token) and "reg-secret" not in str(token.model_dump())
