@@ -416,3 +416,15 @@ def test_gpustack_settings_name_their_field(tmp_path):
         Settings.load(data_dir=tmp_path, gpustack_url="gs:80")
     token = Settings.load(data_dir=tmp_path, gpustack_url="http://gs", gpustack_token="reg-secret")
     assert "reg-secret" not in repr(token) and "reg-secret" not in str(token.model_dump())
+
+
+def test_file_checks_answer_404_for_what_is_not_here(joined_app):
+    client, _, _, tmp_path = joined_app
+    gpustack = {"Authorization": "Bearer gpustack_worker_token"}
+    missing = client.get("/files/model-config", params={"path": str(tmp_path / "none" / "config.json")},
+                         headers=gpustack)
+    assert missing.status_code == 404 and "not a file" in missing.json()["detail"]
+    assert client.get("/files/model-weight-size", params={"path": str(tmp_path / "none")},
+                      headers=gpustack).status_code == 404
+    assert client.get("/files/file-exists", params={"path": str(tmp_path / "none")},
+                      headers=gpustack).json()["exists"] is False

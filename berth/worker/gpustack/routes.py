@@ -23,7 +23,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from berth.worker.errors import InstanceNotFound, InvalidRequest, WorkerError
+from berth.worker.errors import InvalidRequest, WorkerError
 from berth.worker.gpustack.agent import GPUStackAgent
 from berth.worker.gpustack.files import weight_size
 from berth.worker.gpustack.logs import follow_log, line_window
@@ -46,6 +46,12 @@ class Unauthorized(WorkerError):
 
 class Forbidden(WorkerError):
     status_code = 403
+
+
+class NotOnWorker(WorkerError):
+    """The path GPUStack asked about is not on this worker (or not of the kind asked for)."""
+
+    status_code = 404
 
 
 def _agent(request: Request) -> GPUStackAgent:
@@ -91,7 +97,7 @@ def _read_config(path: str) -> Any:
     if resolved.name not in CONFIG_FILES:
         raise Forbidden(f"path: only model config files may be read ({', '.join(sorted(CONFIG_FILES))})")
     if not resolved.is_file():
-        raise InstanceNotFound(f"path: {path[:120]!r} is not a file on this worker")
+        raise NotOnWorker(f"path: {path[:120]!r} is not a file on this worker")
     if resolved.stat().st_size > _MAX_CONFIG_BYTES:
         raise InvalidRequest(f"path: {path[:120]!r} is larger than {_MAX_CONFIG_BYTES} bytes")
     try:
@@ -108,7 +114,7 @@ async def model_config(path: Annotated[str, Query(description="Absolute path of 
 def _weights(path: str) -> int:
     resolved = _absolute(path)
     if not resolved.is_dir():
-        raise InstanceNotFound(f"path: {path[:120]!r} is not a directory on this worker")
+        raise NotOnWorker(f"path: {path[:120]!r} is not a directory on this worker")
     return weight_size(resolved)
 
 
