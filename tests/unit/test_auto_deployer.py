@@ -110,3 +110,17 @@ def test_a_default_worker_accepts_every_role(tmp_path, real, monkeypatch) -> Non
             assert manager.get(record.id).deployer == ON[kind], kind
     finally:
         manager.close()
+
+
+def test_the_default_worker_deployer_is_auto_over_launcher_and_process(tmp_path, monkeypatch) -> None:
+    from berth.worker import Settings
+    from berth.worker.deployer_factory import describe_deployer, open_deployer
+
+    monkeypatch.setattr(launcher_module, "vllm_missing", lambda python: None)  # as where vLLM imports
+    settings = Settings.load(data_dir=tmp_path / "data")
+    deployer = open_deployer(settings)
+    assert isinstance(deployer, AutoDeployer) and deployer.member_names == ("launcher", "process")
+    assert [m.run_dir for m in deployer.members] == [str(tmp_path / "data" / n) for n in ("launcher", "process")]
+    assert describe_deployer(deployer, settings) == "auto (launcher, process)"
+    monkeypatch.setattr(launcher_module, "vllm_missing", lambda python: "no vLLM here")
+    assert open_deployer(settings).member_names == ("process",)
