@@ -124,6 +124,11 @@ class ServeManager:
         deployer.close()
 
     @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has run and :meth:`close` has not."""
+        return self._ctx is not None
+
+    @property
     def ctx(self) -> WorkerContext:
         if self._ctx is None:
             raise RuntimeError("ServeManager.start() has not been called")

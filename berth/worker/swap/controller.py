@@ -468,6 +468,8 @@ class SwapController:
 
     def run_policy(self) -> None:
         """One round: sleep or park idle models, park models asleep too long, trim sleepers."""
+        if not self.manager.started:  # an app whose manager starts later (or has closed)
+            return
         now = time.time()
         records = {record.id: record for record in self.manager.list()}
         for definition in self.store.all():
