@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, field_validator
@@ -62,6 +62,7 @@ class DeploymentSpec(StrictModel):
     draft_model_path: str | None = Field(
         default=None, description="Draft model directory, for speculative decoding with one."
     )
+    profile: Literal["cluster", "exact"] = Field(default="cluster", description="Planning profile: 'cluster' applies GPUStack's scheduling rules (context cap, parallelism, env defaults); 'exact' runs the given options as they are, adding only --host, --port and --served-model-name where absent.")
 
     @field_validator("model_path", "draft_model_path")
     @classmethod

@@ -86,7 +86,7 @@ def test_plan_uses_berths_planner_with_gpus_and_log_level():
 
 
 def start_fake(stub: StubServer, deployer: MemoryDeployer, **serve: object) -> VLLMServer:
-    config = ServeConfig(port=stub.port, startup_timeout=5, **serve)
+    config = ServeConfig(port=stub.port, startup_timeout=5, server="openai", **serve)
     return VLLMServer(LLMConfig(model_name=stub.models[0]), serve_config=config, deployer=deployer)
 
 
@@ -110,7 +110,7 @@ def test_overrides_win_over_serve_config():
 def test_readiness_waits_for_the_model_name():
     with StubServer(model="other") as stub:
         server = VLLMServer(LLMConfig(model_name="wanted"), deployer=MemoryDeployer(),
-                            serve_config=ServeConfig(port=stub.port, startup_timeout=1))
+                            serve_config=ServeConfig(port=stub.port, startup_timeout=1, server="openai"))
         with pytest.raises(ServerStartError, match="not ready within startup_timeout=1 s"):
             server.start()
         assert not server.is_running()
