@@ -69,6 +69,14 @@ class BatchedEngine:
             core.shutdown()
 
 
+def refusals() -> tuple[type[Exception], ...]:
+    """The errors that mean "bad input" (HTTP 400): ValueError/TypeError and, when vLLM is
+    loaded, its client errors (``VLLMValidationError`` ...)."""
+    errors = sys.modules.get("vllm.exceptions")
+    client_error = getattr(errors, "VLLMClientError", None)
+    return (ValueError, TypeError) if client_error is None else (ValueError, TypeError, client_error)
+
+
 def sampling_params(fields: dict[str, Any] | None) -> Any:
     """``params`` as a ``vllm.SamplingParams`` (None stays None: the model's defaults apply)."""
     if fields is None:
@@ -80,7 +88,7 @@ def sampling_params(fields: dict[str, Any] | None) -> Any:
         return msgspec.convert(fields, SamplingParams)
     except msgspec.ValidationError as exc:
         raise WireError(f"params: {exc}") from None
-    except (ValueError, TypeError) as exc:  # SamplingParams.__post_init__ checks
+    except refusals() as exc:  # SamplingParams.__post_init__ checks
         raise WireError(f"params: {exc}") from None
 
 
@@ -105,12 +113,13 @@ def build_app(engine: BatchedEngine, on_shutdown: Callable[[], None]) -> Any:
             return Response(content=b"[]", media_type="application/json")
         try:
             outputs = await engine.run(endpoint, decoded.items, params)
-        except (ValueError, TypeError) as exc:  # vLLM's input checks: prompt too long ...
+            content = encode_answer(outputs, decoded.array)
+        except refusals() as exc:  # vLLM's input checks: prompt too long ...
             return error(400, f"vLLM refused the batch: {exc}")
         except Exception as exc:  # an engine failure: its message, no traceback
             logger.exception("%s batch failed", endpoint)
             return error(500, f"error during vLLM inference: {exc!r}")
-        return Response(content=encode_answer(outputs, decoded.array), media_type="application/json")
+        return Response(content=content, media_type="application/json")
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
