@@ -88,7 +88,7 @@ def gserve_service(root: str, model: str, engine: dict[str, Any]) -> Any:
     os.environ.update(CPU_ENV)
     gserve = importlib.import_module("gserve")
     llm = gserve.LLMConfig(model_name=model, **engine)
-    return gserve.VLLMService(llm, gserve.ServeConfig(gpu_ids=[""], startup_timeout=None,
+    return gserve.VLLMService(llm, gserve.ServeConfig(gpu_ids=[0], startup_timeout=None,
                                                       client_timeout=None))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import logging
 import os
@@ -84,12 +85,27 @@ def sampling_params(fields: dict[str, Any] | None) -> Any:
     import msgspec
     from vllm import SamplingParams
 
+    known = SamplingParams.__struct_fields__
+    unknown = sorted(name for name in fields if name not in known)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise WireError(f"params: {unknown[0]!r} is not a vllm.SamplingParams field{hint}")
     try:
-        return msgspec.convert(fields, SamplingParams)
+        return msgspec.convert(fields, SamplingParams, dec_hook=_as_array)
     except msgspec.ValidationError as exc:
         raise WireError(f"params: {exc}") from None
     except refusals() as exc:  # SamplingParams.__post_init__ checks
         raise WireError(f"params: {exc}") from None
+
+
+def _as_array(kind: type, value: Any) -> Any:
+    """msgspec's hook for the ``numpy.ndarray`` fields (``prompt_logprob_token_ids``)."""
+    import numpy
+
+    if kind is numpy.ndarray:
+        return numpy.asarray(value)
+    raise NotImplementedError(f"cannot read {kind.__name__}")
 
 
 def build_app(engine: BatchedEngine, on_shutdown: Callable[[], None]) -> Any:
