@@ -95,10 +95,10 @@ def gserve_service(root: str, model: str, engine: dict[str, Any]) -> Any:
 def measure(make: Callable[[], Any], prompts: list[str], chats: list[list[dict[str, str]]],
             params: Any, runs: int, into: Figures) -> None:
     service = make()
-    began = time.perf_counter()
-    service.start()
-    into.ready.append(time.perf_counter() - began)
     try:
+        began = time.perf_counter()
+        service.start()
+        into.ready.append(time.perf_counter() - began)
         for _ in range(runs):
             into.generate.append(timed(lambda: service.generate(prompts, params), len(prompts)))
             into.chat.append(timed(lambda: service.chat(chats, params), len(chats)))

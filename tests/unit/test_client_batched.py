@@ -272,3 +272,17 @@ def test_a_service_splits_a_batch_evenly_one_request_per_server():
             assert service.generate(prompts) == [[p.upper()] for p in prompts]
         sizes = sorted(len(llm.calls[0][1]) for llm in (one.llm, two.llm))
         assert sizes == [3, 4] and len(one.llm.calls) == len(two.llm.calls) == 1
+
+
+def test_a_cpu_server_runs_its_engine_in_process_unless_told_otherwise():
+    from berth.client.batched_server import engine_in_process
+
+    kwargs: dict[str, Any] = {"dtype": "half"}
+    env: dict[str, str] = {}
+    engine_in_process(kwargs, env)
+    assert kwargs["distributed_executor_backend"] == "uni"
+    assert env == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    kwargs, env = {"tensor_parallel_size": 2}, {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    engine_in_process(kwargs, env)
+    assert "distributed_executor_backend" not in kwargs
+    assert env == {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
