@@ -121,7 +121,8 @@ def test_setup_logging_and_the_gserve_variable(monkeypatch):
     root = logging.getLogger()
     monkeypatch.setattr(root, "level", root.level)
     monkeypatch.setattr(root, "handlers", [logging.NullHandler()])
-    monkeypatch.delenv(LOG_LEVEL_ENV, raising=False)
+    monkeypatch.setenv(LOG_LEVEL_ENV, "INFO")  # recorded, so that teardown restores the original
+    monkeypatch.delenv(LOG_LEVEL_ENV)
     setup_logging(logging.DEBUG)
     assert root.level == logging.DEBUG and os.environ[LOG_LEVEL_ENV] == "DEBUG"
     assert ServeConfig().server_log_level() == "DEBUG"  # servers follow the variable
