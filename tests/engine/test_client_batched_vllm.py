@@ -1,5 +1,5 @@
-"""The batched server over a real ``vllm.LLM`` (CPU backend, the tiny random-weight model and
-a random LoRA adapter, which every call carries): started by ``VLLMServer`` with ``verbose=True``, reached by berth's client with a real
+"""The batched server over a real ``vllm.LLM`` (CPU backend, the tiny random-weight model):
+started by ``VLLMServer`` with ``verbose=True``, reached by berth's client with a real
 ``SamplingParams`` and by a request shaped as gserve's own client sends it. One server for
 the module (a start costs a minute on two CPU cores)."""
 
@@ -16,7 +16,6 @@ import msgspec
 import pytest
 
 from berth.client import LLMConfig, ResponseOutput, ServeConfig, VLLMServer
-from tests.support.lora import write_lora_adapter
 
 pytestmark = pytest.mark.vllm
 
@@ -24,11 +23,11 @@ SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
 @pytest.fixture(scope="module")
-def started(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    """(server with a LoRA adapter, what its verbose log forwarding wrote)."""
-    adapter = write_lora_adapter(tmp_path_factory.mktemp("lora") / "adapter", tiny_model)
-    llm = LLMConfig(str(tiny_model), enforce_eager=True, max_model_len=512, dtype="float32",
-                    lora_path=str(adapter), llm_kwargs={"max_lora_rank": 8})
+def started(tiny_model: Path):
+    """(server, what its verbose log forwarding wrote). No LoRA adapter here: vLLM 0.32 on CPU
+    fails prompt_logprobs with one (an einsum shape error inside vLLM); the LoRARequest on
+    every call is tested over a recording engine (tests/unit/test_client_batched.py)."""
+    llm = LLMConfig(str(tiny_model), enforce_eager=True, max_model_len=512, dtype="float32")
     serve = ServeConfig(env=SERVER_ENV, startup_timeout=300, client_timeout=120, verbose=True,
                         server="batched")
     forwarded = io.StringIO()
@@ -86,8 +85,7 @@ def test_the_process_runs_gserves_options_and_nothing_else(started):
     assert argv[1:3] == ["-m", "berth.client.batched_server"]
     assert argv[3:13] == ["--serve", "--model", str(server.llm_config.model_name), "--host",
                           "127.0.0.1", "--port", str(server.port), "--gpus", "", "--llm_kwargs"]
-    assert json.loads(argv[13])["max_model_len"] == 512
-    assert argv[14:] == ["--lora_path", server.llm_config.lora_path]
+    assert json.loads(argv[13])["max_model_len"] == 512 and len(argv) == 14
     environ = dict(item.split("=", 1) for item in
                    Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)
     added = {k for k in environ if k not in os.environ}
