@@ -101,6 +101,15 @@ def test_server_lifecycle_with_a_fake_deployer():
     assert not server.is_running() and deployer.list() == []
 
 
+def test_no_startup_timeout_waits_until_ready():
+    deployer = MemoryDeployer()
+    with StubServer() as stub:
+        server = VLLMServer(LLMConfig(stub.models[0]), [], "127.0.0.1", stub.port, None,
+                            serve_config=ServeConfig(server="openai"), deployer=deployer)
+        with server:
+            assert server.serve_config.startup_timeout is None and server.is_running()
+
+
 def test_overrides_win_over_serve_config():
     server = VLLMServer({"model_name": "m"}, [0], port=9100, startup_timeout=3,
                         serve_config=ServeConfig(port=9000, startup_timeout=100))
