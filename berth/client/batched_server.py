@@ -193,8 +193,9 @@ def llm_kwargs(text: str | None, lora_path: str | None) -> dict[str, Any]:
 def engine_in_process(kwargs: dict[str, Any], env: dict[str, str] | os._Environ[str]) -> None:
     """On a CPU server, run the engine in this process (one process, no IPC per step): the
     engine core (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) and, for one worker, its executor
-    (``distributed_executor_backend="uni"``). Measured in bench/batch_paths.py: about half
-    the batch time on two cores. What the user set wins: these are defaults only."""
+    (``distributed_executor_backend="uni"``). Measured in bench/batch_paths.py against the
+    multi-process engine gserve runs: 0.34-0.64x its generate batch time and less than half its
+    time to ready on two cores. What the user set wins: these are defaults only."""
     env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     parallel = [kwargs.get(name) or 1 for name in
                 ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")]
