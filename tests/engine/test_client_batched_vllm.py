@@ -25,8 +25,8 @@ SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 @pytest.fixture(scope="module")
 def started(tiny_model: Path):
     """(server, what its verbose log forwarding wrote). No LoRA adapter here: vLLM 0.32 on CPU
-    fails prompt_logprobs with one (an einsum shape error inside vLLM); the LoRARequest on
-    every call is tested over a recording engine (tests/unit/test_client_batched.py)."""
+    fails prompt_logprobs with one (an einsum shape error inside vLLM); the adapter has its own
+    server in test_client_batched_lora_vllm.py."""
     llm = LLMConfig(str(tiny_model), enforce_eager=True, max_model_len=512, dtype="float32")
     serve = ServeConfig(env=SERVER_ENV, startup_timeout=300, client_timeout=120, verbose=True,
                         server="batched")
