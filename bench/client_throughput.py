@@ -271,7 +271,7 @@ def tiny_service(deployer: str) -> VLLMService:
     llm = LLMConfig(model_name=str(tiny_model_path()), served_model_name=TINY_MODEL,
                     enforce_eager=True, max_model_len=512)
     serve = ServeConfig(num_servers=2, env={"VLLM_CPU_KVCACHE_SPACE": "1"},
-                        startup_timeout=600, client_timeout=600, deployer=deployer)
+                        startup_timeout=600, client_timeout=600, deployer=deployer, server="openai")
     return VLLMService(llm, serve)
 
 

@@ -2,8 +2,11 @@
 
 * :class:`VLLMService` starts one server per GPU group (or attaches to running ones, by URL
   or by a berth worker's instance id) and spreads ``chat``/``generate`` batches over them;
-* :class:`VLLMServer` is one server, planned by berth and run by a berth deployer;
-* :class:`VLLMClient` talks to one OpenAI-compatible server.
+* :class:`VLLMServer` is one server: a batched server (gserve's ``/generate`` and ``/chat``
+  over ``vllm.LLM``, :mod:`berth.client.batched_server`) or ``vllm serve``, run by a berth
+  deployer with the options as given;
+* :class:`VLLMClient` talks to one server of either kind;
+* :func:`setup_logging` and ``GSERVE_LOG_LEVEL`` set the log level, the servers' included.
 
 The names in ``__all__`` are the public surface; every other module here is private.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 from berth.client.attach import instance_base_url
 from berth.client.client import VLLMClient
 from berth.client.config import LLMConfig, ServeConfig
+from berth.client.log_utils import LOG_LEVEL_ENV, setup_logging
 from berth.client.errors import (
     ClientError,
     RequestTimeout,
@@ -27,6 +31,7 @@ from berth.client.server import VLLMServer
 from berth.client.service import VLLMService
 
 __all__ = [
+    "LOG_LEVEL_ENV",
     "ClientError",
     "LLMConfig",
     "RequestTimeout",
@@ -42,4 +47,5 @@ __all__ = [
     "VLLMService",
     "instance_base_url",
     "request_fields",
+    "setup_logging",
 ]

@@ -2,6 +2,8 @@
 
 vLLM answers ``/health`` as soon as its API is up; the model list is checked too so that a
 server is only called ready when a request for the expected model (or LoRA adapter) can work.
+A batched server opens its port only once its model is loaded: ``/health`` answering
+``{"status": "ok"}`` is enough.
 Plain ``urllib`` on purpose: probing needs no event loop and no pooled session.
 """
 
@@ -24,12 +26,16 @@ def served_models(base_url: str, timeout: float = PROBE_TIMEOUT) -> list[str]:
     return [str(item.get("id")) for item in body.get("data", [])]
 
 
-def is_ready(base_url: str, model: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    """True when the server is healthy and serves ``model``."""
+def is_ready(base_url: str, model: str, timeout: float = PROBE_TIMEOUT, *,
+             kind: str = "openai") -> bool:
+    """True when the server is healthy and (an OpenAI server) serves ``model``."""
     try:
         with _OPENER.open(f"{base_url}/health", timeout=timeout) as response:
             if response.status != 200:
                 return False
+            body = response.read()
+        if kind == "batched":
+            return json.loads(body or b"null") == {"status": "ok"}
         return model in served_models(base_url, timeout)
     except (OSError, ValueError):
         return False

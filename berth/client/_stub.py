@@ -120,7 +120,10 @@ class StubServer:
         if path == b"/health":
             return 200, b""
         if path == b"/v1/models":
-            data = [{"id": name, "object": "model", "owned_by": "berth-stub"} for name in self.models]
+            base = self.models[0]
+            data = [{"id": name, "object": "model", "owned_by": "berth-stub",
+                     "parent": None if name == base else base}  # adapters name their base, as in vLLM
+                    for name in self.models]
             return 200, orjson.dumps({"object": "list", "data": data})
         return 404, _error(404, f"no route {path.decode(errors='replace')}")
 

@@ -1,4 +1,4 @@
-"""Batched ``chat`` and ``generate`` over OpenAI-compatible endpoints, sync and async.
+"""Batched ``chat`` and ``generate`` over OpenAI-compatible or batched endpoints, sync and async.
 
 :class:`BatchSender` holds the request logic shared by :class:`~berth.client.VLLMClient` (one
 endpoint) and :class:`~berth.client.VLLMService` (several). All HTTP work runs on the shared
@@ -18,7 +18,8 @@ from berth.client._progress import progress_bar
 from berth.client.dispatch import run_batch
 from berth.client.errors import ClientError, ServerUnavailable
 from berth.client.outputs import ResponseOutput, chat_output, completion_output
-from berth.client.sampling import request_fields
+from berth.client.batched_wire import ITEMS, WireError, parse_answer, request_body
+from berth.client.sampling import batched_params, request_fields
 from berth.client.transport import Endpoint, Transport
 
 __all__ = ["BatchSender", "Conversation", "Results"]
@@ -128,9 +129,11 @@ class BatchSender:
         conversations = _as_sequence(conversations)
         if not conversations:
             return []
+        endpoints = await self._ready_endpoints()
+        if _batched(endpoints, extra_body):
+            return await self._send_batched("chat", conversations, params, extra, progress, endpoints)
         fields = self._fields(params, True, extra, extra_body)
         n = int(fields.get("n") or 1)
-        endpoints = await self._ready_endpoints()
         parse = _chat_outputs if extra else _chat_texts
         post = self._transport.post
         with progress_bar(len(conversations), "chat", progress) as advance:
@@ -150,9 +153,11 @@ class BatchSender:
         prompts = _as_sequence(prompts)
         if not prompts:
             return []
+        endpoints = await self._ready_endpoints()
+        if _batched(endpoints, extra_body):
+            return await self._send_batched("generate", prompts, params, extra, progress, endpoints)
         fields = self._fields(params, False, extra, extra_body)
         n = int(fields.get("n") or 1)
-        endpoints = await self._ready_endpoints()
         size = self._chunk_size(len(prompts), len(endpoints))
         split = _completion_splitter(n, extra)
         post = self._transport.post
@@ -169,6 +174,30 @@ class BatchSender:
             chunks = math.ceil(len(prompts) / size)
             parts = await run_batch(endpoints, chunks, send, weight=size * n)
         return [item for part in parts for item in part]
+
+    async def _send_batched(self, endpoint_kind: str, items: Sequence[Any], params: Any,
+                            extra: bool, progress: bool, endpoints: list[Endpoint]) -> Results:
+        """The batch split evenly over batched servers: one request (one engine call) each."""
+        key = ITEMS[endpoint_kind]
+        wire_params = batched_params(params)
+        size = math.ceil(len(items) / len(endpoints))
+        post = self._transport.post_bytes
+        with progress_bar(len(items), endpoint_kind, progress) as advance:
+
+            async def send(endpoint: Endpoint, index: int) -> list[Any]:
+                part = items[index * size:(index + 1) * size]
+                url = endpoint.generate_url if key == "prompts" else endpoint.batched_chat_url
+                raw = await post(url, request_body(part, key, wire_params))
+                try:
+                    answer = parse_answer(raw, len(part), extra)
+                except WireError as exc:
+                    raise ClientError(f"{url}: {exc}") from None
+                if advance is not None:
+                    advance(len(part))
+                return answer
+
+            parts = await run_batch(endpoints, math.ceil(len(items) / size), send, weight=size)
+        return [row for part in parts for row in part]
 
     def _fields(self, params: Any, chat: bool, extra: bool,
                 extra_body: dict[str, Any] | None) -> dict[str, Any]:
@@ -196,6 +225,20 @@ class BatchSender:
             return ready
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         raise failures[0] if failures else ServerUnavailable("no running server to send to")
+
+
+def _batched(endpoints: list[Endpoint], extra_body: dict[str, Any] | None) -> bool:
+    """True when the batch goes to batched servers (all of them are; they cannot be mixed)."""
+    kinds = {endpoint.kind for endpoint in endpoints}
+    if len(kinds) > 1:
+        raise ClientError("cannot send one batch to both OpenAI and batched servers; use one "
+                          "server kind per service")
+    if kinds != {"batched"}:
+        return False
+    if extra_body:
+        raise ClientError("extra_body holds OpenAI request fields, which a batched server does "
+                          "not take; use ServeConfig(server='openai') for them")
+    return True
 
 
 def _as_sequence(items: Any) -> Sequence[Any]:

@@ -20,10 +20,13 @@ def http_url(host: str, port: int) -> str:
 
 
 class VLLMClient(BatchSender):
-    """A client of one server, given as ``host``/``port`` or ``base_url``.
+    """A client of one server, given as ``host``/``port`` or ``base_url`` (positional
+    arguments are gserve's: ``host, port, timeout``).
 
-    ``model`` is the served model (or LoRA adapter) name to request; when absent it is read
-    from ``/v1/models`` on first use. Up to ``max_concurrency`` requests are in flight at once
+    ``kind`` is the server's API: ``openai`` (vLLM's OpenAI-compatible server) or ``batched``
+    (gserve's ``/generate`` and ``/chat``, :mod:`berth.client.batched_server`). ``model`` is the
+    served model (or LoRA adapter) name to request; when absent it is read from ``/v1/models``
+    on first use (the adapter, when the server serves exactly one). Up to ``max_concurrency`` requests are in flight at once
     over one pooled connection set; each may take ``timeout`` seconds; connection errors are
     retried ``max_retries`` times with back-off from ``retry_backoff`` seconds. ``api_key`` is
     sent as a bearer token (for servers started with ``--api-key``) and never shown.
@@ -34,10 +37,11 @@ class VLLMClient(BatchSender):
         self,
         host: str = "127.0.0.1",
         port: int = 8000,
+        timeout: float | None = 30.0,
         *,
         base_url: str | None = None,
         model: str | None = None,
-        timeout: float | None = 30.0,
+        kind: str = "openai",
         max_concurrency: int = 64,
         max_retries: int = 3,
         retry_backoff: float = 0.1,
@@ -45,7 +49,7 @@ class VLLMClient(BatchSender):
         api_key: str | None = None,
     ) -> None:
         url = base_url if base_url is not None else http_url(host, port)
-        self.endpoint = Endpoint(url, model=model, concurrency=max_concurrency)
+        self.endpoint = Endpoint(url, model=model, concurrency=max_concurrency, kind=kind)
         self._transport = Transport(
             timeout=timeout, max_retries=max_retries, backoff=retry_backoff, api_key=api_key
         )

@@ -1,52 +1,73 @@
 """``LLMConfig`` (which model and how vLLM loads it) and ``ServeConfig`` (how many servers,
-where, and how the client talks to them). Strict: an unknown or mistyped field is an error
-that names it. Both accept keyword arguments, a dict (``model_validate``) or a YAML/JSON file
-(:meth:`from_file`).
+where, and how the client talks to them).
+
+Both are dataclasses shaped as gserve's: the same fields in the same order first (so
+``LLMConfig("m")``, ``ServeConfig([0])`` and ``dataclasses.replace(config, port=9000)`` work),
+then berth's own. They are validated (pydantic dataclasses): an unknown or mistyped field is an
+error that names it, on construction and on assignment. Both also read a dict
+(:meth:`model_validate`) or a YAML/JSON file (:meth:`from_file`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic.dataclasses import dataclass
 
+from berth.client.log_utils import env_log_level
 from berth.deployers import AUTO, deployer_names
 
-__all__ = ["DeployerChoice", "LLMConfig", "ServeConfig"]
+__all__ = ["DeployerChoice", "LLMConfig", "Profile", "ServeConfig", "ServerKind"]
 
 #: ``auto`` or a deployer that runs servers on this machine (:data:`berth.deployers.REGISTRY`).
 DeployerChoice = Literal[(AUTO, *deployer_names(local=True))]  # type: ignore[valid-type]
+ServerKind = Literal["openai", "batched"]
+Profile = Literal["exact", "cluster"]
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class _Config:
+    """Dict and file helpers shared by both configs (the dataclass fields are the schema)."""
+
+    @classmethod
+    def model_validate(cls, data: Any) -> Any:
+        """A config from a mapping of its fields (validated, unknown keys refused)."""
+        return TypeAdapter(cls).validate_python(data)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Any:
-        """Read a YAML (or JSON) mapping of this model's fields."""
+        """Read a YAML (or JSON) mapping of this config's fields."""
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
         if not isinstance(data, dict):
             raise ValueError(f"{os.fspath(path)}: must hold a mapping of {cls.__name__} fields")
         return cls.model_validate(data)
 
+    def model_dump(self) -> dict[str, Any]:
+        """The fields as a dict (nested values copied)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
+
+@dataclass(config=_STRICT)
 class LLMConfig(_Config):
-    """The model a server loads, as ``vllm serve`` options."""
+    """The model a server loads: gserve's fields, then berth's."""
 
-    model_name: str = Field(min_length=1, description="Hub id or local path of the model.")
-    served_model_name: str | None = Field(
-        default=None, description="Name requests use; default: model_name, as vLLM does."
+    model_name: str = Field(
+        min_length=1,
+        description="Hub id or local path of the model; './m' and '~/m' are local paths.",
     )
     tokenizer: str | None = Field(default=None, description="Tokenizer, if not the model's own.")
     tokenizer_mode: str = Field(default="auto", description="vLLM tokenizer mode: auto, slow...")
     trust_remote_code: bool = Field(default=False, description="Allow the model's own code.")
     dtype: str = Field(
-        default="auto", description="Weights/activations type: auto, bfloat16, float16, float32."
+        default="bfloat16",
+        description="Weights/activations type: bfloat16 (gserve's default), float16, float32, auto.",
     )
     quantization: str | None = Field(default=None, description="Quantization method, e.g. awq.")
     revision: str | None = Field(default=None, description="Model revision (branch, tag, commit).")
@@ -59,15 +80,19 @@ class LLMConfig(_Config):
     max_model_len: int | None = Field(default=None, ge=1, description="Context length cap.")
     download_dir: str | None = Field(default=None, description="Where to download weights.")
     lora_path: str | None = Field(
-        default=None, description="LoRA adapter directory; requests then go to the adapter."
-    )
-    lora_name: str = Field(
-        default="lora", min_length=1, description="Name the LoRA adapter is served (and requested) as."
+        default=None, description="LoRA adapter directory; every request then goes to the adapter."
     )
     llm_kwargs: dict[str, Any] = Field(
         default_factory=dict,
-        description="More `vllm serve` options by name: {'max_num_seqs': 8, 'enable_prefix_"
-        "caching': True}; True is a bare flag, False '--no-<name>', a list repeats values.",
+        description="More engine options by name: {'max_num_seqs': 8, 'enable_prefix_caching': "
+        "True}. The batched server passes them to vllm.LLM as they are; for `vllm serve` True is "
+        "a bare flag, False '--no-<name>', a list repeats values.",
+    )
+    served_model_name: str | None = Field(
+        default=None, description="Name requests use; default: model_name, as vLLM does."
+    )
+    lora_name: str = Field(
+        default="lora", min_length=1, description="Name the LoRA adapter is served (and requested) as."
     )
 
     @property
@@ -78,45 +103,62 @@ class LLMConfig(_Config):
         return self.served_model_name or self.model_name
 
 
+@dataclass(config=_STRICT)
 class ServeConfig(_Config):
-    """How many servers to start, where, and how the client talks to them."""
+    """How many servers to start, where, and how the client talks to them: gserve's fields,
+    then berth's."""
 
     gpu_ids: list[int | list[int]] = Field(
         default_factory=list,
         description="One server per entry: a GPU index, or a list of indexes for one server "
         "spanning them (tensor parallel). Empty: servers without GPUs (see num_servers).",
     )
-    num_servers: int | None = Field(
-        default=None, ge=1,
-        description="Servers to start when gpu_ids is empty (CPU servers); default 1.",
-    )
     host: str = Field(default="127.0.0.1", min_length=1, description="Address servers bind to.")
     port: int | None = Field(
         default=None, ge=1, le=65535,
         description="First server's port, incremented per server; auto-assigned when absent.",
     )
-    startup_timeout: float = Field(default=180.0, gt=0, description="Seconds to become ready.")
+    startup_timeout: float | None = Field(
+        default=180.0, gt=0, description="Seconds a server may take to become ready; None: no limit."
+    )
     client_timeout: float | None = Field(
         default=30.0, gt=0, description="Seconds one HTTP request may take; None: no limit."
     )
+    verbose: bool = Field(default=False, description="Forward server logs to this stderr.")
+    num_servers: int | None = Field(
+        default=None, ge=1,
+        description="Servers to start when gpu_ids is empty (CPU servers); default 1.",
+    )
     max_concurrency: int = Field(default=64, ge=1, description="Requests in flight per server.")
     max_retries: int = Field(default=3, ge=0, description="Retries on connection errors.")
-    verbose: bool = Field(default=False, description="Forward server logs to this stderr.")
     log_level: str | None = Field(
         default=None,
-        description="VLLM_LOGGING_LEVEL for the servers; default: the 'berth' logger's level "
-        "when set, else INFO.",
+        description="VLLM_LOGGING_LEVEL for the servers; default: GSERVE_LOG_LEVEL when set, else "
+        "the 'berth' logger's level when set, else INFO.",
     )
     env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment for the servers (not logged)."
     )
     deployer: DeployerChoice = Field(
         default="auto",
-        description="How servers run: 'launcher' (a process that preloaded vLLM forks them), "
-        "'process' (one `vllm serve` process each), 'auto' (launcher when vLLM imports here).",
+        description="How OpenAI servers run: 'launcher' (a process that preloaded vLLM forks "
+        "them), 'process' (one `vllm serve` process each), 'auto' (launcher when vLLM imports "
+        "here). Batched servers always run as processes.",
     )
     run_dir: str | None = Field(
         default=None, description="Where server state and logs go; default: a temporary dir."
+    )
+    server: ServerKind = Field(
+        default="batched",
+        description="Server kind: 'batched' (gserve's /generate and /chat over vllm.LLM, one "
+        "engine call per batch: the fastest for batch jobs, measured in bench/batch_paths.py) or "
+        "'openai' (`vllm serve`, vLLM's OpenAI-compatible API: extra_body, streaming clients).",
+    )
+    profile: Profile = Field(
+        default="exact",
+        description="'exact': servers run the LLMConfig options as given (plus host, port and "
+        "served name); 'cluster': planned by GPUStack's scheduling rules, as the worker's spec "
+        "API plans them (OpenAI servers only).",
     )
 
     @field_validator("log_level")
@@ -143,9 +185,14 @@ class ServeConfig(_Config):
             return [[g] if isinstance(g, int) else list(g) for g in self.gpu_ids]
         return [[] for _ in range(self.num_servers or 1)]
 
+    def deployer_choice(self) -> DeployerChoice:
+        """The deployer servers run under: ``deployer`` for OpenAI servers; a batched server
+        is a Python module, which only the process deployer runs."""
+        return self.deployer if self.server == "openai" else "process"
+
     def server_log_level(self) -> str:
         """The level servers log at (see ``log_level``)."""
         if self.log_level:
             return self.log_level
-        level = logging.getLogger("berth").level
+        level = env_log_level() or logging.getLogger("berth").level
         return logging.getLevelName(level) if level else "INFO"

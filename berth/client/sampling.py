@@ -17,7 +17,7 @@ from typing import Any
 
 from berth.client.errors import SamplingParamsError
 
-__all__ = ["SAMPLING_FIELDS", "request_fields"]
+__all__ = ["SAMPLING_FIELDS", "batched_params", "request_fields"]
 
 Fields = dict[str, Any]
 
@@ -44,6 +44,11 @@ _GUIDED = {
 }
 #: Fields a ``SamplingParams`` always sends, default or not.
 _ALWAYS = frozenset({"max_tokens"})
+#: ``SamplingParams`` fields the OpenAI-compatible API has no request field for: a batched
+#: server (which receives the whole ``SamplingParams``) takes them.
+_ENGINE_LEVEL = frozenset(
+    {"detokenize", "prompt_logprob_token_ids", "prompt_logprob_start", "trace_decode_token_ids"}
+)
 
 
 def _same(name: str) -> Callable[[Any, bool], Fields]:
@@ -125,16 +130,51 @@ def request_fields(params: Any, *, chat: bool) -> Fields:
     given = dict(params) if isinstance(params, Mapping) else _non_default(params)
     fields: Fields = {}
     for name, value in given.items():
-        if name in _ENGINE_ONLY:
+        if name in _ENGINE_ONLY or (name == "skip_reading_prefix_cache" and value == _derived_skip(given)):
             continue
         fields.update(_converter(name)(value, chat))
     return fields
+
+
+def _derived_skip(given: Fields) -> bool:
+    """``skip_reading_prefix_cache`` as ``SamplingParams`` derives it: true when prompt
+    logprobs are asked for (the server derives it the same way from the request)."""
+    return given.get("prompt_logprobs") is not None or given.get("prompt_logprob_token_ids") is not None
+
+
+def batched_params(params: Any) -> Fields | None:
+    """``params`` as a batched server's ``params`` object: a dict as it is, a
+    ``vllm.SamplingParams`` as msgspec encodes it (its non-default fields, as gserve sends it)."""
+    if params is None:
+        return None
+    if isinstance(params, Mapping):
+        return dict(params)
+    if not hasattr(type(params), "__struct_fields__"):
+        raise SamplingParamsError(
+            f"sampling_params of type {type(params).__name__} is not understood; pass a dict or "
+            "a vllm.SamplingParams"
+        )
+    import msgspec
+
+    return msgspec.to_builtins(params, enc_hook=_array_as_list)
+
+
+def _array_as_list(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays (prompt_logprob_token_ids)
+        return value.tolist()
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
 
 
 def _converter(name: str) -> Callable[[Any, bool], Fields]:
     convert = SAMPLING_FIELDS.get(name)
     if convert is not None:
         return convert
+    if name in _ENGINE_LEVEL or name == "skip_reading_prefix_cache":
+        raise SamplingParamsError(
+            f"sampling parameter {name!r} has no field in vLLM's OpenAI-compatible API; leave it "
+            "at its default, or use a batched server (ServeConfig(server='batched')), which "
+            "takes every SamplingParams field"
+        )
     close = difflib.get_close_matches(name, SAMPLING_FIELDS, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise SamplingParamsError(
@@ -153,9 +193,17 @@ def _non_default(params: Any) -> Fields:
         value = getattr(params, name)
         if name in _ALWAYS and value is not None:
             given[name] = value
-        elif name not in defaults or value != defaults[name]:
+        elif name not in defaults or _differs(value, defaults[name]):
             given[name] = value
     return given
+
+
+def _differs(value: Any, default: Any) -> bool:
+    """``value != default``, for values whose comparison is not a bool (arrays) too."""
+    try:
+        return bool(value != default)
+    except (TypeError, ValueError):
+        return True
 
 
 @functools.cache

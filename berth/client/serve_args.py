@@ -1,4 +1,5 @@
-"""``LLMConfig`` -> ``vllm serve`` options (argv tokens, never a shell string).
+"""``LLMConfig`` -> ``vllm serve`` options (argv tokens, never a shell string), or the
+``vllm.LLM`` keyword arguments of a batched server.
 
 ``--host``, ``--port`` and ``--served-model-name`` are not here: berth's planner adds them.
 """
@@ -10,7 +11,7 @@ from typing import Any
 
 from berth.client.config import LLMConfig
 
-__all__ = ["kwarg_options", "serve_options"]
+__all__ = ["kwarg_options", "llm_kwargs", "serve_options"]
 
 #: LLMConfig field -> vllm serve option, for options that take the field's value.
 _VALUED = {
@@ -43,6 +44,22 @@ def serve_options(llm: LLMConfig) -> list[str]:
     if llm.lora_path:
         options += ["--enable-lora", "--lora-modules", f"{llm.lora_name}={llm.lora_path}"]
     return options + kwarg_options(llm.llm_kwargs)
+
+
+#: LLMConfig fields that are ``vllm.LLM`` keyword arguments under the same name.
+_LLM_FIELDS = (
+    "tokenizer", "tokenizer_mode", "trust_remote_code", "dtype", "quantization", "revision",
+    "tokenizer_revision", "seed", "gpu_memory_utilization", "enforce_eager", "max_model_len",
+    "download_dir",
+)
+
+
+def llm_kwargs(llm: LLMConfig) -> dict[str, Any]:
+    """``vllm.LLM`` keyword arguments for ``llm`` (a batched server's ``--llm_kwargs``), as
+    gserve builds them: the set fields, then ``llm_kwargs`` (which wins)."""
+    fields = {name: getattr(llm, name) for name in _LLM_FIELDS}
+    fields.update(llm.llm_kwargs)
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def kwarg_options(kwargs: dict[str, Any]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import secrets
@@ -13,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from gpustack_runtime.deployer import WorkloadPlan
+
 from berth.backends.plan import ServePlan
 from berth.client._deployers import close_deployer, open_deployer
 from berth.client._logs import LogForwarder, log_tail, secret_values
@@ -20,7 +23,8 @@ from berth.client._ready import is_ready
 from berth.client.client import VLLMClient, http_url
 from berth.client.config import LLMConfig, ServeConfig
 from berth.client.errors import ServerStartError
-from berth.client.planning import free_port, plan_server
+from berth.client.log_utils import LOG_LEVEL_ENV
+from berth.client.planning import batched_workload, free_port, plan_server
 from berth.deployers import Deployer, DeployerError, WorkloadNotFound
 from berth.schemas.workload import WorkloadStatus
 
@@ -29,7 +33,17 @@ __all__ = ["VLLMServer", "as_llm_config", "new_server_name"]
 logger = logging.getLogger(__name__)
 
 #: Seconds between readiness probes while a server starts.
-PROBE_INTERVAL = 0.5
+PROBE_INTERVAL = 0.25
+
+
+class _Unset:
+    """Marks an override that was not given (``None`` is a value: no startup timeout)."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET: Any = _Unset()
 
 
 def as_llm_config(value: LLMConfig | Mapping[str, Any]) -> LLMConfig:
@@ -43,15 +57,19 @@ def new_server_name(index: int = 0) -> str:
 
 
 class VLLMServer:
-    """One ``vllm serve`` for ``llm_config`` on ``gpu_ids`` (none: a CPU server).
+    """One server for ``llm_config`` on ``gpu_ids`` (none: a CPU server), of the kind
+    ``serve_config.server`` names: a batched server (gserve's ``/generate`` and ``/chat``) or
+    ``vllm serve`` (vLLM's OpenAI-compatible API).
 
-    ``host``, ``port``, ``startup_timeout`` and ``verbose`` override the fields of
-    ``serve_config``; the port is picked free when absent. The server is planned by
-    ``berth.backends.vllm`` (so ``CUDA_VISIBLE_DEVICES`` and the GPU resources follow
-    ``gpu_ids``) and run by ``deployer`` (default: the launcher when vLLM imports here, else the
-    process deployer, keeping state in a temporary directory). :meth:`start` returns once
-    ``/health`` answers 200 and ``/v1/models`` lists the model; :meth:`shutdown` stops every
-    process of the server. The constructor does no I/O.
+    Positional arguments are gserve's (``llm_config, gpu_ids, host, port, startup_timeout,
+    verbose``); given ones override the fields of ``serve_config`` (``startup_timeout=None``:
+    no limit); the port is picked free when absent. A ``vllm serve`` is planned by
+    ``berth.backends.vllm`` with ``serve_config.profile`` (``exact`` by default: the options
+    as given) and run by ``deployer`` (default: the launcher when vLLM imports here, else the
+    process deployer); a batched server runs as one process. State is kept in a temporary
+    directory. :meth:`start` returns once the server answers ``/health`` (and, for
+    ``vllm serve``, ``/v1/models`` lists the model); :meth:`shutdown` stops every process of
+    the server. The constructor does no I/O.
     """
 
     def __init__(
@@ -60,7 +78,7 @@ class VLLMServer:
         gpu_ids: Sequence[int] = (),
         host: str | None = None,
         port: int | None = None,
-        startup_timeout: float | None = None,
+        startup_timeout: float | None = UNSET,
         verbose: bool | None = None,
         *,
         serve_config: ServeConfig | None = None,
@@ -68,11 +86,11 @@ class VLLMServer:
         name: str | None = None,
     ) -> None:
         self.llm_config = as_llm_config(llm_config)
-        overrides = {"host": host, "port": port, "startup_timeout": startup_timeout,
-                     "verbose": verbose}
-        base = (serve_config or ServeConfig()).model_dump()
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        self.serve_config = ServeConfig.model_validate(base)
+        overrides = {"host": host, "port": port, "verbose": verbose}
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        if startup_timeout is not UNSET:
+            changes["startup_timeout"] = startup_timeout
+        self.serve_config = dataclasses.replace(serve_config or ServeConfig(), **changes)
         self.gpu_ids = list(gpu_ids)
         self.name = name or new_server_name()
         self._deployer = deployer
@@ -80,6 +98,7 @@ class VLLMServer:
         self._run_dir: str | None = None
         self._port = self.serve_config.port
         self._plan: ServePlan | None = None
+        self._started = False
         self._forwarder: LogForwarder | None = None
         self._secrets = secret_values(self.serve_config.env, os.environ)
 
@@ -110,25 +129,41 @@ class VLLMServer:
         return self.llm_config.request_model
 
     @property
+    def kind(self) -> str:
+        """``batched`` or ``openai`` (``ServeConfig.server``)."""
+        return self.serve_config.server
+
+    @property
     def plan(self) -> ServePlan | None:
-        """The plan the server was started from (``None`` before :meth:`start`)."""
+        """The plan a ``vllm serve`` was started from (``None`` before :meth:`start`, and for a
+        batched server, which is not planned by the vLLM backend)."""
         return self._plan
+
+    def workload(self) -> WorkloadPlan:
+        """What :meth:`start` hands the deployer: the planned ``vllm serve``, or the batched
+        server's process (its argv is exactly what runs)."""
+        place = {"name": self.name, "host": self.host, "port": self.port, "gpus": self.gpu_ids,
+                 "env": self._server_env()}
+        if self.kind == "batched":
+            return batched_workload(self.llm_config, **place)
+        self._plan = plan_server(self.llm_config, profile=self.serve_config.profile, **place)
+        return self._plan.workload
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> VLLMServer:
         """Start the server and wait until it is ready; raises :class:`ServerStartError`."""
-        if self._plan is not None:
+        if self._started:
             return self
-        plan = plan_server(self.llm_config, name=self.name, host=self.host, port=self.port,
-                           gpus=self.gpu_ids, env=self._server_env())
+        workload = self.workload()
         deployer = self._ensure_deployer()
         try:
-            deployer.create(plan.workload)
+            deployer.create(workload)
         except DeployerError as exc:
+            self._plan = None
             self._close_deployer()
             raise ServerStartError(f"cannot start server {self.name}: {exc}") from exc
-        self._plan = plan
+        self._started = True
         atexit.register(self.shutdown)  # a program that forgets shutdown() leaves no server
         if self.serve_config.verbose:
             self._forwarder = LogForwarder(deployer, self.name, f"[{self.name}]", self._secrets).start()
@@ -140,20 +175,21 @@ class VLLMServer:
         return self
 
     def _server_env(self) -> dict[str, str]:
-        return {"VLLM_LOGGING_LEVEL": self.serve_config.server_log_level(), **self.serve_config.env}
+        level = self.serve_config.server_log_level()
+        return {"VLLM_LOGGING_LEVEL": level, LOG_LEVEL_ENV: level, **self.serve_config.env}
 
     def _ensure_deployer(self) -> Deployer:
         if self._deployer is None:
             self._run_dir = self.serve_config.run_dir or tempfile.mkdtemp(prefix="berth-client-")
-            self._deployer = open_deployer(self.serve_config.deployer, self._run_dir)
+            self._deployer = open_deployer(self.serve_config.deployer_choice(), self._run_dir)
         return self._deployer
 
     def _wait_ready(self) -> None:
         timeout = self.serve_config.startup_timeout
-        deadline = time.monotonic() + timeout
-        while not is_ready(self.base_url, self.model):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not is_ready(self.base_url, self.model, kind=self.kind):
             self._fail_if_exited()
-            if time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 raise ServerStartError(
                     f"server {self.name} at {self.base_url} was not ready within "
                     f"startup_timeout={timeout:g} s; raise ServeConfig.startup_timeout if the "
@@ -177,7 +213,7 @@ class VLLMServer:
 
     def status(self) -> WorkloadStatus | None:
         """The deployer's status of this server, or ``None`` when it is not running."""
-        if self._deployer is None or self._plan is None:
+        if self._deployer is None or not self._started:
             return None
         try:
             return self._deployer.get(self.name)
@@ -194,7 +230,7 @@ class VLLMServer:
         settings: dict[str, Any] = {
             "model": self.model, "timeout": self.serve_config.client_timeout,
             "max_concurrency": self.serve_config.max_concurrency,
-            "max_retries": self.serve_config.max_retries,
+            "max_retries": self.serve_config.max_retries, "kind": self.kind,
         }
         return VLLMClient(base_url=self.base_url, **{**settings, **options})
 
@@ -208,12 +244,13 @@ class VLLMServer:
         if self._forwarder is not None:
             self._forwarder.stop()
             self._forwarder = None
-        if self._plan is not None and self._deployer is not None:
+        if self._started and self._deployer is not None:
             try:
                 self._deployer.delete(self.name, timeout=timeout)
             except DeployerError as exc:
                 logger.warning("stopping server %s: %s", self.name, exc)
         self._plan = None
+        self._started = False
         self._close_deployer()
 
     def _close_deployer(self) -> None:

@@ -29,8 +29,8 @@ class VLLMService(BatchSender):
     """Starts one server per entry of ``serve_config.gpu_ids`` (in parallel) and spreads every
     ``chat``/``generate`` batch over the running ones by outstanding work, results in input
     order. ``attach`` adds servers it did not start, by base URL (``model`` names their model
-    when they should not be asked). Use :meth:`start`/:meth:`shutdown` or a ``with`` block;
-    the constructor does no I/O.
+    when they should not be asked; ``attach_kind`` is their API, ``openai`` or ``batched``).
+    Use :meth:`start`/:meth:`shutdown` or a ``with`` block; the constructor does no I/O.
     """
 
     def __init__(
@@ -40,6 +40,7 @@ class VLLMService(BatchSender):
         *,
         attach: Sequence[str] = (),
         model: str | None = None,
+        attach_kind: str = "openai",
         deployer: Deployer | None = None,
         max_prompts_per_request: int = 256,
     ) -> None:
@@ -48,7 +49,8 @@ class VLLMService(BatchSender):
         self.max_prompts_per_request = max_prompts_per_request
         self.servers: list[VLLMServer] = []
         self._attached = [
-            Endpoint(url, model=model, concurrency=self.serve_config.max_concurrency)
+            Endpoint(url, model=model, concurrency=self.serve_config.max_concurrency,
+                     kind=attach_kind)
             for url in attach
         ]
         self._endpoints: dict[str, Endpoint] = {}
@@ -107,12 +109,12 @@ class VLLMService(BatchSender):
     def _ensure_deployer(self) -> Deployer:
         if self._deployer is None:
             self._run_dir = self.serve_config.run_dir or tempfile.mkdtemp(prefix="berth-client-")
-            self._deployer = open_deployer(self.serve_config.deployer, self._run_dir)
+            self._deployer = open_deployer(self.serve_config.deployer_choice(), self._run_dir)
         return self._deployer
 
     def _endpoint_of(self, server: VLLMServer) -> Endpoint:
         return Endpoint(server.base_url, model=server.model,
-                        concurrency=self.serve_config.max_concurrency)
+                        concurrency=self.serve_config.max_concurrency, kind=server.kind)
 
     def shutdown(self) -> None:
         """Stop every server this service started (in parallel) and close connections.

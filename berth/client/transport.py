@@ -18,7 +18,7 @@ import orjson
 
 from berth.client.errors import ClientError, RequestTimeout, ServerError, ServerUnavailable
 
-__all__ = ["Endpoint", "Transport", "normalize_base_url"]
+__all__ = ["Endpoint", "Transport", "normalize_base_url", "pick_model"]
 
 _JSON = "application/json"
 _JSON_HEADERS = {"Content-Type": _JSON}
@@ -40,17 +40,24 @@ def normalize_base_url(base_url: str) -> str:
 
 
 class Endpoint:
-    """One OpenAI-compatible server: its URLs, its model name and the work it has in flight.
+    """One server: its URLs, its model name and the work it has in flight.
+
+``kind`` is ``openai`` (vLLM's OpenAI-compatible API) or ``batched`` (gserve's ``/generate``
+and ``/chat``, :mod:`berth.client.batched_server`; it has no model name to resolve).
 
     ``concurrency`` bounds the requests in flight to it; ``outstanding`` counts the sequences
     (prompts x choices) currently sent and not yet answered, which is how work is spread.
     """
 
-    def __init__(self, base_url: str, *, model: str | None = None, concurrency: int = 64) -> None:
+    def __init__(self, base_url: str, *, model: str | None = None, concurrency: int = 64,
+                 kind: str = "openai") -> None:
         if concurrency < 1:
             raise ClientError(f"max_concurrency must be at least 1, got {concurrency}")
+        if kind not in ("openai", "batched"):
+            raise ClientError(f"server kind {kind!r} is not 'openai' or 'batched'")
         self.base_url = normalize_base_url(base_url)
         self.model = model
+        self.kind = kind
         self.concurrency = concurrency
         self.outstanding = 0
         self.answered = 0
@@ -59,6 +66,8 @@ class Endpoint:
         self.completions_url = f"{self.base_url}/v1/completions"
         self.models_url = f"{self.base_url}/v1/models"
         self.health_url = f"{self.base_url}/health"
+        self.generate_url = f"{self.base_url}/generate"
+        self.batched_chat_url = f"{self.base_url}/chat"
         self._model_lock: asyncio.Lock | None = None
         self._slots: asyncio.Semaphore | None = None
 
@@ -72,24 +81,36 @@ class Endpoint:
         return self._slots
 
     async def resolve_model(self, transport: Transport) -> str:
-        """The served model name: as given, else the first one ``/v1/models`` lists."""
+        """The served model name: as given, else read from ``/v1/models`` (see
+        :func:`pick_model`). A batched server serves one model and needs no name: its
+        ``/health`` is checked instead."""
         if self.model is not None:
+            return self.model
+        if self.kind == "batched":
+            await transport.get(self.health_url)
+            self.model = ""
             return self.model
         if self._model_lock is None:
             self._model_lock = asyncio.Lock()
         async with self._model_lock:
             if self.model is None:
-                self.model = _first_model(await transport.get(self.models_url), self.models_url)
+                self.model = pick_model(await transport.get(self.models_url), self.models_url)
         return self.model
 
 
-def _first_model(body: Any, url: str) -> str:
+def pick_model(body: Any, url: str) -> str:
+    """The model to request from a ``/v1/models`` answer: the LoRA adapter when the server
+    serves exactly one (vLLM lists the base model first, adapters with a ``parent``), as
+    gserve applies its adapter to every request; else the first model listed."""
     try:
-        return str(body["data"][0]["id"])
+        cards = list(body["data"])
+        first = str(cards[0]["id"])
     except (KeyError, IndexError, TypeError):
         raise ClientError(
             f"{url} lists no model; pass model= to the client, or check the server"
         ) from None
+    adapters = [card for card in cards if isinstance(card, dict) and card.get("parent")]
+    return str(adapters[0]["id"]) if len(adapters) == 1 else first
 
 
 class Transport:
@@ -136,11 +157,15 @@ class Transport:
 
     async def get(self, url: str) -> Any:
         """GET ``url`` and decode its JSON body."""
-        return await self._with_retries("GET", url, None)
+        return orjson.loads(await self._with_retries("GET", url, None))
 
     async def post(self, url: str, payload: Any) -> Any:
         """POST ``payload`` as JSON to ``url`` and decode the JSON answer."""
-        return await self._with_retries("POST", url, orjson.dumps(payload))
+        return orjson.loads(await self._with_retries("POST", url, orjson.dumps(payload)))
+
+    async def post_bytes(self, url: str, body: bytes) -> bytes:
+        """POST an encoded JSON ``body`` to ``url``; the answer's raw bytes."""
+        return await self._with_retries("POST", url, body)
 
     async def status(self, url: str) -> int:
         """HTTP status of one GET of ``url`` (no retries); raises ServerUnavailable if unreachable."""
@@ -153,7 +178,7 @@ class Transport:
         except aiohttp.ClientError as exc:
             raise ServerUnavailable(f"GET {url} failed: {exc}") from exc
 
-    async def _with_retries(self, method: str, url: str, body: bytes | None) -> Any:
+    async def _with_retries(self, method: str, url: str, body: bytes | None) -> bytes:
         attempt = 0
         while True:
             try:
@@ -175,14 +200,14 @@ class Transport:
     def _pause(self, attempt: int) -> float:
         return min(MAX_BACKOFF, self.backoff * (2**attempt)) * (0.5 + random.random() / 2)
 
-    async def _once(self, method: str, url: str, body: bytes | None) -> Any:
+    async def _once(self, method: str, url: str, body: bytes | None) -> bytes:
         # a ready payload skips aiohttp's per-request payload-type lookup
         data = None if body is None else aiohttp.BytesPayload(body, content_type=_JSON)
         async with self._client().request(method, url, data=data) as response:
             raw = await response.read()
             if response.status >= 400:
                 raise ServerError(url, response.status, _error_message(raw))
-            return orjson.loads(raw)
+            return raw
 
     async def close(self) -> None:
         """Close the session and its pooled connections."""

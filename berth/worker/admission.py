@@ -87,7 +87,8 @@ def admit_launcher(instance_id: str, request: LauncherRequest, settings: Setting
         port = options.port
     else:
         port = ports.allocate(1, set(held.ports))[0]
-    spec = build_launcher_spec(instance_id, options, env=env, port=port, gpu_indexes=gpu_indexes, settings=settings)
+    spec = build_launcher_spec(instance_id, options, env=env, port=port, gpu_indexes=gpu_indexes, settings=settings,
+                               profile=request.profile)
     return Admitted(spec=spec, gpus=gpu_indexes, ports=InstancePorts.from_list([port]))
 
 

@@ -2,15 +2,16 @@
 
 ``options`` is split with shlex (JSON values with spaces stay whole). ``--model`` (or a leading
 positional model) and ``--port`` are understood; every other option is kept as a backend
-parameter, so ``VLLMServer`` plans the instance like any other: the worker's host, allocated
-port, served name, parallelism and env rules apply. Nothing here runs or allocates anything.
+parameter. The spec carries profile ``exact`` unless the request asks for ``cluster``: a
+launcher user's options run as given, plus only the worker's host, the allocated port and the
+served name where absent. Nothing here runs or allocates anything.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +49,12 @@ class LauncherRequest(BaseModel):
     )
     allow_shared_gpus: bool = Field(
         default=False, description="berth extension: allow GPUs another instance already uses."
+    )
+    profile: Literal["cluster", "exact"] = Field(
+        default="exact",
+        description="berth extension: 'exact' (the default) runs the options as given, adding only "
+        "--host, --port and --served-model-name where absent; 'cluster' plans the instance by "
+        "GPUStack's scheduling rules (context cap, parallelism, env defaults), as the spec API does.",
     )
 
 
@@ -139,8 +146,10 @@ def build_launcher_spec(
     port: int,
     gpu_indexes: list[int],
     settings: Settings,
+    profile: Literal["cluster", "exact"] = "exact",
 ) -> DeploymentSpec:
-    """The deployment spec of a launcher-style instance on this worker."""
+    """The deployment spec of a launcher-style instance on this worker (``profile``: see
+    :attr:`LauncherRequest.profile`; a launcher user gets exactly the options given)."""
     model = Model(
         name=options.served_name,
         backend="vLLM",
@@ -162,4 +171,5 @@ def build_launcher_spec(
         worker=settings.to_worker(),
         config=settings.to_berth_config(),
         model_path=options.model_path,
+        profile=profile,
     )

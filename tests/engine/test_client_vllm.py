@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from berth.client import LLMConfig, ResponseOutput, ServeConfig, VLLMServer, VLLMService
+from tests.support.lora import write_lora_adapter
 
 pytestmark = pytest.mark.vllm
 
@@ -26,6 +27,7 @@ def service(request: pytest.FixtureRequest, tiny_model: Path):
     llm = LLMConfig(model_name=str(tiny_model), served_model_name="tiny", enforce_eager=True,
                     max_model_len=512)
     serve = ServeConfig(num_servers=2, env=SERVER_ENV, startup_timeout=300, client_timeout=120,
+                        server="openai",
                         deployer=request.param)
     with VLLMService(llm, serve) as started:
         yield started
@@ -66,6 +68,19 @@ def test_return_extra_carries_logprobs_and_token_ids(service):
     assert plain.logprobs is None and len(plain.token_ids) == 2
 
 
+def test_a_client_server_process_runs_exactly_the_config(service):
+    if service.serve_config.deployer != "process":
+        pytest.skip("a launcher instance is a fork of the daemon: its /proc command line is the daemon's")
+    pid = service.servers[0].status().containers[0].pid
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    environ = dict(item.split("=", 1) for item in
+                   Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)
+    assert argv[argv.index("--max-model-len") + 1] == "512" and argv.count("--max-model-len") == 1
+    assert "--tensor-parallel-size" not in argv
+    added = {k for k in environ if k not in os.environ}
+    assert not {"OMP_NUM_THREADS", "RUNAI_STREAMER_MEMORY_LIMIT"} & added
+
+
 def test_shutdown_leaves_no_process(service):
     ports = [server.port for server in service.servers]
     run_dir = service.run_dir
@@ -102,35 +117,12 @@ def _processes_with(wanted: list[bytes]) -> list[int]:
     return found
 
 
-def write_lora_adapter(dest: Path, base: Path, rank: int = 8) -> Path:
-    """A random rank-``rank`` LoRA adapter (q_proj, v_proj) for the tiny model, PEFT layout."""
-    import torch
-    from safetensors.torch import save_file
-
-    config = json.loads((base / "config.json").read_text())
-    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
-    dest.mkdir()
-    (dest / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 2 * rank,
-        "lora_dropout": 0.0, "bias": "none", "target_modules": ["q_proj", "v_proj"],
-        "base_model_name_or_path": str(base)}))
-    generator = torch.Generator().manual_seed(0)
-    tensors = {}
-    for layer in range(layers):
-        for module in ("q_proj", "v_proj"):
-            prefix = f"base_model.model.model.layers.{layer}.self_attn.{module}"
-            tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, hidden, generator=generator) / 10
-            tensors[f"{prefix}.lora_B.weight"] = torch.randn(hidden, rank, generator=generator) / 10
-    save_file(tensors, str(dest / "adapter_model.safetensors"))
-    return dest
-
-
 def test_lora_server_serves_and_routes_to_the_adapter(tiny_model: Path, tmp_path: Path):
     adapter = write_lora_adapter(tmp_path / "adapter", tiny_model)
     llm = LLMConfig(model_name=str(tiny_model), served_model_name="tiny", enforce_eager=True,
                     max_model_len=512, lora_path=str(adapter), lora_name="ad",
                     llm_kwargs={"max_lora_rank": 8})
-    serve = ServeConfig(env=SERVER_ENV, startup_timeout=300, client_timeout=120)
+    serve = ServeConfig(env=SERVER_ENV, startup_timeout=300, client_timeout=120, server="openai")
     with VLLMServer(llm, serve_config=serve) as server, server.client() as client:
         assert server.model == client.model == "ad"
         assert set(client.models()) == {"tiny", "ad"}

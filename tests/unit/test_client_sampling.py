@@ -71,7 +71,7 @@ def test_object_sends_non_defaults_and_always_max_tokens():
 
 
 def test_object_field_that_cannot_travel_is_named():
-    with pytest.raises(SamplingParamsError, match="'detokenize' cannot be sent"):
+    with pytest.raises(SamplingParamsError, match="'detokenize' has no field.*batched server"):
         request_fields(FakeSamplingParams(detokenize=False), chat=False)
     with pytest.raises(SamplingParamsError, match="'logits_processors'"):
         request_fields(FakeSamplingParams(logits_processors=[print]), chat=False)
@@ -100,3 +100,30 @@ def test_real_vllm_sampling_params():
     assert fields["logprobs"] is True and fields["top_logprobs"] == 1
     with pytest.raises(SamplingParamsError, match="detokenize"):
         request_fields(SamplingParams(detokenize=False), chat=True)
+
+
+@pytest.mark.vllm
+def test_real_vllm_derived_and_engine_level_fields():
+    from vllm import SamplingParams
+
+    from berth.client.sampling import batched_params
+
+    fields = request_fields(SamplingParams(prompt_logprobs=3, max_tokens=4), chat=False)
+    assert fields == {"prompt_logprobs": 3, "max_tokens": 4}  # skip_reading_prefix_cache derived
+    assert request_fields(SamplingParams(prompt_logprobs=0), chat=True)["prompt_logprobs"] == 0
+    with pytest.raises(SamplingParamsError, match="skip_reading_prefix_cache"):
+        request_fields(SamplingParams(skip_reading_prefix_cache=True), chat=False)
+    engine_level = [
+        SamplingParams(detokenize=False),
+        SamplingParams(prompt_logprob_token_ids=[[1, 2]], prompt_logprobs=None),
+        SamplingParams(prompt_logprob_start=1),
+        SamplingParams(trace_decode_token_ids=[1, 2]),
+    ]
+    for params in engine_level:
+        with pytest.raises(SamplingParamsError, match="use a batched server"):
+            request_fields(params, chat=False)
+    # a batched server takes every field, as msgspec encodes the SamplingParams
+    wire = batched_params(SamplingParams(prompt_logprob_token_ids=[[1, 2]], detokenize=False,
+                                         max_tokens=3))
+    assert wire["prompt_logprob_token_ids"] == [[1, 2]] and wire["detokenize"] is False
+    assert batched_params({"max_tokens": 2}) == {"max_tokens": 2} and batched_params(None) is None

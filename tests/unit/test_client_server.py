@@ -86,7 +86,7 @@ def test_plan_uses_berths_planner_with_gpus_and_log_level():
 
 
 def start_fake(stub: StubServer, deployer: MemoryDeployer, **serve: object) -> VLLMServer:
-    config = ServeConfig(port=stub.port, startup_timeout=5, **serve)
+    config = ServeConfig(port=stub.port, startup_timeout=5, server="openai", **serve)
     return VLLMServer(LLMConfig(model_name=stub.models[0]), serve_config=config, deployer=deployer)
 
 
@@ -101,6 +101,15 @@ def test_server_lifecycle_with_a_fake_deployer():
     assert not server.is_running() and deployer.list() == []
 
 
+def test_no_startup_timeout_waits_until_ready():
+    deployer = MemoryDeployer()
+    with StubServer() as stub:
+        server = VLLMServer(LLMConfig(stub.models[0]), [], "127.0.0.1", stub.port, None,
+                            serve_config=ServeConfig(server="openai"), deployer=deployer)
+        with server:
+            assert server.serve_config.startup_timeout is None and server.is_running()
+
+
 def test_overrides_win_over_serve_config():
     server = VLLMServer({"model_name": "m"}, [0], port=9100, startup_timeout=3,
                         serve_config=ServeConfig(port=9000, startup_timeout=100))
@@ -110,7 +119,7 @@ def test_overrides_win_over_serve_config():
 def test_readiness_waits_for_the_model_name():
     with StubServer(model="other") as stub:
         server = VLLMServer(LLMConfig(model_name="wanted"), deployer=MemoryDeployer(),
-                            serve_config=ServeConfig(port=stub.port, startup_timeout=1))
+                            serve_config=ServeConfig(port=stub.port, startup_timeout=1, server="openai"))
         with pytest.raises(ServerStartError, match="not ready within startup_timeout=1 s"):
             server.start()
         assert not server.is_running()

@@ -87,7 +87,8 @@ def test_service_without_servers_says_so():
 
 
 def fake_service(stubs: list[StubServer], deployer: MemoryDeployer) -> VLLMService:
-    config = ServeConfig(num_servers=len(stubs), port=stubs[0].port, startup_timeout=5)
+    config = ServeConfig(num_servers=len(stubs), port=stubs[0].port, startup_timeout=5,
+                         server="openai")
     return VLLMService(LLMConfig(model_name="stub-model"), config, deployer=deployer)
 
 
@@ -118,7 +119,8 @@ def test_one_failed_start_stops_the_others():
     with StubServer() as only:  # nothing listens on the second port
         service = VLLMService(
             LLMConfig(model_name="stub-model"),
-            ServeConfig(num_servers=2, port=only.port, startup_timeout=1), deployer=deployer)
+            ServeConfig(num_servers=2, port=only.port, startup_timeout=1, server="openai"),
+            deployer=deployer)
         with pytest.raises(ServerStartError):
             service.start()
     assert deployer.list() == [] and service.servers == []

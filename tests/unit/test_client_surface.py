@@ -11,6 +11,7 @@ PUBLIC = {
     "ClientError", "LLMConfig", "RequestTimeout", "ResponseOutput", "SamplingParamsError",
     "ServeConfig", "ServerError", "ServerStartError", "ServerUnavailable", "TokenLogprob",
     "VLLMClient", "VLLMServer", "VLLMService", "instance_base_url", "request_fields",
+    "LOG_LEVEL_ENV", "setup_logging",
 }
 
 
