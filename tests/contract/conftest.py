@@ -34,13 +34,13 @@ STAND_IN = "echo contract; trap 'exit 0' TERM; while true; do sleep 1; done"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "podman: needs the test Podman engine of scripts/setup_podman.sh")
 
 
 def kinds() -> list[object]:
     if os.environ.get(ENGINE_ENV):
         return ["container"]
-    return ["memory", "process", pytest.param("launcher", marks=pytest.mark.vllm)]
+    return ["memory", pytest.param("process", marks=pytest.mark.subprocess),
+            pytest.param("launcher", marks=pytest.mark.vllm)]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

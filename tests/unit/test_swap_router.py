@@ -26,6 +26,8 @@ import berth.testing.vllm_standin as standin
 from berth.deployers.process import ProcessDeployer
 from berth.worker import ServeManager, Settings, create_app
 
+pytestmark = pytest.mark.subprocess  # real stand-in engines, started as processes
+
 STANDIN = str(Path(standin.__file__).resolve())
 
 

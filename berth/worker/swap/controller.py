@@ -118,6 +118,9 @@ class SwapController:
     def start(self, *, policy: bool = True) -> SwapController:
         """Open the definitions and start the idle policy's thread (``policy=False``: tests tick it)."""
         self._store = DefinitionStore(self.settings.data_dir).open()
+        self._stop = threading.Event()  # a closed controller may be started again (a new lifespan)
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="berth-swap")
+        self._engine.open()
         now = time.time()
         self._used = {d.name: now for d in self._store.all()}  # a restart counts as a use
         if policy:

@@ -29,8 +29,14 @@ class EngineControl:
     """Sleep, wake and load questions over one pooled HTTP client. Thread-safe."""
 
     def __init__(self, *, timeout: float = 300.0, probe_timeout: float = 2.0) -> None:
+        self._timeout = timeout
         self._client = httpx.Client(timeout=timeout, trust_env=False)
         self._probe_timeout = probe_timeout
+
+    def open(self) -> None:
+        """Make a closed control usable again (a controller started by a new lifespan)."""
+        if self._client.is_closed:
+            self._client = httpx.Client(timeout=self._timeout, trust_env=False)
 
     def sleep(self, base_url: str, level: int) -> None:
         self._post(f"{base_url}/sleep", params={"level": str(level)}, what=f"sleep (level {level})")
