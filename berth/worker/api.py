@@ -27,10 +27,16 @@ from berth.worker.errors import WorkerError
 from berth.worker.metrics import CONTENT_TYPE
 from berth.worker.serve_manager import ServeManager
 
-__all__ = ["create_app", "validation_detail"]
+__all__ = ["KEEP_ALIVE_S", "create_app", "validation_detail"]
 
 logger = logging.getLogger(__name__)
+#: Threads for blocking handlers (create, delete: a delete waits out its grace period); log
+#: reads have a limiter of their own (:mod:`berth.worker.api_logs`).
 _THREADS = 100
+#: Seconds an idle client connection is kept open. Longer than clients keep idle connections
+#: pooled (httpx 5 s, aiohttp 15 s), so the client always closes first: a server closing at the
+#: moment a client reuses the connection would fail that request with a transport error.
+KEEP_ALIVE_S = 75
 _SIMPLE = re.compile(r"^[A-Za-z_][\w-]*$")
 
 _DESCRIPTION = """berth's worker: runs vLLM instances on this node.
