@@ -4,7 +4,8 @@ A real ``berth serve`` (process deployer, the fast vLLM stand-in ``tests/support
 as the engine, loopback only) holds a few long-lived instances. A load process of its own (so
 its work never delays the timed requests of this one) runs ``--followers`` clients that follow
 those logs the way the launcher's clients do (``Range: bytes=OFFSET-`` every 0.2 s), a chatter
-task that makes the logs grow, and two clients of the watch stream. Meanwhile this process runs
+task that makes the logs grow, and two clients of the watch stream (streams of 5 s, each
+resuming after the last revision seen). Meanwhile this process runs
 create (PUT), wait-until-ready (status), list and delete cycles, ``--concurrency`` at a time:
 first ``--idle-cycles`` with no load (the baseline on this machine as it is now), then
 ``--cycles`` under load.
@@ -176,11 +177,11 @@ class Worker:
                     "BERTH_LOG_LEVEL": "warning"}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> int:
+    def start(self, timeout: float = 120.0) -> int:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "berth", "serve", "--port", str(self.port)],
                                          env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         with httpx.Client(trust_env=False) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -190,7 +191,8 @@ class Worker:
                         return self.proc.pid
                 except httpx.HTTPError:
                     time.sleep(0.1)
-        raise RuntimeError("berth serve did not answer /health")
+        self.stop()
+        raise RuntimeError(f"berth serve did not answer /health in {timeout:.0f} s")
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -314,12 +316,17 @@ async def _chatter(urls: list[str], stop: asyncio.Event) -> None:
 
 
 async def _watch(client: httpx.AsyncClient, stop: asyncio.Event, counts: dict[str, int]) -> None:
+    """Watches in streams of 5 s, each resuming after the last revision seen, as a client should."""
+    since = 0
     while not stop.is_set():
         try:
-            async with client.stream("GET", "/v2/instances/watch?since=0&timeout=5") as stream:
+            async with client.stream("GET", f"/v2/instances/watch?since={since}&timeout=5") as stream:
                 async for line in stream.aiter_lines():
-                    if line.strip() and '"heartbeat"' not in line:
-                        counts["events"] += 1
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    since = max(since, event["revision"])
+                    counts["events"] += event["type"] != "heartbeat"
         except httpx.TransportError:
             counts["errors"] += 1
 
