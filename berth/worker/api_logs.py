@@ -47,7 +47,7 @@ def log_reads(app: FastAPI) -> anyio.CapacityLimiter:
 
 async def read_log(request: Request, manager: ServeManager, instance_id: str, range_header: str | None,
                    container: str = RUN_CONTAINER) -> Response:
-    """:func:`log_response` on the log readers' own pool."""
+    """:func:`log_response` in a worker thread, under the app's log-read limiter."""
     return await anyio.to_thread.run_sync(log_response, manager, instance_id, range_header, container,
                                           limiter=log_reads(request.app))
 
