@@ -1,9 +1,12 @@
 """Following a log through the worker's API outlives the worker: ``berth --worker URL logs -f``
 goes on from its byte offset across a ``kill -9`` and restart of the worker, prints every byte of
-the log exactly once, and ends when the instance is deleted."""
+the log exactly once, and ends when the instance is deleted. And the worker keeps an idle
+connection open longer than clients pool one, so a follower never reuses a connection the worker
+is closing at that moment."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import subprocess
 import sys
@@ -13,7 +16,11 @@ from pathlib import Path
 
 import httpx
 
+from berth.worker.api import KEEP_ALIVE_S
 from tests.hardening._serve import ServeProcess
+
+#: How long httpx keeps an idle pooled connection (its default ``keepalive_expiry``).
+CLIENT_POOL_S = 5.0
 
 
 def _until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -70,4 +77,22 @@ def test_logs_follow_resumes_across_a_worker_restart(tmp_path: Path) -> None:
     assert out.read_bytes() == log  # every byte once: nothing lost, nothing twice
     assert "resuming at byte" in err.read_text()
     assert "Traceback" not in err.read_text()
+    assert worker.leftovers == set()
+
+
+def test_idle_connections_outlive_the_clients_pools(tmp_path: Path) -> None:
+    assert KEEP_ALIVE_S > CLIENT_POOL_S
+    worker = ServeProcess(tmp_path)
+    worker.start()
+    connection = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=10)
+    try:
+        connection.request("GET", "/health")
+        assert connection.getresponse().read() == b'{"status":"OK"}'
+        first = connection.sock
+        time.sleep(CLIENT_POOL_S + 1)  # idle as long as a pooled connection may be
+        connection.request("GET", "/health")  # on the same socket: fails if the worker closed it
+        assert connection.getresponse().status == 200 and connection.sock is first
+    finally:
+        connection.close()
+        worker.close()
     assert worker.leftovers == set()
