@@ -6,6 +6,9 @@
   ``mallopt(M_ARENA_MAX)``. Setting ``MALLOC_ARENA_MAX`` in ``os.environ`` would do nothing:
   glibc reads it once, when the process starts (and instances would inherit it). An operator's
   own ``MALLOC_ARENA_MAX`` wins.
+* **freed C memory** stays with the allocator after a burst (many requests at once on a busy
+  machine) and raises RSS to that high-water mark for good; :func:`trim_malloc`, which the
+  API's lifespan calls every minute, hands it back (``malloc_trim``).
 * **garbage collector**: a full collection walks every object the process holds, about 100,000
   after start-up (FastAPI, pydantic, the deployers), which takes tens of milliseconds on a busy
   machine and stops every request meanwhile. :func:`freeze_startup_objects` moves what start-up
@@ -19,7 +22,7 @@ import gc
 import logging
 import os
 
-__all__ = ["ARENAS", "freeze_startup_objects", "limit_malloc_arenas"]
+__all__ = ["ARENAS", "freeze_startup_objects", "limit_malloc_arenas", "trim_malloc"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,17 @@ def limit_malloc_arenas(count: int = ARENAS) -> bool:
     if not done:
         logger.debug("could not cap malloc arenas at %d", count)
     return done
+
+
+def trim_malloc() -> bool:
+    """Return free C heap memory to the system; False off glibc (nothing to do there)."""
+    if not _glibc():
+        return False
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 def freeze_startup_objects() -> None:

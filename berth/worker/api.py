@@ -8,6 +8,8 @@ the :class:`ServeManager` through ``app.state``; the app starts and closes it wi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -23,6 +25,7 @@ from starlette.exceptions import HTTPException
 from berth import __version__
 from berth.worker import api_instances, api_launcher
 from berth.worker._middleware import BearerAuth, BodyLimit, RequestMetrics
+from berth.worker._runtime import trim_malloc
 from berth.worker.errors import WorkerError
 from berth.worker.metrics import CONTENT_TYPE
 from berth.worker.serve_manager import ServeManager
@@ -37,6 +40,8 @@ _THREADS = 100
 #: pooled (httpx 5 s, aiohttp 15 s), so the client always closes first: a server closing at the
 #: moment a client reuses the connection would fail that request with a transport error.
 KEEP_ALIVE_S = 75
+#: Seconds between returns of freed C memory to the system (see :mod:`berth.worker._runtime`).
+TRIM_EVERY_S = 60.0
 _SIMPLE = re.compile(r"^[A-Za-z_][\w-]*$")
 
 _DESCRIPTION = """berth's worker: runs vLLM instances on this node.
@@ -111,13 +116,25 @@ def _lifespan(manager: ServeManager, start: bool, close: bool):  # type: ignore[
         limiter.total_tokens = max(limiter.total_tokens, _THREADS)
         if start:
             await run_in_threadpool(manager.start)
+        trimming = asyncio.create_task(_trim_memory())
         try:
             yield
         finally:
+            trimming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await trimming
             if close:
                 await run_in_threadpool(manager.close)
 
     return lifespan
+
+
+async def _trim_memory() -> None:
+    """Every :data:`TRIM_EVERY_S`, on a thread (the call holds the allocator, not the GIL)."""
+    while True:
+        await asyncio.sleep(TRIM_EVERY_S)
+        if not await run_in_threadpool(trim_malloc):
+            return
 
 
 def create_app(manager: ServeManager, *, start: bool = True, close: bool = True) -> FastAPI:

@@ -16,7 +16,7 @@ from berth.deployers.memory import MemoryDeployer
 from berth.schemas import LogChunk
 from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings, create_app
-from berth.worker._runtime import freeze_startup_objects, limit_malloc_arenas
+from berth.worker._runtime import _glibc, freeze_startup_objects, limit_malloc_arenas, trim_malloc
 from berth.worker.api_logs import LOG_READ_THREADS
 from berth.worker.fakes import FakeProbe
 
@@ -99,6 +99,7 @@ def test_an_idle_watch_stream_queries_nothing(slow, monkeypatch):
 
 def test_process_settings_take_effect():
     assert limit_malloc_arenas() in (True, False)  # False only off glibc or with MALLOC_ARENA_MAX set
+    assert trim_malloc() is _glibc()
     freeze_startup_objects()
     try:
         assert gc.get_freeze_count() > 0
