@@ -1,17 +1,23 @@
 """Soak of one worker: create/delete cycles while many clients follow instance logs.
 
 A real ``berth serve`` (process deployer, the fast vLLM stand-in ``tests/support/fake_vllm.py``
-as the engine, loopback only) holds a few long-lived instances whose logs ``--followers``
-clients follow the way the launcher's clients do (``Range: bytes=OFFSET-`` every 0.2 s) while a
-chatter task makes those logs grow, and two clients follow the watch stream. Meanwhile
-``--cycles`` instances are created (PUT), waited for until ready, listed and deleted, with
-``--concurrency`` cycles at a time.
+as the engine, loopback only) holds a few long-lived instances. A load process of its own (so
+its work never delays the timed requests of this one) runs ``--followers`` clients that follow
+those logs the way the launcher's clients do (``Range: bytes=OFFSET-`` every 0.2 s), a chatter
+task that makes the logs grow, and two clients of the watch stream (streams of 5 s, each
+resuming after the last revision seen). Meanwhile this process runs
+create (PUT), wait-until-ready (status), list and delete cycles, ``--concurrency`` at a time:
+first ``--idle-cycles`` with no load (the baseline on this machine as it is now), then
+``--cycles`` under load.
 
-Printed: cycles done and failed, p50/p99/max of create, delete, list and status latency, the
-worker's RSS and open fds after warm-up and at the end, bytes the followers read (and whether
-every follower got every byte), and processes and ports left behind once everything is deleted.
+Printed: cycles done and failed; p50/p99/max of create, delete, list and status, idle and under
+load; the worker's RSS at ``--samples`` regular points and the slope of its last half (MiB per
+1,000 cycles), its threads, open fds and CPU; the machine's load average; bytes the followers
+read (and whether every follower got every byte, with no transport error); and processes and
+ports left behind once everything is deleted.
 
-    python bench/soak.py [--cycles 200] [--followers 50] [--concurrency 4] [--json]
+    python bench/soak.py [--cycles 200] [--followers 50] [--concurrency 4] [--idle-cycles 40]
+                         [--samples 20] [--json]
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,21 +44,32 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = ROOT / "tests" / "support" / "fake_vllm.py"
 FOLLOWED = 5
+WATCH_STREAMS = 2
 POLL_S = 0.2
+WARMUP = 10
 
 
 @dataclass
 class SoakResult:
     cycles: int = 0
     failed_cycles: int = 0
+    idle_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     rss_kib_start: int = 0
     rss_kib_warm: int = 0
     rss_kib_end: int = 0
+    #: (loaded cycles done, worker RSS KiB, 1-minute load average) at regular points
+    rss_samples: list[tuple[int, int, float]] = field(default_factory=list)
+    rss_slope_mib_per_1000: float = 0.0
+    threads_warm: int = 0
+    threads_end: int = 0
     fds_warm: int = 0
     fds_end: int = 0
+    worker_cpu_s: float = 0.0
+    loaded_wall_s: float = 0.0
     follower_reads: int = 0
     follower_bytes: int = 0
+    follower_errors: int = 0
     followers_complete: bool = False
     watch_events: int = 0
     leaked_processes: list[int] = field(default_factory=list)
@@ -86,11 +104,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _rss_kib(pid: int) -> int:
+def _status_field(pid: int, name: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{name}:"):
             return int(line.split()[1])
     return 0
+
+
+def _rss_kib(pid: int) -> int:
+    return _status_field(pid, "VmRSS")
+
+
+def _threads(pid: int) -> int:
+    return _status_field(pid, "Threads")
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _fds(pid: int) -> int:
@@ -114,6 +145,20 @@ def _ours(data_dir: Path, worker_pid: int) -> list[int]:
     return sorted(found)
 
 
+def slope_per_1000(samples: list[tuple[int, int, float]]) -> float:
+    """Least-squares slope of RSS (MiB) over cycles, per 1,000 cycles, in the last half of ``samples``."""
+    half = samples[len(samples) // 2:]
+    if len(half) < 2:
+        return 0.0
+    xs = [float(cycles) for cycles, _, _ in half]
+    ys = [rss / 1024 for _, rss, _ in half]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    if spread == 0:
+        return 0.0
+    return 1000 * sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread
+
+
 # -- the worker -----------------------------------------------------------------------------------
 
 
@@ -132,11 +177,11 @@ class Worker:
                     "BERTH_LOG_LEVEL": "warning"}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> int:
+    def start(self, timeout: float = 120.0) -> int:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "berth", "serve", "--port", str(self.port)],
                                          env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         with httpx.Client(trust_env=False) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -146,7 +191,8 @@ class Worker:
                         return self.proc.pid
                 except httpx.HTTPError:
                     time.sleep(0.1)
-        raise RuntimeError("berth serve did not answer /health")
+        self.stop()
+        raise RuntimeError(f"berth serve did not answer /health in {timeout:.0f} s")
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -159,7 +205,7 @@ class Worker:
             self.proc.wait(timeout=10)
 
 
-# -- the load ---------------------------------------------------------------------------------------
+# -- the timed control requests (this process) -------------------------------------------------------
 
 
 class Recorder:
@@ -198,26 +244,31 @@ async def _wait_ready(client: httpx.AsyncClient, rec: Recorder, name: str, timeo
     return False
 
 
-async def _cycle(client: httpx.AsyncClient, rec: Recorder, name: str, result: SoakResult) -> None:
+async def _cycle(client: httpx.AsyncClient, rec: Recorder, name: str) -> str | None:
+    """Create, wait until ready, list, delete; what went wrong, if anything."""
     created = await rec.timed("create", client.put(f"/v2/vllm/instances/{name}", json=_options(name)))
     ready = created.status_code == 201 and await _wait_ready(client, rec, name)
     await rec.timed("list", client.get("/v2/vllm/instances"))
     deleted = await rec.timed("delete", client.delete(f"/v2/vllm/instances/{name}"))
     if not ready or deleted.status_code != 200:
-        result.failed_cycles += 1
-        result.errors.append(f"{name}: create {created.status_code}, ready {ready}, delete {deleted.status_code}")
-    result.cycles += 1
+        return f"{name}: create {created.status_code}, ready {ready}, delete {deleted.status_code}"
+    return None
 
 
-async def _cycles(client: httpx.AsyncClient, rec: Recorder, first: int, count: int, concurrency: int,
-                  result: SoakResult) -> None:
-    queue = list(range(first, first + count))
+Done = Callable[[str | None], None]
+
+
+async def _cycles(client: httpx.AsyncClient, rec: Recorder, names: list[str], concurrency: int, done: Done) -> None:
+    queue = list(names)
 
     async def lane() -> None:
         while queue:
-            await _cycle(client, rec, f"cycle-{queue.pop(0)}", result)
+            done(await _cycle(client, rec, queue.pop(0)))
 
     await asyncio.gather(*(lane() for _ in range(concurrency)))
+
+
+# -- the load (a process of its own) -------------------------------------------------------------
 
 
 class Follower:
@@ -230,15 +281,17 @@ class Follower:
         self.errors: list[str] = []
 
     async def poll(self, client: httpx.AsyncClient) -> None:
+        """Read until caught up; a transport error or an unexpected answer is recorded, then retried."""
         while True:
             try:
                 reply = await client.get(f"/v2/vllm/instances/{self.instance_id}/log",
                                          headers={"Range": f"bytes={self.offset}-"})
-            except httpx.TransportError as exc:  # e.g. a pooled connection the server closed: retry
+            except httpx.TransportError as exc:
                 self.errors.append(f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(POLL_S)
-                continue
+                return
             self.reads += 1
+            if reply.status_code not in (206, 416):
+                self.errors.append(f"answered {reply.status_code}")
             if reply.status_code != 206 or not reply.content:
                 return
             self.offset += len(reply.content)
@@ -262,12 +315,72 @@ async def _chatter(urls: list[str], stop: asyncio.Event) -> None:
             await asyncio.sleep(0.05)
 
 
-async def _watch(client: httpx.AsyncClient, stop: asyncio.Event, counts: list[int]) -> None:
+async def _watch(client: httpx.AsyncClient, stop: asyncio.Event, counts: dict[str, int]) -> None:
+    """Watches in streams of 5 s, each resuming after the last revision seen, as a client should."""
+    since = 0
     while not stop.is_set():
-        async with client.stream("GET", "/v2/instances/watch?since=0&timeout=5") as stream:
-            async for line in stream.aiter_lines():
-                if line.strip() and '"heartbeat"' not in line:
-                    counts[0] += 1
+        try:
+            async with client.stream("GET", f"/v2/instances/watch?since={since}&timeout=5") as stream:
+                async for line in stream.aiter_lines():
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    since = max(since, event["revision"])
+                    counts["events"] += event["type"] != "heartbeat"
+        except httpx.TransportError:
+            counts["errors"] += 1
+
+
+async def _stdin_line() -> str:
+    return await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+
+async def _load(config: dict[str, Any]) -> dict[str, Any]:
+    """Followers, chatter and watch streams until a line arrives on stdin; then the logs stop
+    growing, the followers read to the end, and the figures are returned."""
+    stop, quiet = asyncio.Event(), asyncio.Event()
+    followed = config["followed"]
+    followers = [Follower(followed[i % len(followed)]) for i in range(config["followers"])]
+    watched = {"events": 0, "errors": 0}
+    limits = httpx.Limits(max_connections=config["followers"] + WATCH_STREAMS + 4)
+    async with httpx.AsyncClient(base_url=config["url"], trust_env=False, timeout=60, limits=limits) as client:
+        chatter = asyncio.create_task(_chatter(config["urls"], quiet))
+        tasks = [asyncio.create_task(f.run(client, stop)) for f in followers]
+        tasks += [asyncio.create_task(_watch(client, stop, watched)) for _ in range(WATCH_STREAMS)]
+        print("started", flush=True)
+        await _stdin_line()
+        quiet.set()  # the logs stop growing first, so the followers' last reads reach the end
+        await chatter
+        await asyncio.sleep(0.5)
+        stop.set()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    failures = [f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, BaseException)]
+    return {"followers": [{"instance_id": f.instance_id, "offset": f.offset, "reads": f.reads,
+                           "errors": f.errors[:5], "error_count": len(f.errors)} for f in followers],
+            "watch_events": watched["events"], "watch_errors": watched["errors"], "failures": failures}
+
+
+class LoadProcess:
+    """``bench/soak.py --load CONFIG``: the followers, in a process of their own."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--load", json.dumps(config)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    async def started(self) -> None:
+        assert self.proc.stdout is not None
+        line = await asyncio.to_thread(self.proc.stdout.readline)
+        if line.strip() != "started":
+            raise RuntimeError(f"the load process did not start: {line!r}")
+
+    async def finish(self) -> dict[str, Any]:
+        out, _ = await asyncio.to_thread(self.proc.communicate, "stop\n", 300)
+        return json.loads(out)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
 
 # -- the run --------------------------------------------------------------------------------------------
@@ -285,58 +398,78 @@ async def _start_followed(client: httpx.AsyncClient, rec: Recorder) -> tuple[lis
     return followed, urls
 
 
-async def _load(client: httpx.AsyncClient, rec: Recorder, followed: list[str], urls: list[str],
-                args: argparse.Namespace, result: SoakResult) -> list[Follower]:
-    """The measured cycles, with followers, chatter and watch streams running meanwhile."""
-    stop, quiet = asyncio.Event(), asyncio.Event()
-    followers = [Follower(followed[i % FOLLOWED]) for i in range(args.followers)]
-    watched = [0]
-    chatter = asyncio.create_task(_chatter(urls, quiet))
-    background = [asyncio.create_task(f.run(client, stop)) for f in followers]
-    background += [asyncio.create_task(_watch(client, stop, watched)) for _ in range(2)]
-    await _cycles(client, rec, args.warmup, args.cycles - args.warmup, args.concurrency, result)
-    quiet.set()  # the logs stop growing first, so the followers' last reads reach the end
-    await chatter
-    await asyncio.sleep(0.5)
-    stop.set()
-    for outcome in await asyncio.gather(*background, return_exceptions=True):
-        if isinstance(outcome, Exception):
-            result.errors.append(f"follower: {type(outcome).__name__}: {outcome}")
-    result.watch_events = watched[0]
-    return followers
+def _sampler(pid: int, total: int, samples: int, result: SoakResult) -> Done:
+    """Counts finished cycles; takes the worker's RSS at ``samples`` regular points."""
+    step = max(1, total // max(1, samples))
+
+    def done(error: str | None) -> None:
+        result.cycles += 1
+        if error:
+            result.failed_cycles += 1
+            result.errors.append(error)
+        if result.cycles % step == 0 or result.cycles == total:
+            result.rss_samples.append((result.cycles, _rss_kib(pid), round(os.getloadavg()[0], 2)))
+
+    return done
 
 
-async def _complete(client: httpx.AsyncClient, followers: list[Follower]) -> bool:
-    """Whether every follower read its log to the end."""
+async def _loaded(client: httpx.AsyncClient, pid: int, args: argparse.Namespace, config: dict[str, Any],
+                  result: SoakResult) -> dict[str, Any]:
+    """The measured cycles, with the load process running meanwhile; returns its figures."""
+    load = LoadProcess(config)
+    try:
+        await load.started()
+        rec = Recorder()
+        cpu, wall = _cpu_s(pid), time.monotonic()
+        names = [f"cycle-{i}" for i in range(args.cycles)]
+        await _cycles(client, rec, names, args.concurrency, _sampler(pid, args.cycles, args.samples, result))
+        result.worker_cpu_s = round(_cpu_s(pid) - cpu, 1)
+        result.loaded_wall_s = round(time.monotonic() - wall, 1)
+        result.latency_ms = rec.summary()
+        return await load.finish()
+    finally:
+        load.kill()
+
+
+async def _followers_figures(client: httpx.AsyncClient, figures: dict[str, Any], result: SoakResult) -> None:
+    """Reads, bytes and errors of the followers, and whether each read its log to the end."""
+    followers = figures["followers"]
     totals = {}
-    for name in {f.instance_id for f in followers}:
+    for name in {f["instance_id"] for f in followers}:
         head = await client.get(f"/v2/vllm/instances/{name}/log", headers={"Range": "bytes=0-0"})
         totals[name] = int(head.headers["content-range"].rpartition("/")[2])
-    return all(f.offset == totals[f.instance_id] for f in followers)
+    result.follower_reads = sum(f["reads"] for f in followers)
+    result.follower_bytes = sum(f["offset"] for f in followers)
+    result.follower_errors = sum(f["error_count"] for f in followers) + figures["watch_errors"]
+    result.followers_complete = all(f["offset"] == totals[f["instance_id"]] for f in followers)
+    result.watch_events = figures["watch_events"]
+    result.errors += figures["failures"]
+    result.errors += [f"follower {f['instance_id']}: {e}" for f in followers for e in f["errors"]]
 
 
 async def _soak(worker: Worker, pid: int, args: argparse.Namespace, result: SoakResult) -> None:
-    limits = httpx.Limits(max_connections=args.followers + args.concurrency + 16)
-    async with httpx.AsyncClient(base_url=worker.url, trust_env=False, timeout=60, limits=limits) as client:
-        rec = Recorder()
-        followed, urls = await _start_followed(client, rec)
-        await _cycles(client, rec, 0, args.warmup, args.concurrency, result)
-        result.rss_kib_warm, result.fds_warm = _rss_kib(pid), _fds(pid)
-        rec.samples.clear()
-        followers = await _load(client, rec, followed, urls, args, result)
-        result.latency_ms = rec.summary()
-        result.follower_reads = sum(f.reads for f in followers)
-        result.follower_bytes = sum(f.offset for f in followers)
-        result.followers_complete = await _complete(client, followers)
-        result.errors += [f"follower {f.instance_id}: {e}" for f in followers for e in f.errors]
+    async with httpx.AsyncClient(base_url=worker.url, trust_env=False, timeout=60) as client:
+        followed, urls = await _start_followed(client, Recorder())
+        unloaded: Done = lambda error: result.errors.append(error) if error else None  # noqa: E731
+        await _cycles(client, Recorder(), [f"warm-{i}" for i in range(WARMUP)], args.concurrency, unloaded)
+        idle = Recorder()
+        await _cycles(client, idle, [f"idle-{i}" for i in range(args.idle_cycles)], args.concurrency, unloaded)
+        result.idle_latency_ms = idle.summary()
+        result.rss_kib_warm, result.fds_warm, result.threads_warm = _rss_kib(pid), _fds(pid), _threads(pid)
+        config = {"url": worker.url, "followed": followed, "urls": urls, "followers": args.followers}
+        figures = await _loaded(client, pid, args, config, result)
+        result.rss_slope_mib_per_1000 = round(slope_per_1000(result.rss_samples), 2)
+        await _followers_figures(client, figures, result)
         await client.delete("/v2/vllm/instances")
     await asyncio.sleep(0.5)
-    result.rss_kib_end, result.fds_end = _rss_kib(pid), _fds(pid)
+    result.rss_kib_end, result.fds_end, result.threads_end = _rss_kib(pid), _fds(pid), _threads(pid)
 
 
-def run_soak(cycles: int = 200, followers: int = 50, concurrency: int = 4) -> SoakResult:
+def run_soak(cycles: int = 200, followers: int = 50, concurrency: int = 4, idle_cycles: int = 40,
+             samples: int = 20) -> SoakResult:
     """Run the soak; everything it started is stopped before it returns."""
-    args = argparse.Namespace(cycles=cycles, followers=followers, concurrency=concurrency, warmup=min(10, cycles))
+    args = argparse.Namespace(cycles=cycles, followers=followers, concurrency=concurrency,
+                              idle_cycles=idle_cycles, samples=samples)
     result = SoakResult()
     ports = _port_block(200)
     with tempfile.TemporaryDirectory(prefix="berth-soak-") as root:
@@ -354,18 +487,30 @@ def run_soak(cycles: int = 200, followers: int = 50, concurrency: int = 4) -> So
     return result
 
 
-def _print(result: SoakResult, args: argparse.Namespace) -> None:
-    print(f"soak: {result.cycles} create/delete cycles ({result.failed_cycles} failed), "
-          f"{args.followers} log followers + 2 watch streams, concurrency {args.concurrency}")
-    print(f"{'request':<8} {'n':>6} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}")
-    for name, stats in result.latency_ms.items():
+def _print_latency(title: str, latency: dict[str, dict[str, float]]) -> None:
+    print(f"{title:<8} {'n':>6} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}")
+    for name, stats in latency.items():
         print(f"{name:<8} {stats['n']:>6} {stats['p50']:>9.2f} {stats['p99']:>9.2f} {stats['max']:>9.2f}")
+
+
+def _print(result: SoakResult, args: argparse.Namespace) -> None:
+    print(f"soak: {result.cycles} create/delete cycles ({result.failed_cycles} failed) under {args.followers} "
+          f"log followers + {WATCH_STREAMS} watch streams, concurrency {args.concurrency}; "
+          f"{args.idle_cycles} idle cycles first")
+    _print_latency("idle", result.idle_latency_ms)
+    _print_latency("loaded", result.latency_ms)
+    print("worker RSS (cycles: MiB, load average):")
+    print("  " + ", ".join(f"{c}: {rss / 1024:.1f} ({load:.1f})" for c, rss, load in result.rss_samples))
     print(f"worker RSS: {result.rss_kib_start / 1024:.1f} MiB at start, {result.rss_kib_warm / 1024:.1f} MiB "
           f"after warm-up, {result.rss_kib_end / 1024:.1f} MiB at the end "
-          f"({(result.rss_kib_end - result.rss_kib_warm) / 1024:+.1f} MiB)")
-    print(f"worker fds: {result.fds_warm} after warm-up, {result.fds_end} at the end")
+          f"({(result.rss_kib_end - result.rss_kib_warm) / 1024:+.1f} MiB); slope of the last half "
+          f"{result.rss_slope_mib_per_1000:+.2f} MiB per 1,000 cycles")
+    print(f"worker threads: {result.threads_warm} after warm-up, {result.threads_end} at the end; fds: "
+          f"{result.fds_warm} after warm-up, {result.fds_end} at the end; CPU {result.worker_cpu_s:.0f} s "
+          f"in {result.loaded_wall_s:.0f} s under load")
     print(f"followers: {result.follower_reads} range reads, {result.follower_bytes} bytes, every byte received: "
-          f"{result.followers_complete}; watch events: {result.watch_events}")
+          f"{result.followers_complete}, transport errors: {result.follower_errors}; "
+          f"watch events: {result.watch_events}")
     print(f"left behind: {len(result.leaked_processes)} processes {result.leaked_processes}, "
           f"{len(result.leaked_ports)} listening ports {result.leaked_ports}")
     for error in result.errors[:10]:
@@ -374,12 +519,18 @@ def _print(result: SoakResult, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cycles", type=int, default=200)
+    parser.add_argument("--cycles", type=int, default=200, help="cycles under load")
     parser.add_argument("--followers", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--idle-cycles", type=int, default=40, help="cycles with no load first (the baseline)")
+    parser.add_argument("--samples", type=int, default=20, help="RSS samples over the loaded cycles")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--load", metavar="CONFIG", help=argparse.SUPPRESS)  # the load process
     args = parser.parse_args()
-    result = run_soak(args.cycles, args.followers, args.concurrency)
+    if args.load:
+        print(json.dumps(asyncio.run(_load(json.loads(args.load)))), flush=True)
+        return
+    result = run_soak(args.cycles, args.followers, args.concurrency, args.idle_cycles, args.samples)
     print(json.dumps(asdict(result), indent=2)) if args.json else _print(result, args)
 
 

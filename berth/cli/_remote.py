@@ -5,6 +5,7 @@ Standard library HTTP only: the CLI must stay light, and every call is one reque
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -15,7 +16,11 @@ from typing import Any
 
 from berth.cli._app import CLIError
 
-__all__ = ["WorkerAPI"]
+__all__ = ["WorkerAPI", "WorkerUnreachable"]
+
+
+class WorkerUnreachable(CLIError):
+    """The worker did not answer (refused, reset, timed out, cut off mid-answer): worth retrying."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +56,9 @@ class WorkerAPI:
                 return Reply(response.status, dict(response.headers), response.read())
         except urllib.error.HTTPError as exc:
             return Reply(exc.code, dict(exc.headers or {}), exc.read())
-        except (urllib.error.URLError, OSError) as exc:
-            raise CLIError(f"no berth worker answering at {self.url} ({exc}); start one with `berth serve`") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise WorkerUnreachable(
+                f"no berth worker answering at {self.url} ({exc}); start one with `berth serve`") from None
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """A JSON call; a 4xx/5xx becomes one CLI error line with the worker's own message."""
@@ -65,11 +71,14 @@ class WorkerAPI:
             raise CLIError(f"worker answered {reply.status}: {detail}")
         return reply.json()
 
-    def log_range(self, instance_id: str, range_header: str | None, container: str = "default") -> Reply:
+    @staticmethod
+    def log_path(instance_id: str, container: str = "default") -> str:
         query = "" if container == "default" else "?" + urllib.parse.urlencode({"container": container})
+        return f"/v2/instances/{urllib.parse.quote(instance_id, safe='')}/log{query}"
+
+    def log_range(self, instance_id: str, range_header: str | None, container: str = "default") -> Reply:
         headers = {"Range": range_header} if range_header else {}
-        path = f"/v2/instances/{urllib.parse.quote(instance_id, safe='')}/log{query}"
-        reply = self.request("GET", path, headers=headers)
+        reply = self.request("GET", self.log_path(instance_id, container), headers=headers)
         if reply.status in (200, 206, 416):
             return reply
         raise CLIError(f"worker answered {reply.status} for the log of {instance_id!r}: {reply.body[:300]!r}")

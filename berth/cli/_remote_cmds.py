@@ -15,6 +15,7 @@ from rich.table import Table
 
 from berth.cli._app import CLIError, console, state
 from berth.cli._remote import WorkerAPI
+from berth.cli._remote_follow import LogFollow, content_total
 from berth.schemas import DeploymentSpec
 
 __all__ = ["remote", "remote_logs", "remote_ps", "remote_run", "remote_stop"]
@@ -105,30 +106,21 @@ def _write(data: bytes) -> None:
 
 
 def remote_logs(api: WorkerAPI, instance_id: str, container: str, follow: bool, tail: int) -> None:
-    offset = 0
-    if tail:
-        reply = api.log_range(instance_id, f"bytes=-{64 * 1024}", container)
-        data = reply.body
-        lines = data.splitlines(keepends=True)[-tail:]
-        _write(b"".join(lines))
-        offset = _total(reply) or len(data)
-    while True:
-        reply = api.log_range(instance_id, f"bytes={offset}-", container)
-        if reply.status in (200, 206) and reply.body:
-            _write(reply.body)
-            offset += len(reply.body)
-            continue
-        if not follow:
-            return
-        if api.call("GET", f"/v2/instances/{_quoted(instance_id)}").get("status") == "stopped":
-            return
-        time.sleep(0.5)
+    """Print the log (its last ``tail`` lines if given); with ``follow``, then new bytes until it ends."""
+    offset = _print_tail(api, instance_id, container, tail) if tail else 0
+    if follow:
+        LogFollow(api, instance_id, container, offset).run()
+        return
+    while (reply := api.log_range(instance_id, f"bytes={offset}-", container)).status == 206 and reply.body:
+        _write(reply.body)
+        offset += len(reply.body)
 
 
-def _total(reply: Any) -> int | None:
-    value = {k.lower(): v for k, v in reply.headers.items()}.get("content-range", "")
-    total = value.rpartition("/")[2]
-    return int(total) if total.isdigit() else None
+def _print_tail(api: WorkerAPI, instance_id: str, container: str, lines: int) -> int:
+    """Print the last ``lines`` lines (of the last 64 KiB); returns the offset after them."""
+    reply = api.log_range(instance_id, f"bytes=-{64 * 1024}", container)
+    _write(b"".join(reply.body.splitlines(keepends=True)[-lines:]))
+    return content_total(reply) or len(reply.body)
 
 
 def remote_stop(api: WorkerAPI, instance_id: str) -> None:

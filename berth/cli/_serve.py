@@ -66,8 +66,11 @@ def _run(settings: Settings) -> None:
     import uvicorn
 
     from berth.worker import ServeManager, WorkerError, create_app
+    from berth.worker._runtime import freeze_startup_objects, limit_malloc_arenas
+    from berth.worker.api import KEEP_ALIVE_S
     from berth.worker.deployer_factory import describe_deployer
 
+    limit_malloc_arenas()  # before the worker starts any thread
     manager = ServeManager(settings)
     try:
         manager.start()
@@ -79,8 +82,10 @@ def _run(settings: Settings) -> None:
         f"data {settings.data_dir}, auth {'on' if settings.api_token else 'off'}"
         f"{', GPUStack ' + settings.gpustack_url if settings.gpustack_url else ''})", highlight=False)
     try:
-        uvicorn.run(create_app(manager, start=False), host=settings.host, port=settings.port,
-                    log_config=None, log_level=settings.log_level, timeout_graceful_shutdown=5)
+        app = create_app(manager, start=False)
+        freeze_startup_objects()
+        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, log_level=settings.log_level,
+                    timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_S)
     finally:
         manager.close()  # when uvicorn never started (the lifespan closes it otherwise)
 

@@ -8,6 +8,8 @@ the :class:`ServeManager` through ``app.state``; the app starts and closes it wi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -23,17 +25,26 @@ from starlette.exceptions import HTTPException
 from berth import __version__
 from berth.worker import api_instances, api_launcher, api_swap
 from berth.worker._middleware import BearerAuth, BodyLimit, RequestMetrics
+from berth.worker._runtime import trim_malloc
 from berth.worker.errors import WorkerError
 from berth.worker.metrics import CONTENT_TYPE
 from berth.worker.router import router as inference_router
 from berth.worker.serve_manager import ServeManager
 
-__all__ = ["create_app", "validation_detail"]
+__all__ = ["KEEP_ALIVE_S", "create_app", "validation_detail"]
 
 logger = logging.getLogger(__name__)
+#: Threads for blocking handlers (create, delete: a delete waits out its grace period); log
+#: reads have a limiter of their own (:mod:`berth.worker.api_logs`).
 _THREADS = 100
 _GPUSTACK_HEADER = "X-GPUStack-Model-Instance"
 BearerAuthCheck = Callable[[str, bytes], bool]
+#: Seconds an idle client connection is kept open. Longer than clients keep idle connections
+#: pooled (httpx 5 s, aiohttp 15 s), so the client always closes first: a server closing at the
+#: moment a client reuses the connection would fail that request with a transport error.
+KEEP_ALIVE_S = 75
+#: Seconds between returns of freed C memory to the system (see :mod:`berth.worker._runtime`).
+TRIM_EVERY_S = 60.0
 _SIMPLE = re.compile(r"^[A-Za-z_][\w-]*$")
 
 _DESCRIPTION = """berth's worker: runs vLLM instances on this node.
@@ -113,9 +124,13 @@ def _lifespan(manager: ServeManager, start: bool, close: bool):  # type: ignore[
         agent = getattr(app.state, "gpustack", None)
         if agent is not None:
             await agent.start()
+        trimming = asyncio.create_task(_trim_memory())
         try:
             yield
         finally:
+            trimming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await trimming
             if agent is not None:
                 await agent.stop()
             client = getattr(app.state, "router_client", None)
@@ -143,6 +158,14 @@ def _join_gpustack(app: FastAPI, manager: ServeManager) -> BearerAuthCheck | Non
         return path.startswith(gpustack.GPUSTACK_PATHS) and agent.accepts(presented)
 
     return admits
+
+
+async def _trim_memory() -> None:
+    """Every :data:`TRIM_EVERY_S`, on a thread (the call holds the allocator, not the GIL)."""
+    while True:
+        await asyncio.sleep(TRIM_EVERY_S)
+        if not await run_in_threadpool(trim_malloc):
+            return
 
 
 def create_app(manager: ServeManager, *, start: bool = True, close: bool = True) -> FastAPI:

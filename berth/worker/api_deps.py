@@ -16,8 +16,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def manager_of(request: Request) -> ServeManager:
-    """The worker's manager, from the app's state (never a module global)."""
+async def manager_of(request: Request) -> ServeManager:
+    """The worker's manager, from the app's state (never a module global); async, so FastAPI
+    calls it on the event loop instead of sending every request through a thread for it."""
     return request.app.state.manager
 
 

@@ -18,7 +18,7 @@ from berth.deployers.base import RAY_HEAD_CONTAINER, RUN_CONTAINER
 from berth.schemas import DeploymentSpec
 from berth.worker.api_deps import ERROR_RESPONSES as _ERRORS
 from berth.worker.api_deps import Manager
-from berth.worker.api_logs import LOG_RESPONSES, log_response
+from berth.worker.api_logs import LOG_RESPONSES, read_log
 from berth.worker.api_models import InstanceView, InstanceViews, SpecCreated, Terminated, instance_view
 from berth.worker.lifecycle import check_instance_id
 from berth.worker.redact import masked_plan
@@ -59,7 +59,8 @@ async def _stream(request: Request, manager: ServeManager, since: int, timeout: 
     deadline = None if timeout is None else time.monotonic() + timeout
     beat = time.monotonic()
     while deadline is None or time.monotonic() < deadline:
-        events = await run_in_threadpool(_events, manager, since)
+        # the revision is read from memory: an idle stream costs no thread and no query
+        events = await run_in_threadpool(_events, manager, since) if manager.revision > since else []
         for event in events:
             since = event["revision"]
             yield json.dumps(event).encode() + b"\n"
@@ -82,7 +83,7 @@ async def watch(
     since: Annotated[int, Query(ge=0, le=2**62, description="Stream events with a greater revision.")] = 0,
     timeout: Annotated[float | None, Query(gt=0, le=86400, description="End the stream after this many seconds.")] = None,
 ) -> Response:
-    oldest = manager.oldest_revision()
+    oldest = await run_in_threadpool(manager.oldest_revision)  # a query: never on the event loop
     if since + 1 < oldest:
         detail = (f"since: revision {since} is no longer retained (oldest is {oldest}); "
                   f"list /v2/instances and watch from its revision")
@@ -103,11 +104,12 @@ def delete_instance(instance_id: str, manager: Manager) -> Terminated:
 
 @router.get("/{instance_id}/log", response_class=Response, responses={**_ERRORS, **LOG_RESPONSES},
             summary="Raw log bytes of one container, by RFC 9110 byte range")
-def get_log(
+async def get_log(
     instance_id: str,
+    request: Request,
     manager: Manager,
     container: Annotated[Literal["default", "ray-head"], Query(description="Run container or Ray head.")] = RUN_CONTAINER,
     range_header: Annotated[str | None, Header(alias="Range")] = None,
 ) -> Response:
     assert container in (RUN_CONTAINER, RAY_HEAD_CONTAINER)
-    return log_response(manager, check_instance_id(instance_id), range_header, container)
+    return await read_log(request, manager, check_instance_id(instance_id), range_header, container)

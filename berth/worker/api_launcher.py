@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
-from berth.worker.api_logs import LOG_RESPONSES, log_response
+from berth.worker.api_logs import LOG_RESPONSES, read_log
 from berth.worker.api_models import (
     AllStopped,
     Created,
@@ -99,9 +99,10 @@ def delete_all_instances(manager: Manager) -> AllStopped:
 
 @router.get("/v2/vllm/instances/{instance_id}/log", response_class=Response, responses={**_ERRORS, **LOG_RESPONSES},
             summary="Raw log bytes, by RFC 9110 byte range")
-def get_instance_logs(
+async def get_instance_logs(
     instance_id: str,
+    request: Request,
     manager: Manager,
     range_header: Annotated[str | None, Header(alias="Range")] = None,
 ) -> Response:
-    return log_response(manager, check_instance_id(instance_id), range_header)
+    return await read_log(request, manager, check_instance_id(instance_id), range_header)
