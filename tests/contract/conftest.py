@@ -33,9 +33,6 @@ BUSYBOX = "berth-test/busybox:local"
 STAND_IN = "echo contract; trap 'exit 0' TERM; while true; do sleep 1; done"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-
-
 def kinds() -> list[object]:
     if os.environ.get(ENGINE_ENV):
         return ["container"]
