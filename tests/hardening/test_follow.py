@@ -15,9 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from berth.worker.api import KEEP_ALIVE_S
 from tests.hardening._serve import ServeProcess
+
+pytestmark = pytest.mark.subprocess  # berth serve as a process, killed and restarted
 
 #: How long httpx keeps an idle pooled connection (its default ``keepalive_expiry``).
 CLIENT_POOL_S = 5.0
