@@ -45,8 +45,9 @@ def require_vllm_image() -> None:
     out = subprocess.run(["docker", "image", "inspect", "-f", fmt, IMAGE], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         missing(f"image {IMAGE} is missing (run: make docker-engine, as root)")
-    if out.stdout.strip() != sys.prefix:
-        missing(f"image {IMAGE} holds {out.stdout.strip()!r}, not {sys.prefix!r} (run: make docker-engine)")
+    venv = os.path.realpath(sys.prefix)  # the image holds the venv at its real path (.venv may be a link)
+    if out.stdout.strip() != venv:
+        missing(f"image {IMAGE} holds {out.stdout.strip()!r}, not {venv!r} (run: make docker-engine)")
 
 
 def free_port() -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -116,10 +117,13 @@ class Model:
 
 
 def free_band(size: int, taken: set[int], start: int = 21000) -> int:
-    """First port of ``size`` consecutive ports neither bound here nor in ``taken``, below the
-    ephemeral range."""
+    """First port of ``size`` consecutive ports neither bound here nor in ``taken``, between
+    ``start`` and the ephemeral range, picked at random: another test run on the machine asks
+    for bands at the same time, and the first free one would be the same for both."""
     bound = bound_ports()
-    for first in range(start, 32768 - size, size):
+    firsts = list(range(start, 32768 - size, size))
+    random.shuffle(firsts)
+    for first in firsts:
         band = set(range(first, first + size))
         if band.isdisjoint(bound) and band.isdisjoint(taken):
             taken.update(band)

@@ -43,7 +43,9 @@ def test_batch_spreads_over_both_and_keeps_order(two_stubs):
         assert service.chat(chats(200)) == [[f"c{i}"] for i in range(200)]
         assert service.generate([f"p{i}" for i in range(64)]) == [[f"p{i}"] for i in range(64)]
         first, second = (e.answered for e in service.endpoints)
-    assert first + second > 200 and min(first, second) >= 0.25 * (first + second)
+    # both serve a real share; not an even one: work follows whichever answers first, and on a
+    # loaded machine one stub's thread can lag for a while (a slower server gets less, by design)
+    assert first + second > 200 and min(first, second) >= 0.1 * (first + second)
 
 
 def test_small_batch_alternates_between_servers(two_stubs):
