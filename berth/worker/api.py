@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -25,12 +25,15 @@ from berth.worker import api_instances, api_launcher, api_swap
 from berth.worker._middleware import BearerAuth, BodyLimit, RequestMetrics
 from berth.worker.errors import WorkerError
 from berth.worker.metrics import CONTENT_TYPE
+from berth.worker.router import router as inference_router
 from berth.worker.serve_manager import ServeManager
 
 __all__ = ["create_app", "validation_detail"]
 
 logger = logging.getLogger(__name__)
 _THREADS = 100
+_GPUSTACK_HEADER = "X-GPUStack-Model-Instance"
+BearerAuthCheck = Callable[[str, bytes], bool]
 _SIMPLE = re.compile(r"^[A-Za-z_][\w-]*$")
 
 _DESCRIPTION = """berth's worker: runs vLLM instances on this node.
@@ -40,6 +43,8 @@ _DESCRIPTION = """berth's worker: runs vLLM instances on this node.
   once it exited; `state` and `ready` say more.
 * `/v2/instances`: instances from deployment specs (the document `berth plan` reads), with their
   plan, named ports and readiness URL; `/v2/instances/watch` streams changes.
+* `/v1/*`: one OpenAI-compatible endpoint for every instance, routed by the request's `model`
+  (or GPUStack's `X-GPUStack-Model-Instance` header), streamed both ways.
 * With a token configured, every endpoint but `/health` needs `Authorization: Bearer <token>`.
 """
 
@@ -105,13 +110,39 @@ def _lifespan(manager: ServeManager, start: bool, close: bool):  # type: ignore[
         limiter.total_tokens = max(limiter.total_tokens, _THREADS)
         if start:
             await run_in_threadpool(manager.start)
+        agent = getattr(app.state, "gpustack", None)
+        if agent is not None:
+            await agent.start()
         try:
             yield
         finally:
+            if agent is not None:
+                await agent.stop()
+            client = getattr(app.state, "router_client", None)
+            if client is not None:
+                await client.aclose()
             if close:
                 await run_in_threadpool(manager.close)
 
     return lifespan
+
+
+def _join_gpustack(app: FastAPI, manager: ServeManager) -> BearerAuthCheck | None:
+    """With ``gpustack_url`` set: the agent, GPUStack's worker endpoints and its routing header."""
+    if not manager.settings.gpustack_url:
+        return None
+    from berth.worker import gpustack
+
+    agent = gpustack.GPUStackAgent(manager)
+    app.state.gpustack = agent
+    app.state.header_routes[_GPUSTACK_HEADER] = agent.header_route
+    app.include_router(gpustack.health_router)
+    app.include_router(gpustack.router)
+
+    def admits(path: str, presented: bytes) -> bool:
+        return path.startswith(gpustack.GPUSTACK_PATHS) and agent.accepts(presented)
+
+    return admits
 
 
 def create_app(manager: ServeManager, *, start: bool = True, close: bool = True) -> FastAPI:
@@ -123,9 +154,12 @@ def create_app(manager: ServeManager, *, start: bool = True, close: bool = True)
     app = FastAPI(title="berth worker", version=__version__, description=_DESCRIPTION,
                   lifespan=_lifespan(manager, start, close))
     app.state.manager = manager
+    app.state.header_routes = {}
     app.include_router(api_launcher.router)
     app.include_router(api_instances.router)
     api_swap.install(app, manager)
+    gpustack_admits = _join_gpustack(app, manager)
+    app.include_router(inference_router)
     app.add_api_route("/metrics", _metrics, methods=["GET"], response_class=Response, tags=["worker"],
                       summary="Prometheus metrics")
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -135,7 +169,7 @@ def create_app(manager: ServeManager, *, start: bool = True, close: bool = True)
     settings = manager.settings
     token = settings.api_token.get_secret_value() if settings.api_token else None
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(BearerAuth, token=token)
+    app.add_middleware(BearerAuth, token=token, open_paths=frozenset({"/health", "/healthz"}), also=gpustack_admits)
     app.add_middleware(RequestMetrics, metrics=manager.metrics)
     return app
 

@@ -205,6 +205,33 @@ class Settings(BaseSettings):
         "flight to finish before trying another (or answering 503 with Retry-After).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Worker log level.")
+    router_activation_timeout: float = Field(
+        default=120.0, gt=0,
+        description="Seconds a /v1 request for a model that is not running waits for the model activator "
+        "(when one is configured) to bring it up before it is answered 503 with Retry-After.",
+    )
+    gpustack_url: str | None = Field(
+        default=None,
+        description="GPUStack server URL (http://host:port). Set it, with gpustack_token, to join that "
+        "cluster as one of its workers; unset, berth runs on its own.",
+    )
+    gpustack_token: SecretStr | None = Field(
+        default=None,
+        description="GPUStack registration token (the server's --token or a cluster's token). Used to "
+        "register; the per-worker token GPUStack returns is kept in <data_dir>/gpustack, so a restart "
+        "re-joins as the same worker even without it. Never logged.",
+    )
+    gpustack_heartbeat_interval: float = Field(
+        default=10.0, gt=0, le=60, description="Seconds between heartbeats to the GPUStack server."
+    )
+    gpustack_status_interval: float = Field(
+        default=15.0, gt=0, description="Seconds between status reports (CPU, memory, accelerators) to GPUStack."
+    )
+    gpustack_resync_interval: float = Field(
+        default=30.0, gt=0,
+        description="Seconds between full comparisons of GPUStack's model instances with this worker's "
+        "(catches deletions missed while a watch stream was down).",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -256,6 +283,13 @@ class Settings(BaseSettings):
             raise ValueError(f"api_token_file {str(self.api_token_file)!r} is empty; put the token on its first line")
         self.api_token = SecretStr(lines[0].strip())
         return self
+
+    @field_validator("gpustack_url")
+    @classmethod
+    def _gpustack_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value[:80]!r} must start with http:// or https://, e.g. http://gpustack:80")
+        return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
     def _ray_band_fits(self) -> Settings:
