@@ -59,7 +59,7 @@ RUNTIME_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 RECORD_KEY = "loras"
 MAX_NAME = 128
 MAX_PATH = 4096
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _ADAPTER_CONFIG = "adapter_config.json"
 _ENGINE_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
 
@@ -89,7 +89,7 @@ class EngineRefused(WorkerError):
 
 
 def check_lora_name(name: str, field: str = "name") -> str:
-    if not name or len(name) > MAX_NAME or not _NAME.match(name):
+    if not name or len(name) > MAX_NAME or not _NAME.fullmatch(name):
         raise InvalidRequest(f"{field}: {name[:60]!r} is not a valid adapter name: 1 to {MAX_NAME} letters, "
                              "digits, '.', '_' or '-', starting with a letter or digit")
     return name
