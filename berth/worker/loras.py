@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,8 @@ def without_lora(record: InstanceRecord, name: str) -> dict[str, Any]:
     return {**record.endpoints, RECORD_KEY: [e for e in runtime_loras(record) if e["name"] != name]}
 
 
-def taken_by(records: Iterable[InstanceRecord], name: str, names_of: Any) -> InstanceRecord | None:
+def taken_by(records: Iterable[InstanceRecord], name: str,
+             names_of: Callable[[InstanceRecord], Iterable[str]]) -> InstanceRecord | None:
     """The first record that already answers to ``name`` (``names_of(record)`` lists its names)."""
     return next((r for r in records if not r.state.terminal and name in names_of(r)), None)
 
@@ -190,10 +191,11 @@ class EngineLoras:
             raise EngineRefused(f"the engine did not answer ({type(exc).__name__}); cannot {what}", 502) from None
         if answer.status_code == 200:
             return
-        status = answer.status_code
-        hint = " (is the instance started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=1?)" if status == 404 and operation.startswith("load") else ""
-        raise EngineRefused(f"the engine refused to {what}: {_engine_message(answer)}{hint}",
-                            status if status in (400, 404, 409) else 502)
+        status, message = answer.status_code, _engine_message(answer)
+        if message == "Not Found":  # the route itself: the engine has no runtime LoRA endpoints
+            raise EngineRefused(f"the engine has no /v1/{operation}: it must run with --enable-lora and "
+                                f"{RUNTIME_ENV}=1; cannot {what}", 409)
+        raise EngineRefused(f"the engine refused to {what}: {message}", status if status in (400, 404, 409) else 502)
 
 
 def _engine_message(answer: httpx.Response) -> str:

@@ -53,6 +53,8 @@ class FakeEngine:
         self.calls.append((path, body))
         if self.refuse:
             status, message = self.refuse
+            if message == "Not Found":  # FastAPI's answer for a route the server lacks
+                return httpx.Response(404, json={"detail": message})
             return httpx.Response(status, json={"error": {"message": message, "code": status}})
         if path == "/v1/load_lora_adapter":
             if body["lora_name"] in self.loaded:
@@ -225,6 +227,9 @@ def test_refusals_are_4xx_naming_the_fix(world, tmp_path):
     engine.refuse = (400, "rank 64 is larger than max_lora_rank 16")
     refused = load("a")
     assert refused.status_code == 400 and "max_lora_rank" in refused.json()["detail"]
+    engine.refuse = (404, "Not Found")
+    no_route = load("a")
+    assert no_route.status_code == 409 and "--enable-lora" in no_route.json()["detail"]
     engine.refuse, engine.down = None, True
     unreachable = load("a")
     assert unreachable.status_code == 502 and "did not answer" in unreachable.json()["detail"]
