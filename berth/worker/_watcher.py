@@ -24,6 +24,7 @@ from berth.worker._context import WorkerContext
 from berth.worker.deployment import create_workload, plan_instance
 from berth.worker.errors import RegistryUnavailable, WorkerError
 from berth.worker.lifecycle import backoff_delay, created_changes, observed_changes, restart_due
+from berth.worker.loras import LoraKeeper
 from berth.worker.ray_join import RayJoinCheck
 from berth.worker.readiness import Readiness
 from berth.worker.registry import InstanceRecord
@@ -80,6 +81,7 @@ class Watcher:
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
         self._joins = RayJoinCheck(timeout=ctx.settings.probe_timeout)
+        self.loras = LoraKeeper(ctx)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="berth-watcher", daemon=True)
@@ -91,6 +93,7 @@ class Watcher:
             self._thread.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._joins.close()
+        self.loras.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -156,6 +159,7 @@ class Watcher:
         changes = observed_changes(record, status, readiness, time.time())
         if changes:
             self._apply(record, changes)
+        self.loras.ensure(self.ctx.registry.get(instance_id) or record)  # runtime LoRA adapters back after a (re)start
 
     def _readiness(self, record: InstanceRecord, status: WorkloadStatus | None) -> Readiness | None:
         if status is None or status.state not in _PROBED or record.state is InstanceState.RUNNING:

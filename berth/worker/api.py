@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from berth import __version__
-from berth.worker import api_instances, api_launcher, api_swap
+from berth.worker import api_instances, api_launcher, api_loras, api_swap
 from berth.worker._middleware import BearerAuth, BodyLimit, RequestMetrics
 from berth.worker._runtime import trim_malloc
 from berth.worker.errors import WorkerError
@@ -180,6 +180,7 @@ def create_app(manager: ServeManager, *, start: bool = True, close: bool = True)
     app.state.header_routes = {}
     app.include_router(api_launcher.router)
     app.include_router(api_instances.router)
+    app.include_router(api_loras.router)
     api_swap.install(app, manager)
     gpustack_admits = _join_gpustack(app, manager)
     app.include_router(inference_router)

@@ -6,8 +6,9 @@ A request goes to one *running* instance, chosen
 1. by a routing header a scheduler sets (GPUStack's ``X-GPUStack-Model-Instance``): whoever
    registered the header in ``app.state.header_routes`` maps its value to a berth instance id;
 2. else by the request's ``model`` (JSON body, or the ``model`` query parameter of a GET): the
-   served names of running instances, and the LoRA adapters they load (``--lora-modules``, or a
-   GPUStack ``lora_list``), which route to their base instance;
+   served names of running instances, and the LoRA adapters they load (``--lora-modules``, a
+   GPUStack ``lora_list``, or loaded at run time, see :mod:`berth.worker.loras`), which route to
+   their base instance;
 3. else, when ``app.state.model_activator`` is set (see :mod:`berth.worker.activation`), by
    asking it to bring the model up within ``router_activation_timeout`` seconds.
 
@@ -36,10 +37,11 @@ from starlette.background import BackgroundTask
 from berth.utils.args import flatten_to_argv, is_parameter_key
 from berth.worker.activation import ModelActivator, ModelUnavailable, RouteGate, UnknownModel
 from berth.worker.errors import InstanceNotFound
+from berth.worker.loras import runtime_lora_names
 from berth.worker.registry import InstanceRecord
 from berth.worker.states import InstanceState
 
-__all__ = ["HeaderRoute", "OpenAIError", "RouteError", "lora_names", "openai_error", "pick_instance", "router", "served_model_names"]
+__all__ = ["HeaderRoute", "OpenAIError", "RouteError", "adapter_names", "lora_names", "openai_error", "pick_instance", "router", "served_model_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,10 +147,15 @@ def lora_names(spec: Mapping[str, Any]) -> list[str]:
     return names
 
 
+def adapter_names(record: InstanceRecord) -> list[str]:
+    """The instance's LoRA adapters: those its spec loads, then those loaded at run time."""
+    return lora_names(record.spec) + runtime_lora_names(record)
+
+
 def served_model_names(record: InstanceRecord) -> list[str]:
     """Every name a request may use for this instance: served names first, then LoRA adapters."""
     served = list(record.endpoints.get("served_names") or [])
-    return served + [name for name in lora_names(record.spec) if name not in served]
+    return served + [name for name in dict.fromkeys(adapter_names(record)) if name not in served]
 
 
 def pick_instance(records: Iterable[InstanceRecord], model: str) -> InstanceRecord | None:
@@ -158,7 +165,7 @@ def pick_instance(records: Iterable[InstanceRecord], model: str) -> InstanceReco
     """
     running = [r for r in records if r.state is InstanceState.RUNNING and r.endpoints.get("base_url")]
     matches = [r for r in running if model in (r.endpoints.get("served_names") or [])]
-    matches = matches or [r for r in running if model in lora_names(r.spec)]
+    matches = matches or [r for r in running if model in adapter_names(r)]
     return min(matches, key=lambda r: (r.ready_at or 0.0, r.id)) if matches else None
 
 
