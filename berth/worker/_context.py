@@ -34,11 +34,12 @@ class OpLocks:
         self._guard = threading.Lock()
         self._held: dict[str, _Held] = {}
 
-    def acquire(self, instance_id: str, *, blocking: bool = True) -> bool:
+    def acquire(self, instance_id: str, *, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take ``instance_id``'s lock (waiting at most ``timeout`` s when given); False if not taken."""
         with self._guard:
             entry = self._held.setdefault(instance_id, _Held())
             entry.users += 1
-        if entry.lock.acquire(blocking):
+        if entry.lock.acquire(blocking, timeout if blocking else -1):
             return True
         self._drop(instance_id, entry)
         return False

@@ -73,6 +73,8 @@ IN_TRANSIT_S = 0.5
 _READY_POLL_S = 0.05
 _DRAIN_POLL_S = 0.2
 _DEFAULT_ETA_S = 10.0
+#: How long an API operation waits for another operation on the same model (not for a start).
+_OPERATION_WAIT_S = 10.0
 
 
 class ModelStateConflict(WorkerError):
@@ -208,6 +210,20 @@ class SwapController:
             started = self._flight_started.get(model) if model in self._flights else None
         spent = time.monotonic() - started if started is not None else 0.0
         return max(1.0, round(expected - spent, 1))
+
+    @contextmanager
+    def _operation(self, name: str) -> Iterator[None]:
+        """The model's lock for an API operation. A start under way answers 409 at once (it may
+        last ``swap_ready_timeout``); another operation is waited for, :data:`_OPERATION_WAIT_S` at most."""
+        if self._busy.get(name) == "starting":
+            raise ModelStateConflict(f"model {name!r} is starting; try again once it is running")
+        if not self._models.acquire(name, timeout=_OPERATION_WAIT_S):
+            raise ModelStateConflict(f"model {name!r} is {self._busy.get(name, 'busy with another operation')}; "
+                                     "try again in a moment")
+        try:
+            yield
+        finally:
+            self._models.release(name)
 
     # -- activation (on the pool's threads) ------------------------------------------------
 
@@ -508,7 +524,7 @@ class SwapController:
 
     def unregister(self, name: str) -> ModelDefinition:
         """Park the model and forget its definition."""
-        with self._models.held(name):
+        with self._operation(name):
             definition = self._definition(name)
             if self._record(definition) is not None:
                 self._park(definition, "unregistered")
@@ -520,7 +536,7 @@ class SwapController:
     def park(self, name: str) -> ModelDefinition:
         """Stop the model's engine, keep its definition (waits for an activation in progress, and
         up to ``swap_drain_timeout`` for the requests in flight)."""
-        with self._models.held(name):
+        with self._operation(name):
             definition = self._definition(name)
             record = self._record(definition)
             if record is not None:
@@ -541,7 +557,7 @@ class SwapController:
 
     def sleep(self, name: str, level: int | None = None) -> ModelDefinition:
         """Put the model's running engine to sleep at ``level`` (default: its sleep level)."""
-        with self._models.held(name):
+        with self._operation(name):
             definition = self._definition(name)
             if not definition.can_sleep:
                 raise ModelStateConflict(f"model {name!r} was registered without sleep_level, so its engine has no "
@@ -560,7 +576,7 @@ class SwapController:
             return self._definition(name)
 
     def pin(self, name: str, pinned: bool) -> ModelDefinition:
-        with self._models.held(name):
+        with self._operation(name):
             definition = self.store.update(self._definition(name).name, pinned=pinned)
         self._event(definition, "pinned" if pinned else "unpinned")
         return definition
