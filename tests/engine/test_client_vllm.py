@@ -70,7 +70,15 @@ def test_return_extra_carries_logprobs_and_token_ids(service):
 
 def test_a_client_server_process_runs_exactly_the_config(service):
     if service.serve_config.deployer != "process":
-        pytest.skip("a launcher instance is a fork of the daemon: its /proc command line is the daemon's")
+        # a launcher instance is a fork of the daemon: its /proc command line is the daemon's, so
+        # the plan the daemon was handed is what it ran
+        plan = service.servers[0].plan
+        assert plan is not None
+        argv, environ = list(plan.args), dict(plan.env)
+        assert argv[argv.index("--max-model-len") + 1] == "512" and argv.count("--max-model-len") == 1
+        assert "--tensor-parallel-size" not in argv
+        assert not {"OMP_NUM_THREADS", "RUNAI_STREAMER_MEMORY_LIMIT"} & set(environ)
+        return
     pid = service.servers[0].status().containers[0].pid
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     environ = dict(item.split("=", 1) for item in
