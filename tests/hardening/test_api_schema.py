@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import allow_header_conformance, positive_data_acceptance
+from schemathesis.checks import allow_header_conformance, not_a_server_error, positive_data_acceptance
 from schemathesis.config._checks import NegativeDataRejectionConfig
 
 from berth.deployers.memory import MemoryDeployer
@@ -39,8 +39,12 @@ EXAMPLES = int(os.environ.get("BERTH_SCHEMA_EXAMPLES", "40"))
 
 
 _DATA = Path(tempfile.mkdtemp(prefix="berth-schema-"))
+#: No watcher runs here (the manager starts with watch=False), so no instance ever becomes ready:
+#: a registered model's start and a /v1 request waiting for it give up within seconds, not the
+#: production minutes, and every such request is answered (503) while the fuzzer waits.
 _MANAGER = ServeManager(
-    Settings.load(data_dir=_DATA / "data", instance_port_range="45300-45499"),
+    Settings.load(data_dir=_DATA / "data", instance_port_range="45300-45499", swap_ready_timeout=2.0,
+                  router_activation_timeout=2.0, swap_drain_timeout=1.0),
     deployer=MemoryDeployer(),
     probe=FakeProbe(),
 )
@@ -62,9 +66,15 @@ def running_manager() -> Iterator[ServeManager]:
     shutil.rmtree(_DATA, ignore_errors=True)
 
 
+#: Paths that bring a model up on demand: when it cannot be ready in time (here never: no watcher
+#: runs), their documented answer is 503 with Retry-After and a detail saying why (issue 17).
+_ACTIVATING = ("/v1/", "/v2/models")
+
+
 def clean_answers(ctx: Any, response: Any, case: Any) -> bool:
-    """No 5xx, no traceback, refusals as JSON naming the field."""
-    found = problem(response.status_code, response.headers.get("content-type", [""])[0], response.content)
+    """No 5xx (but an activating path's 503), no traceback, refusals as JSON naming the field."""
+    found = problem(response.status_code, response.headers.get("content-type", [""])[0], response.content,
+                    unavailable_ok=case.path.startswith(_ACTIVATING))
     if found is not None:
         raise AssertionError(found)
     return True
@@ -75,5 +85,6 @@ def clean_answers(ctx: Any, response: Any, case: Any) -> bool:
 def test_every_operation_answers_cleanly(case: Any) -> None:
     case.call_and_validate(
         additional_checks=[clean_answers],
-        excluded_checks=[positive_data_acceptance, allow_header_conformance],
+        excluded_checks=[positive_data_acceptance, allow_header_conformance,
+                         *([not_a_server_error] if case.path.startswith(_ACTIVATING) else [])],
     )
