@@ -8,8 +8,6 @@ import os
 import tempfile
 from typing import Any
 
-__all__ = ["default_run_dir", "read_json", "redirect_stdio", "unlink", "write_json"]
-
 
 def write_json(path: str, data: dict[str, Any]) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same directory, then

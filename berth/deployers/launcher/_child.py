@@ -116,6 +116,3 @@ def _exit(code: int) -> NoReturn:
         except (OSError, ValueError):
             pass
     os._exit(code)
-
-
-__all__ = ["become_instance"]
