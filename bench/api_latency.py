@@ -29,7 +29,7 @@ from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import LogChunk, WorkloadState
 from berth.testing import free_port
 from berth.worker import ServeManager, Settings, create_app
-from berth.worker.fakes import FakeProbe
+from berth.testing.fakes import FakeProbe
 
 MIB = 1 << 20
 GIB = 1 << 30

@@ -186,7 +186,7 @@ def print_table(title: str, results: list[Result]) -> None:
 def stub_process() -> Iterator[str]:
     """A stub server in its own process group (so its CPU is not ours); yields its base URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "berth.client._stub", "--port", "0", "--model", STUB_MODEL],
+        [sys.executable, "-m", "berth.testing.stub_server", "--port", "0", "--model", STUB_MODEL],
         stdout=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:

@@ -21,8 +21,6 @@ from berth.demo.model import DEMO_MODEL_NAME, DemoModelError, default_cache_dir
 from berth.demo.run import CHAT_QUESTION, INSTANCE_ID, DemoError, DemoOptions, DemoResult, run_demo, stop_kept_worker
 from berth.demo.worker import WorkerAPIError
 
-__all__ = ["demo"]
-
 
 class DemoDeployer(str, Enum):
     launcher = "launcher"

@@ -16,8 +16,6 @@ from typing import Any
 
 from berth.cli._app import CLIError
 
-__all__ = ["WorkerAPI", "WorkerUnreachable"]
-
 
 class WorkerUnreachable(CLIError):
     """The worker did not answer (refused, reset, timed out, cut off mid-answer): worth retrying."""

@@ -18,8 +18,6 @@ from berth.cli._remote import WorkerAPI
 from berth.cli._remote_follow import LogFollow, content_total
 from berth.schemas import DeploymentSpec
 
-__all__ = ["remote", "remote_logs", "remote_ps", "remote_run", "remote_stop"]
-
 
 def _token() -> str | None:
     token = os.environ.get("BERTH_API_TOKEN")

@@ -22,7 +22,6 @@ from typing import BinaryIO
 from berth.cli._app import CLIError, err_console
 from berth.cli._remote import Reply, WorkerAPI, WorkerUnreachable
 
-__all__ = ["IDLE_S", "RETRY_S", "LogFollow", "content_total"]
 
 #: Seconds between reads of a log that did not grow: first, last (each wait is 1.5 times the one before).
 IDLE_S = (0.25, 2.0)

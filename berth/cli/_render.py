@@ -11,7 +11,6 @@ from rich.table import Table
 from berth.backends.plan import ServePlan
 from berth.utils.env import mask_env, mask_secrets_in_args
 
-__all__ = ["docker_run_line", "print_plan"]
 
 _GPU_FLAGS = {
     "nvidia.com/devices": lambda ids: ["--gpus", f'"device={ids}"'],

@@ -19,8 +19,6 @@ from berth.cli._app import CLIError, app, err_console
 from berth.schemas.errors import validation_messages
 from berth.worker.settings import ENV_PREFIX, Settings, settings_table
 
-__all__ = ["load_settings", "serve"]
-
 
 def _pairs(items: list[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}

@@ -9,7 +9,6 @@ import logging
 from berth.client.config import DeployerChoice
 from berth.deployers import Deployer, DeployerError, get_deployer
 
-__all__ = ["close_deployer", "open_deployer"]
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ from typing import TextIO
 from berth.deployers import Deployer, DeployerError
 from berth.utils.env import MASK, is_secret_name
 
-__all__ = ["LogForwarder", "log_tail", "secret_values"]
 
 #: Bytes of log quoted in a start failure.
 TAIL_BYTES = 4000

@@ -13,7 +13,6 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-__all__ = ["BackgroundLoop", "acquire_loop"]
 
 T = TypeVar("T")
 

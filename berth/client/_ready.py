@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import urllib.request
 
-__all__ = ["is_ready", "served_models"]
 
 PROBE_TIMEOUT = 2.0
 #: No proxies: probes go straight to the server, whatever http_proxy says.

@@ -7,8 +7,6 @@ import os
 
 from berth.schemas.workload import LogChunk
 
-__all__ = ["read_range", "read_tail"]
-
 
 def read_range(path: str, start: int, end: int | None, *, missing_ok: bool = True) -> LogChunk:
     """Bytes ``start..end`` (inclusive; ``None``: to the end) of the file at ``path``.

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 
 from gpustack_runtime.deployer import WorkloadPlan
 
-from berth.deployers.base import RUN_CONTAINER, Deployer, DeployerError, WorkloadNotFound
+from berth.deployers.base import Deployer, DeployerError, WorkloadNotFound
 from berth.schemas.workload import LogChunk, WorkloadStatus
 
 __all__ = ["AutoDeployer"]
@@ -90,14 +90,8 @@ class AutoDeployer(Deployer):
                 continue
         raise WorkloadNotFound(f"no workload named {name!r} on {', '.join(self.member_names)}")
 
-    def follow(
-        self,
-        name: str,
-        *,
-        container: str = RUN_CONTAINER,
-        start: int = 0,
-        poll: float = 0.25,
-        stop: threading.Event | None = None,
+    def _follow(
+        self, name: str, container: str, start: int, poll: float, stop: threading.Event | None
     ) -> Iterator[bytes]:
         return self._owner(name).follow(name, container=container, start=start, poll=poll, stop=stop)
 

@@ -40,7 +40,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from gpustack_runtime.deployer import WorkloadPlan
 
@@ -209,6 +209,13 @@ class Deployer(ABC):
         stop: threading.Event | None = None,
     ) -> Iterator[bytes]:
         """Yield new log bytes as they are written, until the workload ends or ``stop`` is set."""
+        return self._follow(name, container, start, poll, stop)
+
+    def _follow(
+        self, name: str, container: str, start: int, poll: float, stop: threading.Event | None
+    ) -> Iterator[bytes]:
+        """How :meth:`follow` streams: by default, polling :meth:`logs`; deployers with a
+        native log stream override this."""
         offset = start
         while stop is None or not stop.is_set():
             chunk = self.logs(name, container=container, start=offset, end=offset + MAX_LOG_READ - 1)
@@ -277,12 +284,18 @@ class LocalDeployer(Deployer):
         python: str | None = None,
         inherit_env: bool = True,
         start_timeout: float | None = None,
+        **options: Any,
     ) -> None:
         chosen = os.fspath(run_dir) if run_dir is not None else default_run_dir(self.name)
         self.run_dir = os.path.abspath(chosen)
         self.python = python or sys.executable
         self.inherit_env = inherit_env
         self.start_timeout = self.default_start_timeout if start_timeout is None else start_timeout
+        self._setup(**options)
+
+    def _setup(self) -> None:
+        """Take the deployer's own keyword options (those beyond :class:`LocalDeployer`'s) and
+        finish construction; called last by ``__init__``. Raises ``TypeError`` on unknown ones."""
 
     def base_env(self) -> dict[str, str]:
         """The environment a workload starts from, before the plan's own variables."""

@@ -14,7 +14,6 @@ from typing import Any
 
 from berth.worker.metrics import WorkerMetrics
 
-__all__ = ["BearerAuth", "BodyLimit", "RequestMetrics"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

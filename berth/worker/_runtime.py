@@ -22,7 +22,6 @@ import gc
 import logging
 import os
 
-__all__ = ["ARENAS", "freeze_startup_objects", "limit_malloc_arenas", "trim_malloc"]
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ from berth.worker.readiness import Readiness
 from berth.worker.registry import InstanceRecord
 from berth.worker.states import InstanceState
 
-__all__ = ["Watcher", "schedule_restart", "workload_status"]
 
 logger = logging.getLogger(__name__)
 

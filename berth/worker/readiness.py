@@ -24,7 +24,7 @@ class Readiness:
 
 
 class Probe(Protocol):
-    """What the worker needs from a readiness checker (the fake in :mod:`berth.worker.fakes` too)."""
+    """What the worker needs from a readiness checker (the fake in :mod:`berth.testing.fakes` too)."""
 
     def check(self, base_url: str, served_names: Sequence[str]) -> Readiness: ...
 

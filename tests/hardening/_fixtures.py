@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from berth.deployers.base import Deployer
 from berth.deployers.memory import MemoryDeployer
 from berth.worker import ServeManager, Settings, create_app
-from berth.worker.fakes import FakeProbe
+from berth.testing.fakes import FakeProbe
 
 __all__ = ["FAKE", "FAKE_ENTRYPOINT", "in_process", "spec_body"]
 

@@ -32,7 +32,7 @@ from schemathesis.config._checks import NegativeDataRejectionConfig
 
 from berth.deployers.memory import MemoryDeployer
 from berth.worker import ServeManager, Settings, create_app
-from berth.worker.fakes import FakeProbe
+from berth.testing.fakes import FakeProbe
 from tests.hardening._answers import problem
 
 EXAMPLES = int(os.environ.get("BERTH_SCHEMA_EXAMPLES", "40"))

@@ -82,7 +82,7 @@ def test_a_plan_nobody_runs_is_refused_with_every_reason(real) -> None:
 def test_a_default_worker_accepts_every_role(tmp_path, real, monkeypatch) -> None:
     from berth.worker import ServeManager, Settings, admission
     from berth.worker.allocation import GPUAllocator, PortAllocator
-    from berth.worker.fakes import FakeProbe
+    from berth.testing.fakes import FakeProbe
     from tests.support.specs import make_spec
 
     def allocators(settings):  # whether a port is bound on this busy host does not matter here

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from berth.client import ClientError, ResponseOutput, ServerError, VLLMClient
-from berth.client._stub import StubServer
+from berth.testing.stub_server import StubServer
 
 
 @pytest.fixture

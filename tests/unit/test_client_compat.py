@@ -21,7 +21,7 @@ from berth.client import (
     VLLMServer,
     setup_logging,
 )
-from berth.client._stub import StubServer
+from berth.testing.stub_server import StubServer
 from berth.client.planning import batched_args, model_location
 from berth.client.serve_args import llm_kwargs
 from berth.client.transport import pick_model

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from berth.client import LLMConfig, ServeConfig, ServerStartError, VLLMServer
 from berth.client._logs import LogForwarder, mask, secret_values
-from berth.client._stub import StubServer
+from berth.testing.stub_server import StubServer
 from berth.client.planning import plan_server
 from berth.client.serve_args import kwarg_options, serve_options
 from berth.deployers.memory import MemoryDeployer

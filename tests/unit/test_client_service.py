@@ -18,7 +18,7 @@ from berth.client import (
     VLLMService,
     instance_base_url,
 )
-from berth.client._stub import StubServer
+from berth.testing.stub_server import StubServer
 from berth.client.attach import base_url_from_instance
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState

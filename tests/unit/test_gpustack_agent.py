@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings, create_app
-from berth.worker.fakes import FakeProbe
+from berth.testing.fakes import FakeProbe
 from berth.worker.gpustack.client import ServerRefused
 from berth.worker.gpustack.files import FileSync, check_local_model
 from berth.worker.gpustack.identity import Identity, load_identity, save_identity

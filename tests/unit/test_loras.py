@@ -16,7 +16,7 @@ from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings, create_app
 from berth.worker import api_loras
 from berth.worker.errors import InvalidRequest
-from berth.worker.fakes import FakeProbe
+from berth.testing.fakes import FakeProbe
 from berth.worker.loras import (
     RUNTIME_ENV,
     EngineLoras,

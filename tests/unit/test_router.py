@@ -22,7 +22,7 @@ from berth.schemas.workload import WorkloadState
 from berth.testing import free_port
 from berth.worker import ServeManager, Settings, create_app
 from berth.worker.activation import ModelUnavailable, UnknownModel
-from berth.worker.fakes import FakeProbe
+from berth.testing.fakes import FakeProbe
 from berth.worker.registry import InstanceRecord
 from berth.worker.router import lora_names, pick_instance
 from berth.worker.states import InstanceState

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings, create_app
-from berth.worker.fakes import FakeProbe
+from berth.testing.fakes import FakeProbe
 
 LOG = b"0123456789" * 3  # the seed's 30-byte example
 SEED_INDEX = {

@@ -11,7 +11,7 @@ from berth.schemas import DeploymentSpec
 from berth.schemas.workload import WorkloadState
 from berth.worker import LauncherRequest, ServeManager, Settings
 from berth.worker.errors import DeployerDown, InstanceConflict, InvalidRequest, ResourceExhausted
-from berth.worker.fakes import FakeProbe
+from berth.testing.fakes import FakeProbe
 from berth.worker.allocation import expand_ports
 from berth.worker.lifecycle import OWNER_LABEL, backoff_delay
 from berth.worker.registry import InstanceRecord, Registry

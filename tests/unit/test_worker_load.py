@@ -18,7 +18,7 @@ from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings, create_app
 from berth.worker._runtime import _glibc, freeze_startup_objects, limit_malloc_arenas, trim_malloc
 from berth.worker.api_logs import LOG_READ_THREADS
-from berth.worker.fakes import FakeProbe
+from berth.testing.fakes import FakeProbe
 
 FOLLOWERS = 3 * LOG_READ_THREADS
 

@@ -11,7 +11,7 @@ from berth.worker import ServeManager, Settings, admission
 from berth.worker.admission import Holdings
 from berth.worker.allocation import GPUAllocator, PortAllocator, expand_ports
 from berth.worker.errors import InstanceConflict
-from berth.worker.fakes import FakeProbe
+from berth.testing.fakes import FakeProbe
 from berth.worker.registry import InstanceRecord
 
 FOUR = [47000, 47001, 47002, 47003]

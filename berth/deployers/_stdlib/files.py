@@ -1,4 +1,5 @@
-"""Small JSON state files written atomically, and where run directories live by default."""
+"""Small JSON state files written atomically, where run directories live by default, and a
+program's standard streams sent to its log file."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import json
 import os
 import tempfile
 from typing import Any
-
-__all__ = ["default_run_dir", "read_json", "unlink", "write_json"]
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:
@@ -49,3 +48,15 @@ def default_run_dir(kind: str) -> str:
         xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
         data_dir = os.path.join(xdg, "berth")
     return os.path.join(data_dir, kind)
+
+
+def redirect_stdio(log_path: str) -> None:
+    """Point this process's stdin at ``/dev/null`` and stdout/stderr at ``log_path`` (appended,
+    created mode 0600), as a supervised program does before it runs its workload."""
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)

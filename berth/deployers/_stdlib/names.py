@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_NAME_LENGTH", "NAME_PATTERN", "check_name", "name_problem"]
 
 #: A Kubernetes label value's limit, which Docker and Podman labels then share.
 MAX_NAME_LENGTH = 63

@@ -230,23 +230,3 @@ def signal_name(sig: int | None) -> str:
         return _signal.Signals(sig).name
     except ValueError:
         return f"signal {sig}"
-
-
-__all__ = [
-    "ProcStat",
-    "become_subreaper",
-    "descendants",
-    "die_with_parent",
-    "has_env",
-    "is_running",
-    "iter_stats",
-    "members",
-    "mentioning",
-    "read_stat",
-    "send",
-    "send_group",
-    "signal_name",
-    "start_time",
-    "wait_gone",
-    "with_argv",
-]

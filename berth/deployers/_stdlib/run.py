@@ -16,8 +16,6 @@ import types
 #: The directory holding the ``berth`` package.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-__all__ = ["ROOT", "argv_for", "register_parents"]
-
 
 def register_parents(module: str) -> None:
     """Make ``module``'s parent packages importable without running their ``__init__``."""

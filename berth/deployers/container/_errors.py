@@ -140,13 +140,3 @@ def translate_error(exc: BaseException, action: str) -> DeployerError:
     if isinstance(exc, OperationError):
         return DeployerError(f"the container engine could not {action}: {_summary(exc)}")
     return DeployerError(f"could not {action}: {type(exc).__name__}: {_summary(exc)}")
-
-
-__all__ = [
-    "causes",
-    "engine_address",
-    "pause_image",
-    "translate_create_error",
-    "translate_error",
-    "unavailable_message",
-]

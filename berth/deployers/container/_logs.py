@@ -134,14 +134,3 @@ def _drain(chunks: queue.Queue[object], poll: float, stop: threading.Event | Non
         if isinstance(item, BaseException):
             raise item
         yield item  # type: ignore[misc]
-
-
-__all__ = [
-    "CACHE_ENTRIES",
-    "LogCache",
-    "follow_stream",
-    "last_lines",
-    "skip_bytes",
-    "slice_log",
-    "to_bytes",
-]

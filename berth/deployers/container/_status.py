@@ -202,22 +202,3 @@ def has_exited(status: RuntimeStatus, container: str) -> bool:
     """Whether ``container`` has ended for good (its log will not grow)."""
     entry = next((e for e in status.exits or [] if e.name == container), None)
     return entry is not None and entry.exit_code is not None
-
-
-__all__ = [
-    "EMPTY_STATE",
-    "IDENTITY_PREFIX",
-    "LIVE_STATE",
-    "container_names",
-    "containers_of",
-    "exited_container",
-    "has_exited",
-    "identity_of",
-    "live_container",
-    "parse_created",
-    "signal_of",
-    "to_status",
-    "token_of",
-    "workload_reason",
-    "workload_state",
-]

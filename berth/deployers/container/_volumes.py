@@ -40,6 +40,3 @@ def remove_leftover_volumes(name: str) -> list[str]:
     except Exception:  # noqa: BLE001 - best effort cleanup after an error already reported
         pass
     return removed
-
-
-__all__ = ["docker_selected", "remove_leftover_volumes", "workload_label"]

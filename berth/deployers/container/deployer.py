@@ -183,14 +183,8 @@ class ContainerDeployer(Deployer):
             )
         return token
 
-    def follow(
-        self,
-        name: str,
-        *,
-        container: str = RUN_CONTAINER,
-        start: int = 0,
-        poll: float = 0.25,
-        stop: threading.Event | None = None,
+    def _follow(
+        self, name: str, container: str, start: int, poll: float, stop: threading.Event | None
     ) -> Iterator[bytes]:
         """The engine's own log stream from byte ``start``; ends when the container does."""
         found = self._require(name)

@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
+from berth.deployers._stdlib.files import redirect_stdio
 from berth.deployers._stdlib.proc import die_with_parent
 
 _RESET_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE, signal.SIGUSR1)
@@ -39,7 +40,7 @@ def become_instance(
         os.setpgrp()
         die_with_parent(daemon_pid)
         _close_all(closeables)
-        _redirect_output(log_path)
+        redirect_stdio(log_path)
         _reset_signals()
         _replace_env(env)
         if cwd:
@@ -81,16 +82,6 @@ def _socket_fds() -> list[int]:
     return found
 
 
-def _redirect_output(log_path: str) -> None:
-    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(null)
-    os.close(log)
-
-
 def _reset_signals() -> None:
     signal.set_wakeup_fd(-1)
     for sig in _RESET_SIGNALS:
@@ -125,6 +116,3 @@ def _exit(code: int) -> NoReturn:
         except (OSError, ValueError):
             pass
     os._exit(code)
-
-
-__all__ = ["become_instance"]

@@ -105,6 +105,3 @@ def serve_args(container: Container) -> list[str]:
             f"{_OTHER_DEPLOYERS}"
         )
     return argv[2:]
-
-
-__all__ = ["InstanceRequest", "instance_request", "plan_problem", "run_container", "serve_args"]

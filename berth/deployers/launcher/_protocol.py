@@ -93,18 +93,3 @@ def call(socket_path: str, request: dict[str, Any], *, timeout: float = 30.0) ->
         sock.connect(socket_path)
         sock.sendall(encode(request))
         return unwrap(decode(read_line(sock)))
-
-
-__all__ = [
-    "ERROR_KINDS",
-    "MAX_LINE",
-    "SOCKET_NAME",
-    "ProtocolError",
-    "call",
-    "decode",
-    "encode",
-    "error",
-    "ok",
-    "read_line",
-    "unwrap",
-]

@@ -89,14 +89,3 @@ def list_records(state_dir: str) -> list[InstanceRecord]:
 
 def remove_record(state_dir: str, name: str) -> None:
     unlink(state_path(state_dir, name))
-
-
-__all__ = [
-    "INSTANCES_DIR",
-    "InstanceRecord",
-    "list_records",
-    "read_record",
-    "remove_record",
-    "state_path",
-    "write_record",
-]

@@ -158,6 +158,3 @@ def _kill_leftovers(state_dir: str, daemon_pids: list[int], timeout: float) -> N
             return
         for pid in alive:
             proc.wait_gone(pid, timeout if sig == signal.SIGTERM else 5.0)
-
-
-__all__ = ["DAEMON_LOG", "DAEMON_MODULE", "MAX_SOCKET_PATH", "DaemonHandle"]

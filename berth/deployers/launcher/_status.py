@@ -68,6 +68,3 @@ def workload_status(
         created_at=record.created_at,
         identity={"run_dir": run_dir, "pid": str(record.pid), "log": record.log},
     )
-
-
-__all__ = ["TAIL_LINES", "record_state", "with_tail", "workload_status"]

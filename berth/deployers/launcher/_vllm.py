@@ -222,19 +222,3 @@ def serve(namespace: argparse.Namespace, argv: list[str]) -> None:
     close_listener_in_forked_children()
     sys.argv = ["vllm", "serve", *argv]  # vLLM inspects sys.argv in places
     uvloop.run(run_server(namespace))
-
-
-__all__ = [
-    "MP_METHOD_ENV",
-    "PRELOAD",
-    "ServeArgsError",
-    "apply_omp_env_in_forked_workers",
-    "build_parser",
-    "close_listener_in_forked_children",
-    "fork_engine_after_config",
-    "omp_cpus",
-    "parse_serve_args",
-    "preload",
-    "serve",
-    "unsupported",
-]

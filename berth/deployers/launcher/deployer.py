@@ -85,16 +85,7 @@ class LauncherDeployer(LocalDeployer):
     name = "launcher"
     default_start_timeout = 180.0
 
-    def __init__(
-        self,
-        run_dir: str | os.PathLike[str] | None = None,
-        *,
-        python: str | None = None,
-        inherit_env: bool = True,
-        start_timeout: float | None = None,
-        preload: Sequence[str] = (),
-    ) -> None:
-        super().__init__(run_dir, python=python, inherit_env=inherit_env, start_timeout=start_timeout)
+    def _setup(self, *, preload: Sequence[str] = ()) -> None:
         reason = vllm_missing(self.python)
         if reason is not None:
             raise DeployerUnavailable(f"the launcher deployer needs vLLM: {reason}")

@@ -57,6 +57,3 @@ def check_ports_free(containers: Iterable[Container]) -> None:
                     f"{container.name!r} is already bound on this host; stop what uses it or "
                     f"give the instance other ports"
                 )
-
-
-__all__ = ["bound_ports", "check_ports_free"]

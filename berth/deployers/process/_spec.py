@@ -179,15 +179,3 @@ def masked_argv(argv: Sequence[str]) -> list[str]:
         out.append(f"{name}=***" if secret and eq else arg)
         hide_next = secret and not eq
     return out
-
-
-__all__ = [
-    "LaunchSpec",
-    "build_launch_specs",
-    "container_problem",
-    "container_env",
-    "masked_argv",
-    "plan_problem",
-    "resolve_executable",
-    "search_path",
-]

@@ -80,16 +80,3 @@ def read_state(workload_dir: str, container: str) -> ContainerState | None:
 
 def write_state(workload_dir: str, container: str, state: ContainerState) -> None:
     write_json(state_path(workload_dir, container), state.to_dict())
-
-
-__all__ = [
-    "TAG_ENV",
-    "WORKLOAD_FILE",
-    "ContainerState",
-    "log_path",
-    "process_tag",
-    "read_state",
-    "script_path",
-    "state_path",
-    "write_state",
-]

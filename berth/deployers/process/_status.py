@@ -45,6 +45,3 @@ def _finished(name: str, state: ContainerState) -> ContainerStatus:
     if state.exit_code == 0:
         return ContainerStatus(**base, state=WorkloadState.STOPPED, reason="exited with code 0")
     return ContainerStatus(**base, state=WorkloadState.FAILED, reason=f"exited with code {state.exit_code}")
-
-
-__all__ = ["container_status"]

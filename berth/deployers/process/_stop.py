@@ -102,6 +102,3 @@ def _wait_quiet(targets: Sequence[Target], deadline: float) -> bool:
             return False
         time.sleep(POLL)
     return True
-
-
-__all__ = ["KILL_WAIT", "Target", "stop_targets"]

@@ -75,16 +75,7 @@ class ProcessDeployer(LocalDeployer):
 
     name = "process"
 
-    def __init__(
-        self,
-        run_dir: str | os.PathLike[str] | None = None,
-        *,
-        python: str | None = None,
-        inherit_env: bool = True,
-        start_timeout: float | None = None,
-        bin_dirs: Sequence[str] | None = None,
-    ) -> None:
-        super().__init__(run_dir, python=python, inherit_env=inherit_env, start_timeout=start_timeout)
+    def _setup(self, *, bin_dirs: Sequence[str] | None = None) -> None:
         self.bin_dirs = list(bin_dirs) if bin_dirs is not None else [os.path.dirname(sys.executable)]
         self._lock = threading.Lock()
 

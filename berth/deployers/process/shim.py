@@ -38,6 +38,7 @@ import traceback
 from typing import Any
 
 from berth.deployers._stdlib import proc
+from berth.deployers._stdlib.files import redirect_stdio
 from berth.deployers.process import _state as st
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -63,20 +64,11 @@ class Shim:
         os.setsid()
         self.state.shim_start = proc.start_time(os.getpid())
         self.subreaper = proc.become_subreaper()
-        self._redirect_stdio()
+        redirect_stdio(st.log_path(self.dir, self.container))
         for sig in _FORWARDED:
             signal.signal(sig, self._on_signal)
         if self._spawn():
             self._reap()
-
-    def _redirect_stdio(self) -> None:
-        log_fd = os.open(st.log_path(self.dir, self.container), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        null_fd = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null_fd, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.close(null_fd)
-        os.close(log_fd)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.state.stop_requested = True

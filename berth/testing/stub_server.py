@@ -10,7 +10,7 @@ Test hooks: ``delay`` (seconds before each POST is answered), ``drop_first`` (cl
 connection without answering the first N POSTs), ``fail`` (answer every POST with this
 ``(status, message)``), ``record`` (keep every POST body in ``requests``).
 
-Run standalone: ``python -m berth.client._stub --port 0`` prints ``PORT <n>`` once listening.
+Run standalone: ``python -m berth.testing.stub_server --port 0`` prints ``PORT <n>`` once listening.
 """
 
 from __future__ import annotations
@@ -285,7 +285,7 @@ def _http_response(status: int, body: bytes) -> bytes:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve a stub until SIGTERM or SIGINT; print ``PORT <n>`` once listening."""
-    parser = argparse.ArgumentParser(prog="python -m berth.client._stub", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m berth.testing.stub_server", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
     parser.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
     parser.add_argument("--model", default="stub-model", help="served model name")
