@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python -m tests.gpustack_parity.compare [--gpustack-python PATH] [-v] [CASE...]
 
-GPUStack runs in its own venv (``/work/main/.venv-gpustack`` by default, or
+GPUStack runs in its own venv (``.venv-gpustack`` beside berth's ``.venv`` by default, made by ``make gpustack``, or
 ``$BERTH_GPUSTACK_PYTHON``) as a subprocess with an empty environment; nothing of it is imported
 here. A case matches when both refuse it, or when every compared field is equal, element by
 element and in order: per container the name, image, full command line (entrypoint and
