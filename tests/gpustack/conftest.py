@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from berth.testing import free_port
+from tests.support.serve_process import stop_group
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REPO = Path(__file__).resolve().parents[2]
@@ -60,17 +61,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def _as_postgres(argv: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root: as root, run its tools as user postgres."""
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
-
-
-def _stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 @dataclass
@@ -153,7 +143,7 @@ class GPUStackServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop_group(self.proc, timeout=20)
+            stop_group(self.proc, timeout=20)
 
     def admin(self) -> httpx.Client:
         """A client logged in as the bootstrap admin (session cookie)."""
