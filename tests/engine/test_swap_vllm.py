@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from berth.testing import CPU_ENV
 from berth.worker import ServeManager, Settings, create_app
+from tests.support.ports import free_range
 
 pytestmark = pytest.mark.vllm
 
@@ -28,7 +29,7 @@ def chat(base_url: str, model: str) -> dict:
 
 def test_a_parked_model_is_forked_again_on_request(tmp_path, tiny_model):
     settings = Settings.load(data_dir=tmp_path / "data", deployer="launcher", poll_interval=0.25,
-                             instance_port_range="46800-46899", stop_instances_on_exit=True)
+                             instance_port_range=free_range(100), stop_instances_on_exit=True)
     manager = ServeManager(settings)
     with TestClient(create_app(manager)) as client:
         path = "forked" if manager.deployer.name == "launcher" else "cold"

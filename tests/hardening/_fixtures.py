@@ -15,6 +15,7 @@ from berth.deployers.base import Deployer
 from berth.deployers.memory import MemoryDeployer
 from berth.worker import ServeManager, Settings, create_app
 from berth.testing.fakes import FakeProbe
+from tests.support.ports import free_range
 
 __all__ = ["FAKE", "FAKE_ENTRYPOINT", "in_process", "spec_body"]
 
@@ -25,7 +26,7 @@ FAKE_ENTRYPOINT = [sys.executable, FAKE]
 @contextmanager
 def in_process(data_dir: Path, deployer: Deployer | None = None, **settings: Any) -> Iterator[TestClient]:
     """The worker's app over ``deployer`` (memory by default), started and closed around the block."""
-    base = {"data_dir": data_dir, "poll_interval": 0.05, "instance_port_range": "45600-45699"}
+    base = {"data_dir": data_dir, "poll_interval": 0.05, "instance_port_range": free_range(100)}
     manager = ServeManager(Settings.load(**{**base, **settings}), deployer=deployer or MemoryDeployer(),
                            probe=FakeProbe())
     with TestClient(create_app(manager)) as client:

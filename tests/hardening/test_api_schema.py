@@ -34,6 +34,7 @@ from berth.deployers.memory import MemoryDeployer
 from berth.worker import ServeManager, Settings, create_app
 from berth.testing.fakes import FakeProbe
 from tests.hardening._answers import problem
+from tests.support.ports import free_range
 
 EXAMPLES = int(os.environ.get("BERTH_SCHEMA_EXAMPLES", "40"))
 
@@ -43,7 +44,7 @@ _DATA = Path(tempfile.mkdtemp(prefix="berth-schema-"))
 #: a registered model's start and a /v1 request waiting for it give up within seconds, not the
 #: production minutes, and every such request is answered (503) while the fuzzer waits.
 _MANAGER = ServeManager(
-    Settings.load(data_dir=_DATA / "data", instance_port_range="45300-45499", swap_ready_timeout=2.0,
+    Settings.load(data_dir=_DATA / "data", instance_port_range=free_range(200), swap_ready_timeout=2.0,
                   router_activation_timeout=2.0, swap_drain_timeout=1.0),
     deployer=MemoryDeployer(),
     probe=FakeProbe(),

@@ -411,10 +411,19 @@ def check_state_api(instance: Instance) -> None:
 
 def check_sockets(pair: Pair, instance: Instance) -> tuple[set[int], set[int]]:
     """Every port either side listens on is one its plan assigns; the head's named ones listen."""
+    head = instance.leader.ports.ray
+    assert head is not None
+    named = {head.gcs, head.dashboard, head.node_manager, head.client}
+    seen: list[set[int]] = []
+
+    def head_listens() -> bool:  # the dashboard and client server may open after the nodes join
+        seen.append(listening_ports(pair.pids(instance)[0]))
+        return named <= seen[-1]
+
+    wait_for(head_listens, f"the Ray head of {instance.name} to listen on {sorted(named)}",
+             timeout=FORM_TIMEOUT)
     leader_pids, follower_pids = pair.pids(instance)
     leader_ports, follower_ports = listening_ports(leader_pids), listening_ports(follower_pids)
-    head = instance.leader.ports.ray
-    assert head is not None and {head.gcs, head.dashboard, head.node_manager, head.client} <= leader_ports
     assert leader_ports <= planned_ports(instance.leader), f"unplanned: {leader_ports - planned_ports(instance.leader)}"
     assert follower_ports <= planned_ports(instance.follower), (
         f"unplanned: {follower_ports - planned_ports(instance.follower)}"

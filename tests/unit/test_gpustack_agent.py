@@ -35,6 +35,7 @@ from berth.worker.gpustack.translate import (
     to_spec,
 )
 from berth.worker.states import InstanceState
+from tests.support.ports import free_range
 
 FIXTURE = {"index": 0, "uuid": "FIXTURE-0", "vendor": "nvidia", "name": "FIXTURE-not-a-gpu", "memory_total": 16 << 30}
 WORKER_ID = 7
@@ -116,8 +117,14 @@ class FakeGPUStack:
 
 
 @pytest.fixture
-def world(tmp_path):
-    settings = Settings.load(data_dir=tmp_path / "data", poll_interval=0.02, instance_port_range="45400-45499",
+def base(tmp_path):
+    """The first port of a block of 100 nothing on this machine holds (never a fixed number)."""
+    return int(free_range(100).partition("-")[0])
+
+
+@pytest.fixture
+def world(tmp_path, base):
+    settings = Settings.load(data_dir=tmp_path / "data", poll_interval=0.02, instance_port_range=f"{base}-{base + 99}",
                              gpu_devices=[FIXTURE], worker_name="w")
     probe = FakeProbe()
     manager = ServeManager(settings, deployer=MemoryDeployer(initial=WorkloadState.RUNNING), probe=probe).start()
@@ -164,9 +171,9 @@ def test_a_scheduled_instance_goes_initializing_starting_running_then_deleted(wo
     assert not manager.list()
 
 
-def test_a_refused_instance_is_reported_as_error_naming_the_cause(world):
+def test_a_refused_instance_is_reported_as_error_naming_the_cause(world, base):
     manager, server, sync, _ = world
-    bad = _instance("starting", ports=[45410], resolved_path="/models/tiny", gpu_indexes=[5])
+    bad = _instance("starting", ports=[base + 10], resolved_path="/models/tiny", gpu_indexes=[5])
     server.objects["model-instances"][11] = bad
     asyncio.run(sync.reconcile(bad))
     reported = server.objects["model-instances"][11]
@@ -174,9 +181,9 @@ def test_a_refused_instance_is_reported_as_error_naming_the_cause(world):
     assert "gpu" in reported["state_message"].lower() and not manager.list()
 
 
-def test_a_failed_engine_is_reported_and_resync_stops_what_gpustack_forgot(world):
+def test_a_failed_engine_is_reported_and_resync_stops_what_gpustack_forgot(world, base):
     manager, server, sync, probe = world
-    starting = _instance("starting", ports=[45420], port=45420, resolved_path="/models/tiny")
+    starting = _instance("starting", ports=[base + 20], port=base + 20, resolved_path="/models/tiny")
     server.objects["model-instances"][11] = starting
     asyncio.run(sync.reconcile(starting))
     manager.deployer.set_state("gpustack-11", WorkloadState.FAILED, exit_code=3, reason="engine crashed")
@@ -190,9 +197,9 @@ def test_a_failed_engine_is_reported_and_resync_stops_what_gpustack_forgot(world
     assert not manager.list()
 
 
-def test_unreachable_instances_whose_engine_kept_serving_are_running_again(world):
+def test_unreachable_instances_whose_engine_kept_serving_are_running_again(world, base):
     manager, server, sync, probe = world
-    starting = _instance("starting", ports=[45430], port=45430, resolved_path="/models/tiny")
+    starting = _instance("starting", ports=[base + 30], port=base + 30, resolved_path="/models/tiny")
     server.objects["model-instances"][11] = starting
     asyncio.run(sync.reconcile(starting))
     probe.ready.add(manager.get("gpustack-11").endpoints["base_url"])
@@ -203,9 +210,9 @@ def test_unreachable_instances_whose_engine_kept_serving_are_running_again(world
     assert server.objects["model-instances"][11]["state"] == "running"
 
 
-def test_a_subordinate_worker_starts_its_part_and_reports_in_its_entry(world):
+def test_a_subordinate_worker_starts_its_part_and_reports_in_its_entry(world, base):
     manager, server, sync, _ = world
-    follower = _instance("starting", worker_id=1, ports=[45440, 45441, 45442], resolved_path="/models/tiny",
+    follower = _instance("starting", worker_id=1, ports=[base + 40, base + 41, base + 42], resolved_path="/models/tiny",
                          gpu_indexes=[0], distributed_servers={"mode": "initialize_later", "subordinate_workers": [
                              {"worker_id": WORKER_ID, "worker_ip": "127.0.0.1", "gpu_indexes": [0],
                               "state": "pending"}]})

@@ -31,6 +31,7 @@ from berth.worker.loras import (
 from berth.worker.registry import InstanceRecord
 from berth.worker.router import pick_instance, served_model_names
 from berth.worker.states import InstanceState
+from tests.support.ports import free_range
 
 
 class FakeEngine:
@@ -162,7 +163,7 @@ RUNTIME_OPTIONS = "--model /models/tiny --enable-lora --max-loras 2 --served-mod
 def world(tmp_path, monkeypatch):
     engine = FakeEngine()
     monkeypatch.setattr(api_loras, "EngineLoras", engine.client)
-    settings = Settings.load(data_dir=tmp_path / "data", poll_interval=0.05, instance_port_range="45300-45399")
+    settings = Settings.load(data_dir=tmp_path / "data", poll_interval=0.05, instance_port_range=free_range(100))
     probe = FakeProbe()
     manager = ServeManager(settings, deployer=MemoryDeployer(initial=WorkloadState.RUNNING), probe=probe).start(watch=False)
     manager.watcher.loras = LoraKeeper(manager.ctx, engine.client())

@@ -19,6 +19,7 @@ from berth.worker.activation import ModelActivator, ModelUnavailable, UnknownMod
 from berth.worker.launcher_spec import LauncherRequest
 from berth.worker.readiness import Readiness
 from berth.worker.swap import ModelRegistration, SwapController
+from tests.support.ports import free_range
 
 
 class GatedProbe:
@@ -37,7 +38,7 @@ class GatedProbe:
 
 
 def settings(tmp_path, **extra) -> Settings:
-    base = {"data_dir": tmp_path / "data", "poll_interval": 0.05, "instance_port_range": "45300-45399",
+    base = {"data_dir": tmp_path / "data", "poll_interval": 0.05, "instance_port_range": free_range(100),
             "swap_drain_timeout": 0.2}
     return Settings.load(**{**base, **extra})
 

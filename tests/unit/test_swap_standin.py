@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 import berth.testing.vllm_standin as standin
 from berth.deployers.process import ProcessDeployer
 from berth.worker import ServeManager, Settings, create_app
+from tests.support.ports import free_range
 
 pytestmark = pytest.mark.subprocess  # real stand-in engines, started as processes
 
@@ -26,7 +27,7 @@ STANDIN = str(Path(standin.__file__).resolve())
 
 
 def make_client(tmp_path: Path, **extra: object) -> TestClient:
-    base = {"data_dir": tmp_path / "data", "poll_interval": 0.1, "instance_port_range": "47300-47399",
+    base = {"data_dir": tmp_path / "data", "poll_interval": 0.1, "instance_port_range": free_range(100),
             "stop_timeout": 5, "stop_instances_on_exit": True, "entrypoint": [sys.executable, STANDIN]}
     settings = Settings.load(**{**base, **extra})
     manager = ServeManager(settings, deployer=ProcessDeployer(tmp_path / "run"))

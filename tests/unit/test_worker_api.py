@@ -16,6 +16,8 @@ from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings, create_app
 from berth.testing.fakes import FakeProbe
+from berth.utils.ports import parse_port_range
+from tests.support.ports import free_range
 
 LOG = b"0123456789" * 3  # the seed's 30-byte example
 SEED_INDEX = {
@@ -36,7 +38,7 @@ SEED_INDEX = {
 
 
 def make_settings(tmp_path, **extra):
-    base = {"data_dir": tmp_path / "data", "poll_interval": 0.05, "instance_port_range": "45200-45299"}
+    base = {"data_dir": tmp_path / "data", "poll_interval": 0.05, "instance_port_range": free_range(100)}
     return Settings.load(**{**base, **extra})
 
 
@@ -340,7 +342,8 @@ def test_spec_create_get_list_delete(client, deployer):
     assert response.status_code == 201, response.text
     body = response.json()
     http_port = body["named_ports"]["http"]  # the first port of the range free on this machine now
-    assert body["instance_id"] == "spec-1" and 45200 <= http_port <= 45299
+    start, end = parse_port_range(client.app.state.manager.settings.instance_port_range)
+    assert body["instance_id"] == "spec-1" and start <= http_port <= end
     assert body["readiness_url"] == f"http://127.0.0.1:{http_port}/health"
     assert body["plan"]["env"]["HF_TOKEN"] == "******"
     assert "sk-planted-key" not in response.text and "hf_planted_secret" not in response.text

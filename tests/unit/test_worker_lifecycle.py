@@ -16,12 +16,13 @@ from berth.worker.allocation import expand_ports
 from berth.worker.lifecycle import OWNER_LABEL, backoff_delay
 from berth.worker.registry import InstanceRecord, Registry
 from berth.worker.states import InstanceState
-from tests.support.ports import free_port
+from berth.utils.ports import parse_port_range
+from tests.support.ports import free_port, free_range
 
 
 def settings(tmp_path, **extra):
     base = {"data_dir": tmp_path / "data", "poll_interval": 0.05, "restart_backoff": 0.01,
-            "restart_backoff_max": 0.05, "stop_timeout": 1.0, "instance_port_range": "45100-45199"}
+            "restart_backoff_max": 0.05, "stop_timeout": 1.0, "instance_port_range": free_range(100)}
     return Settings.load(**{**base, **extra})
 
 
@@ -53,7 +54,8 @@ def settle(manager, rounds=1):
 
 def test_starting_until_health_and_models_answer(manager, probe):
     record = launch(manager, "a")
-    assert record.state is InstanceState.STARTING and 45100 <= record.ports["http"] <= 45199  # the lowest free
+    start, end = parse_port_range(manager.settings.instance_port_range)
+    assert record.state is InstanceState.STARTING and start <= record.ports["http"] <= end  # in the range, the lowest free
     settle(manager)
     assert manager.get("a").state is InstanceState.STARTING
     assert "not ready" in manager.get("a").reason

@@ -19,6 +19,7 @@ from berth.worker import ServeManager, Settings, create_app
 from berth.worker._runtime import _glibc, freeze_startup_objects, limit_malloc_arenas, trim_malloc
 from berth.worker.api_logs import LOG_READ_THREADS
 from berth.testing.fakes import FakeProbe
+from tests.support.ports import free_range
 
 FOLLOWERS = 3 * LOG_READ_THREADS
 
@@ -48,7 +49,7 @@ class SlowLogs(MemoryDeployer):
 @pytest.fixture
 def slow(tmp_path):
     deployer = SlowLogs()
-    settings = Settings.load(data_dir=tmp_path / "data", poll_interval=0.05, instance_port_range="45300-45399")
+    settings = Settings.load(data_dir=tmp_path / "data", poll_interval=0.05, instance_port_range=free_range(100))
     manager = ServeManager(settings, deployer=deployer, probe=FakeProbe())
     with TestClient(create_app(manager)) as client:
         yield client, deployer, manager

@@ -17,6 +17,7 @@ from berth.testing.fakes import FakeProbe
 from berth.worker.ray_join import joined_nodes, missing_nodes
 from berth.worker.states import InstanceState
 from tests.support.ray_cluster import FOLLOWER_IP, LEADER_IP, Model, free_band, spec
+from tests.support.ports import free_range
 
 
 class Dashboard(ThreadingHTTPServer):
@@ -48,7 +49,7 @@ class _Handler(BaseHTTPRequestHandler):
 def manager(tmp_path) -> Iterator[ServeManager]:
     band = free_band(100, set(), start=23000)
     settings = Settings.load(data_dir=tmp_path / "data", poll_interval=0.05, stop_timeout=1.0,
-                             instance_port_range="45300-45399", ray_port_range=f"{band}-{band + 199}",
+                             instance_port_range=free_range(100), ray_port_range=f"{band}-{band + 199}",
                              worker_ip=LEADER_IP, distributed_join_timeout=30.0)
     probe = FakeProbe()
     mgr = ServeManager(settings, deployer=MemoryDeployer(initial=WorkloadState.RUNNING), probe=probe).start(watch=False)
