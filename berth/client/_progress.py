@@ -7,10 +7,11 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def progress_bar(total: int, label: str, enabled: bool) -> Iterator[Callable[[int], None] | None]:
-    """Yield a callback that advances a bar by ``k`` items, or ``None`` when not ``enabled``."""
+def progress_bar(total: int, label: str, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """Yield a callback that advances a bar by ``k`` items (one that does nothing when not
+    ``enabled``)."""
     if not enabled:
-        yield None
+        yield _no_bar
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -18,3 +19,7 @@ def progress_bar(total: int, label: str, enabled: bool) -> Iterator[Callable[[in
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda k: bar.advance(task, k)
+
+
+def _no_bar(items: int) -> None:
+    """The callback of a disabled bar."""

@@ -126,13 +126,29 @@ class BatchSender:
     async def _chat(self, conversations: Sequence[Conversation], params: Any, extra: bool,
                     progress: bool, extra_body: dict[str, Any] | None) -> Results:
         _check_conversations(conversations)
-        conversations = _as_sequence(conversations)
-        if not conversations:
+        return await self._send("chat", _as_sequence(conversations), params, extra, progress, extra_body)
+
+    async def _generate(self, prompts: Sequence[str], params: Any, extra: bool,
+                        progress: bool, extra_body: dict[str, Any] | None) -> Results:
+        _check_prompts(prompts)
+        return await self._send("generate", _as_sequence(prompts), params, extra, progress, extra_body)
+
+    async def _send(self, kind: str, items: Sequence[Any], params: Any, extra: bool,
+                    progress: bool, extra_body: dict[str, Any] | None) -> Results:
+        """``items`` to the ready endpoints: batched servers take them as they are, OpenAI
+        servers as chat or completions requests."""
+        if not items:
             return []
         endpoints = await self._ready_endpoints()
         if _batched(endpoints, extra_body):
-            return await self._send_batched("chat", conversations, params, extra, progress, endpoints)
-        fields = self._fields(params, True, extra, extra_body)
+            return await self._send_batched(kind, items, params, extra, progress, endpoints)
+        fields = self._fields(params, kind == "chat", extra, extra_body)
+        send_openai = self._send_chats if kind == "chat" else self._send_completions
+        return await send_openai(items, fields, extra, progress, endpoints)
+
+    async def _send_chats(self, conversations: Sequence[Conversation], fields: dict[str, Any],
+                          extra: bool, progress: bool, endpoints: list[Endpoint]) -> Results:
+        """One ``/v1/chat/completions`` request per conversation."""
         n = int(fields.get("n") or 1)
         parse = _chat_outputs if extra else _chat_texts
         post = self._transport.post
@@ -141,22 +157,14 @@ class BatchSender:
             async def send(endpoint: Endpoint, index: int) -> list[Any]:
                 payload = {"model": endpoint.model, "messages": conversations[index], **fields}
                 answer = parse((await post(endpoint.chat_url, payload))["choices"], n)
-                if advance is not None:
-                    advance(1)
+                advance(1)
                 return answer
 
             return await run_batch(endpoints, len(conversations), send, weight=n)
 
-    async def _generate(self, prompts: Sequence[str], params: Any, extra: bool,
-                        progress: bool, extra_body: dict[str, Any] | None) -> Results:
-        _check_prompts(prompts)
-        prompts = _as_sequence(prompts)
-        if not prompts:
-            return []
-        endpoints = await self._ready_endpoints()
-        if _batched(endpoints, extra_body):
-            return await self._send_batched("generate", prompts, params, extra, progress, endpoints)
-        fields = self._fields(params, False, extra, extra_body)
+    async def _send_completions(self, prompts: Sequence[str], fields: dict[str, Any],
+                                extra: bool, progress: bool, endpoints: list[Endpoint]) -> Results:
+        """The prompts in chunks, one ``/v1/completions`` request (its list form) each."""
         n = int(fields.get("n") or 1)
         size = self._chunk_size(len(prompts), len(endpoints))
         split = _completion_splitter(n, extra)
@@ -164,15 +172,13 @@ class BatchSender:
         with progress_bar(len(prompts), "generate", progress) as advance:
 
             async def send(endpoint: Endpoint, index: int) -> list[Any]:
-                part = list(prompts[index * size:(index + 1) * size])
+                part = list(_chunk(prompts, index, size))
                 payload = {"model": endpoint.model, "prompt": part, **fields}
                 answer = split((await post(endpoint.completions_url, payload))["choices"], len(part))
-                if advance is not None:
-                    advance(len(part))
+                advance(len(part))
                 return answer
 
-            chunks = math.ceil(len(prompts) / size)
-            parts = await run_batch(endpoints, chunks, send, weight=size * n)
+            parts = await run_batch(endpoints, math.ceil(len(prompts) / size), send, weight=size * n)
         return [item for part in parts for item in part]
 
     async def _send_batched(self, endpoint_kind: str, items: Sequence[Any], params: Any,
@@ -185,15 +191,14 @@ class BatchSender:
         with progress_bar(len(items), endpoint_kind, progress) as advance:
 
             async def send(endpoint: Endpoint, index: int) -> list[Any]:
-                part = items[index * size:(index + 1) * size]
+                part = _chunk(items, index, size)
                 url = endpoint.generate_url if key == "prompts" else endpoint.batched_chat_url
                 raw = await post(url, request_body(part, key, wire_params))
                 try:
                     answer = parse_answer(raw, len(part), extra)
                 except WireError as exc:
                     raise ClientError(f"{url}: {exc}") from None
-                if advance is not None:
-                    advance(len(part))
+                advance(len(part))
                 return answer
 
             parts = await run_batch(endpoints, math.ceil(len(items) / size), send, weight=size)
@@ -244,6 +249,11 @@ def _batched(endpoints: list[Endpoint], extra_body: dict[str, Any] | None) -> bo
 def _as_sequence(items: Any) -> Sequence[Any]:
     """Lists and tuples as they are; any other iterable (a generator...) as a list."""
     return items if isinstance(items, (list, tuple)) else list(items)
+
+
+def _chunk(items: Sequence[Any], index: int, size: int) -> Sequence[Any]:
+    """The ``index``-th run of ``size`` items (the last one may be shorter)."""
+    return items[index * size:(index + 1) * size]
 
 
 def _check_conversations(conversations: Sequence[Conversation]) -> None:

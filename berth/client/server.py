@@ -7,8 +7,6 @@ import dataclasses
 import logging
 import os
 import secrets
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -17,7 +15,7 @@ from typing import Any
 from gpustack_runtime.deployer import WorkloadPlan
 
 from berth.backends.plan import ServePlan
-from berth.client._deployers import close_deployer, open_deployer
+from berth.client._deployers import ServerDeployer
 from berth.client._logs import LogForwarder, log_tail, secret_values
 from berth.client._ready import is_ready
 from berth.client.client import VLLMClient, http_url
@@ -93,9 +91,7 @@ class VLLMServer:
         self.serve_config = dataclasses.replace(serve_config or ServeConfig(), **changes)
         self.gpu_ids = list(gpu_ids)
         self.name = name or new_server_name()
-        self._deployer = deployer
-        self._owns_deployer = deployer is None
-        self._run_dir: str | None = None
+        self._deployers = ServerDeployer(deployer)
         self._port = self.serve_config.port
         self._plan: ServePlan | None = None
         self._started = False
@@ -156,12 +152,12 @@ class VLLMServer:
         if self._started:
             return self
         workload = self.workload()
-        deployer = self._ensure_deployer()
+        deployer = self._deployers.get(self.serve_config)
         try:
             deployer.create(workload)
         except DeployerError as exc:
             self._plan = None
-            self._close_deployer()
+            self._deployers.close(self.serve_config)
             raise ServerStartError(f"cannot start server {self.name}: {exc}") from exc
         self._started = True
         atexit.register(self.shutdown)  # a program that forgets shutdown() leaves no server
@@ -177,12 +173,6 @@ class VLLMServer:
     def _server_env(self) -> dict[str, str]:
         level = self.serve_config.server_log_level()
         return {"VLLM_LOGGING_LEVEL": level, LOG_LEVEL_ENV: level, **self.serve_config.env}
-
-    def _ensure_deployer(self) -> Deployer:
-        if self._deployer is None:
-            self._run_dir = self.serve_config.run_dir or tempfile.mkdtemp(prefix="berth-client-")
-            self._deployer = open_deployer(self.serve_config.deployer_choice(), self._run_dir)
-        return self._deployer
 
     def _wait_ready(self) -> None:
         timeout = self.serve_config.startup_timeout
@@ -206,17 +196,19 @@ class VLLMServer:
             raise ServerStartError(f"server {self.name} {state} before it was ready.{self._tail()}")
 
     def _tail(self) -> str:
-        if self._deployer is None:
+        deployer = self._deployers.current
+        if deployer is None:
             return ""
-        text = log_tail(self._deployer, self.name, self._secrets)
+        text = log_tail(deployer, self.name, self._secrets)
         return f"\nlast lines of its log:\n{text}" if text else ""
 
     def status(self) -> WorkloadStatus | None:
         """The deployer's status of this server, or ``None`` when it is not running."""
-        if self._deployer is None or not self._started:
+        deployer = self._deployers.current
+        if deployer is None or not self._started:
             return None
         try:
-            return self._deployer.get(self.name)
+            return deployer.get(self.name)
         except WorkloadNotFound:
             return None
 
@@ -244,23 +236,15 @@ class VLLMServer:
         if self._forwarder is not None:
             self._forwarder.stop()
             self._forwarder = None
-        if self._started and self._deployer is not None:
+        deployer = self._deployers.current
+        if self._started and deployer is not None:
             try:
-                self._deployer.delete(self.name, timeout=timeout)
+                deployer.delete(self.name, timeout=timeout)
             except DeployerError as exc:
                 logger.warning("stopping server %s: %s", self.name, exc)
         self._plan = None
         self._started = False
-        self._close_deployer()
-
-    def _close_deployer(self) -> None:
-        if not self._owns_deployer or self._deployer is None:
-            return
-        close_deployer(self._deployer)
-        self._deployer = None
-        if self._run_dir is not None and self.serve_config.run_dir is None:
-            shutil.rmtree(self._run_dir, ignore_errors=True)
-        self._run_dir = None
+        self._deployers.close(self.serve_config)
 
     def __enter__(self) -> VLLMServer:
         return self.start()

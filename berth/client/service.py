@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import atexit
 import logging
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
-from berth.client._deployers import close_deployer, open_deployer
+from berth.client._deployers import ServerDeployer
 from berth.client.attach import instance_base_url
 from berth.client.batch import BatchSender
 from berth.client.config import LLMConfig, ServeConfig
@@ -54,8 +52,7 @@ class VLLMService(BatchSender):
             for url in attach
         ]
         self._endpoints: dict[str, Endpoint] = {}
-        self._deployer = deployer
-        self._run_dir: str | None = None
+        self._deployers = ServerDeployer(deployer)
         self._transport = Transport(timeout=self.serve_config.client_timeout,
                                     max_retries=self.serve_config.max_retries)
 
@@ -90,7 +87,7 @@ class VLLMService(BatchSender):
         return self
 
     def _make_servers(self, llm: LLMConfig) -> list[VLLMServer]:
-        deployer = self._ensure_deployer()
+        deployer = self._deployers.get(self.serve_config)
         ports = self._ports(len(self.serve_config.gpu_groups()))
         return [
             VLLMServer(llm, gpus, port=port, serve_config=self.serve_config, deployer=deployer,
@@ -105,12 +102,6 @@ class VLLMService(BatchSender):
         for _ in range(count):
             taken.add(free_port(self.serve_config.host, avoid=taken))
         return sorted(taken)
-
-    def _ensure_deployer(self) -> Deployer:
-        if self._deployer is None:
-            self._run_dir = self.serve_config.run_dir or tempfile.mkdtemp(prefix="berth-client-")
-            self._deployer = open_deployer(self.serve_config.deployer_choice(), self._run_dir)
-        return self._deployer
 
     def _endpoint_of(self, server: VLLMServer) -> Endpoint:
         return Endpoint(server.base_url, model=server.model,
@@ -128,16 +119,7 @@ class VLLMService(BatchSender):
                 list(pool.map(lambda server: server.shutdown(), self.servers))
         self.servers = []
         self._endpoints = {}
-        self._close_deployer()
-
-    def _close_deployer(self) -> None:
-        if self._run_dir is None or self._deployer is None:
-            return
-        close_deployer(self._deployer)
-        self._deployer = None
-        if self.serve_config.run_dir is None:
-            shutil.rmtree(self._run_dir, ignore_errors=True)
-        self._run_dir = None
+        self._deployers.close(self.serve_config)
 
     def __enter__(self) -> VLLMService:
         return self.start()
@@ -151,7 +133,7 @@ class VLLMService(BatchSender):
     @property
     def run_dir(self) -> str | None:
         """Where the servers' state and logs are (a temporary directory unless configured)."""
-        return self._run_dir
+        return self._deployers.run_dir
 
     @property
     def endpoints(self) -> list[Endpoint]:
