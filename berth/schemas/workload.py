@@ -8,7 +8,19 @@ from enum import Enum
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class WorkloadState(str, Enum):
+class LifecycleState(str, Enum):
+    """The base of berth's state enums (a workload's, an instance's): a state prints as its
+    value, and ``failed`` and ``stopped`` are final."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def terminal(self) -> bool:
+        return self.value in ("failed", "stopped")
+
+
+class WorkloadState(LifecycleState):
     """berth's lifecycle states, shared by every deployer.
 
     ``starting`` means the processes/containers exist but the workload is not yet known to be
@@ -21,13 +33,6 @@ class WorkloadState(str, Enum):
     FAILED = "failed"
     STOPPED = "stopped"
     UNKNOWN = "unknown"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def terminal(self) -> bool:
-        return self in (WorkloadState.FAILED, WorkloadState.STOPPED)
 
 
 class ContainerStatus(BaseModel):

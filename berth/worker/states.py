@@ -12,25 +12,18 @@ exited (``failed``, ``stopped``). Whether it is ready is the separate ``ready`` 
 
 from __future__ import annotations
 
-from enum import Enum
+from berth.schemas.workload import LifecycleState
 
 __all__ = ["InstanceState", "launcher_status"]
 
 
-class InstanceState(str, Enum):
+class InstanceState(LifecycleState):
     PENDING = "pending"
     STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"
     FAILED = "failed"
     STOPPED = "stopped"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def terminal(self) -> bool:
-        return self in (InstanceState.FAILED, InstanceState.STOPPED)
 
     @property
     def active(self) -> bool:
