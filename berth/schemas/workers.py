@@ -36,4 +36,6 @@ class Worker(GPUStackModel):
     name: str | None = Field(default=None, description="Worker name.")
     ip: str = Field(min_length=1, description="Address engines bind to and peers reach.")
     ifname: str = Field(default="eth0", description="Network interface for NCCL/GLOO/HCCL.")
-    gpu_devices: list[GPUDevice] = Field(default_factory=list, description="Accelerators.")
+    gpu_devices: list[GPUDevice] = Field(
+        default_factory=list, description="Accelerators instances may use; empty: a CPU worker."
+    )

@@ -9,13 +9,14 @@ environment variables (``BERTH_<FIELD>``), then the YAML or JSON file named by `
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -27,7 +28,7 @@ from pydantic_settings import (
 
 from berth.deployers import AUTO, deployer_names
 from berth.schemas import BerthConfig, GPUDevice, Worker
-from berth.schemas.config import DEFAULT_IMAGES, DEFAULT_RAY_PORT_RANGE, DEFAULT_SHM_SIZE_GIB
+from berth.schemas.config import DEFAULT_IMAGES, DEFAULT_RAY_PORT_RANGE
 from berth.utils.ports import parse_port_range
 
 __all__ = ["CPU_IMAGE", "ENV_PREFIX", "DeployerChoice", "RestartPolicy", "Settings", "default_data_dir", "settings_table"]
@@ -73,6 +74,19 @@ class _FileSource(PydanticBaseSettingsSource):
         return {str(key): value for key, value in data.items()}
 
 
+def _planned(model: type[BaseModel], name: str, *, note: str = "", **changes: Any) -> Any:
+    """A setting that is the planning ``model``'s field ``name`` (under its own name and type):
+    that field's default, bounds and description, then ``changes`` (another default) and
+    ``note`` (what only the setting says) on top."""
+    field = model.model_fields[name]
+    start: dict[str, Any] = (
+        {"default_factory": field.default_factory} if field.default_factory else {"default": field.default}
+    )
+    bounds = {key: value for item in field.metadata for key, value in dataclasses.asdict(item).items()}
+    description = " ".join(text for text in (field.description, note) if text)
+    return Field(**{**start, **bounds, "description": description, **changes})
+
+
 def _split_names(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -92,9 +106,7 @@ class Settings(BaseSettings):
         description="Worker state: the instance registry (SQLite), deployer run dirs and logs. "
         "Default /var/lib/berth as root, else ~/.local/share/berth.",
     )
-    cache_dir: Path | None = Field(
-        default=None, description="Cache root handed to plans (vLLM compile cache); default <data_dir>/cache."
-    )
+    cache_dir: Path | None = _planned(BerthConfig, "cache_dir", note="Default: <data_dir>/cache.")
     deployer: DeployerChoice = Field(
         default="auto",
         description="Where instances run: launcher (preloaded vLLM, fast starts), process, container "
@@ -109,14 +121,12 @@ class Settings(BaseSettings):
     api_token_file: Path | None = Field(
         default=None, description="File holding the API token (first line), instead of api_token."
     )
-    worker_ip: str = Field(default="127.0.0.1", description="Address instances bind to and peers reach.")
-    worker_ifname: str = Field(default="lo", description="Network interface for NCCL/GLOO/HCCL.")
-    worker_id: int | None = Field(default=None, description="Scheduler's id of this worker, if any.")
-    worker_name: str | None = Field(default=None, description="Name of this worker (default: host name).")
-    gpu_devices: list[GPUDevice] = Field(
-        default_factory=list,
-        description='Accelerators instances may use, as JSON: [{"index": 0, "uuid": "GPU-...", '
-        '"vendor": "nvidia"}]. Empty: a CPU worker.',
+    worker_ip: str = _planned(Worker, "ip", default="127.0.0.1")
+    worker_ifname: str = _planned(Worker, "ifname", default="lo")
+    worker_id: int | None = _planned(Worker, "id")
+    worker_name: str | None = _planned(Worker, "name", note="Default: the host name.")
+    gpu_devices: list[GPUDevice] = _planned(
+        Worker, "gpu_devices", note='As JSON: [{"index": 0, "uuid": "GPU-...", "vendor": "nvidia"}].'
     )
     instance_port_range: str = Field(
         default="40000-40999", description="Ports given to instances that name none (HTTP, DP RPC, distributed)."
@@ -125,20 +135,16 @@ class Settings(BaseSettings):
         default=DEFAULT_RAY_PORT_RANGE, description="Pool carved into one Ray band per distributed instance."
     )
     ray_band_size: int = Field(default=100, ge=12, description="Ports in one instance's Ray band (>= 12).")
-    images: dict[str, str] = Field(
-        default_factory=lambda: {**DEFAULT_IMAGES, "cpu": CPU_IMAGE},
-        description="Container image per GPU vendor ('cpu' for none); '{tag}' becomes v<version>.",
+    images: dict[str, str] = _planned(
+        BerthConfig, "images", default_factory=lambda: {**DEFAULT_IMAGES, "cpu": CPU_IMAGE}
     )
-    entrypoint: list[str] = Field(
-        default_factory=lambda: ["vllm", "serve"], min_length=1,
-        description="Command that starts vLLM's OpenAI-compatible server (JSON list).",
-    )
+    entrypoint: list[str] = _planned(BerthConfig, "entrypoint", note="A JSON list.")
     backend_version: str | None = Field(
         default=None, description="vLLM version for version-gated flags (default: the one installed here)."
     )
-    runtime_uid: int | None = Field(default=None, ge=0, description="Run containers as this user.")
-    runtime_gid: int | None = Field(default=None, ge=0, description="Run containers as this group.")
-    shm_size_gib: float = Field(default=DEFAULT_SHM_SIZE_GIB, gt=0, description="Shared memory per workload (GiB).")
+    runtime_uid: int | None = _planned(BerthConfig, "runtime_uid")
+    runtime_gid: int | None = _planned(BerthConfig, "runtime_gid")
+    shm_size_gib: float = _planned(BerthConfig, "shm_size_gib")
     restart_policy: RestartPolicy = Field(
         default="never", description="Default for instances: never, or on-failure (with back-off)."
     )
