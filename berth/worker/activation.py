@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from berth.worker.errors import WorkerError
+from berth.worker.errors import WorkerError, retry_after_header
 
 __all__ = ["ModelActivator", "ModelUnavailable", "RouteGate", "UnknownModel"]
 
@@ -25,6 +25,9 @@ class ModelUnavailable(WorkerError):
     def __init__(self, detail: str, retry_after: float) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return retry_after_header(self.retry_after)
 
 
 class UnknownModel(WorkerError):

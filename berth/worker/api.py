@@ -97,7 +97,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _worker_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, WorkerError)
-    return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=exc.headers() or None)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

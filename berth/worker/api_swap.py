@@ -14,9 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 
-from berth.worker.activation import ModelUnavailable
 from berth.worker.api_deps import ERROR_RESPONSES as _ERRORS
 from berth.worker.errors import WorkerError
 from berth.worker.serve_manager import ServeManager
@@ -43,10 +41,6 @@ Swap = Annotated[SwapController, Depends(controller_of)]
 Wait = Annotated[float, Query(gt=0, le=_MAX_WAIT_S, description="Seconds to wait for the engine (503 + Retry-After past it).")]
 
 
-def _unavailable(exc: ModelUnavailable) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(max(1, round(exc.retry_after)))})
-
-
 @router.post("", status_code=201, response_model=ModelView, responses=_ERRORS,
              summary="Register a model (launcher options or a deployment spec); parked unless start=true")
 def register(body: ModelRegistration, swap: Swap) -> dict[str, Any]:
@@ -60,22 +54,16 @@ def list_models(swap: Swap) -> dict[str, Any]:
 
 @router.post("/{name:path}/wake", response_model=ActivationView, responses=_ERRORS,
              summary="Make the model ready: wake it if asleep, start it if parked; waits up to `timeout` s")
-def wake(name: str, swap: Swap, timeout: Wait = 300.0) -> Any:
-    try:
-        activation = swap.activate(name, timeout)
-    except ModelUnavailable as exc:
-        return _unavailable(exc)
+def wake(name: str, swap: Swap, timeout: Wait = 300.0) -> dict[str, Any]:
+    activation = swap.activate(name, timeout)
     return {**swap.view(swap.get(name)), "path": activation.path, "seconds": round(activation.seconds, 3)}
 
 
 @router.post("/{name:path}/sleep", response_model=ModelView, responses=_ERRORS,
              summary="Put the model's engine to sleep (vLLM sleep mode; level 1 or 2, default its own)")
 def sleep(name: str, swap: Swap,
-          level: Annotated[int | None, Query(ge=1, le=2, description="vLLM sleep level.")] = None) -> Any:
-    try:
-        return swap.view(swap.sleep(name, level))
-    except ModelUnavailable as exc:
-        return _unavailable(exc)
+          level: Annotated[int | None, Query(ge=1, le=2, description="vLLM sleep level.")] = None) -> dict[str, Any]:
+    return swap.view(swap.sleep(name, level))
 
 
 @router.post("/{name:path}/park", response_model=ModelView, responses=_ERRORS,

@@ -11,6 +11,7 @@ __all__ = [
     "RegistryUnavailable",
     "ResourceExhausted",
     "WorkerError",
+    "retry_after_header",
 ]
 
 
@@ -18,6 +19,15 @@ class WorkerError(Exception):
     """Base of the worker's errors. The message is for a person and names the field."""
 
     status_code: int = 500
+
+    def headers(self) -> dict[str, str]:
+        """Headers the ``{"detail": ...}`` answer carries (none but for a few errors)."""
+        return {}
+
+
+def retry_after_header(seconds: float) -> dict[str, str]:
+    """``Retry-After`` for a wait of ``seconds``: whole seconds, at least one."""
+    return {"Retry-After": str(max(1, round(seconds)))}
 
 
 class InvalidRequest(WorkerError):

@@ -36,7 +36,7 @@ from starlette.background import BackgroundTask
 
 from berth.utils.args import flatten_to_argv, is_parameter_key
 from berth.worker.activation import ModelActivator, ModelUnavailable, RouteGate, UnknownModel
-from berth.worker.errors import InstanceNotFound
+from berth.worker.errors import InstanceNotFound, retry_after_header
 from berth.worker.loras import runtime_lora_names
 from berth.worker.registry import InstanceRecord
 from berth.worker.states import InstanceState
@@ -68,7 +68,7 @@ class RouteError(Exception):
         self.status, self.kind, self.code, self.param, self.retry_after = status, kind, code, param, retry_after
 
     def response(self) -> JSONResponse:
-        headers = {"Retry-After": str(max(1, round(self.retry_after)))} if self.retry_after is not None else None
+        headers = retry_after_header(self.retry_after) if self.retry_after is not None else None
         return openai_error(self.status, str(self), kind=self.kind, code=self.code, param=self.param, headers=headers)
 
 
