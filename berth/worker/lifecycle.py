@@ -7,8 +7,6 @@ Nothing here does I/O; the watcher applies the changes these functions return.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-import re
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +50,6 @@ def check_instance_id(instance_id: str, field: str = "instance_id") -> str:
 def owner_value(data_dir: Path) -> str:
     """A short, stable value for :data:`OWNER_LABEL` derived from the registry's location."""
     return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
-    return names
 
 
 def created_changes(status: WorkloadStatus, now: float) -> dict[str, Any]:
