@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from typing import Any
 
-__all__ = ["probe_ready"]
+__all__ = ["NOT_A_MODEL_LIST", "http_get", "model_ids", "probe_ready"]
+
+NOT_A_MODEL_LIST = "/v1/models answered something that is not a model list"
 
 
 #: No proxies: a readiness probe talks to the node itself, whatever HTTP_PROXY says.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _get(url: str, timeout: float, token: str | None) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float, token: str | None = None) -> tuple[int, bytes]:
+    """(status, first MiB of the body) of a GET without proxies; status 0 when nothing answered."""
     request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -29,16 +33,23 @@ def _get(url: str, timeout: float, token: str | None) -> tuple[int, bytes]:
 def probe_ready(base_url: str, served_name: str | None = None, *, timeout: float = 2.0,
                 token: str | None = None) -> tuple[bool, str]:
     """(ready, why not). Alive-but-loading servers answer /health late or list no model yet."""
-    status, _ = _get(f"{base_url}/health", timeout, token)
+    status, _ = http_get(f"{base_url}/health", timeout, token)
     if status != 200:
         return False, "not answering /health" if status == 0 else f"/health answered {status}"
     if served_name is None:
         return True, ""
-    status, body = _get(f"{base_url}/v1/models", timeout, token)
+    status, body = http_get(f"{base_url}/v1/models", timeout, token)
     if status != 200:
         return False, f"/v1/models answered {status}"
-    try:
-        names = {item.get("id") for item in json.loads(body).get("data", [])}
-    except (ValueError, AttributeError):
-        return False, "/v1/models answered something that is not a model list"
+    names = model_ids(body)
+    if names is None:
+        return False, NOT_A_MODEL_LIST
     return (served_name in names, "" if served_name in names else f"{served_name!r} not listed yet")
+
+
+def model_ids(body: bytes) -> set[Any] | None:
+    """The model ids a ``/v1/models`` answer lists, or ``None`` when it is not a model list."""
+    try:
+        return {item.get("id") for item in json.loads(body).get("data", [])}
+    except (ValueError, AttributeError, TypeError):
+        return None

@@ -13,6 +13,8 @@ from typing import Protocol
 
 import httpx
 
+from berth.utils.readiness import NOT_A_MODEL_LIST, model_ids
+
 __all__ = ["Probe", "Readiness", "ReadinessProbe"]
 
 
@@ -57,10 +59,9 @@ class ReadinessProbe:
 
     @staticmethod
     def _lists(models: httpx.Response, served_names: Sequence[str]) -> Readiness:
-        try:
-            listed = {item.get("id") for item in models.json().get("data", [])}
-        except (ValueError, AttributeError, TypeError):
-            return Readiness(False, "/v1/models answered something that is not a model list")
+        listed = model_ids(models.content)
+        if listed is None:
+            return Readiness(False, NOT_A_MODEL_LIST)
         if not served_names or set(served_names) & listed:
             return Readiness(True)
         return Readiness(False, f"/v1/models does not list {served_names[0]!r} yet")
