@@ -57,7 +57,7 @@ DEPLOYER_OPTION = typer.Option(
 
 
 def _wait_ready(deployer: Deployer, plan: ServePlan, timeout: float) -> WorkloadStatus:
-    served = _served_name(plan)
+    served = plan.served_names[0] if plan.served_names else None
     started = time.monotonic()
     with console.status(f"starting {plan.name}...") as status:
         while True:
@@ -73,16 +73,6 @@ def _wait_ready(deployer: Deployer, plan: ServePlan, timeout: float) -> Workload
                 raise CLIError(f"{plan.name} not ready after {timeout:.0f} s ({why}); see `berth logs {plan.name}`")
             status.update(f"starting {plan.name}: {current.state} ({why or 'waiting'}), {elapsed:.0f} s")
             time.sleep(1.0)
-
-
-def _served_name(plan: ServePlan) -> str | None:
-    args = plan.args
-    for index, arg in enumerate(args):
-        if arg == "--served-model-name" and index + 1 < len(args):
-            return args[index + 1]
-        if arg.startswith("--served-model-name="):
-            return arg.partition("=")[2]
-    return None
 
 
 @app.command()
