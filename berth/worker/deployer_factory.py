@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from berth.deployers import AUTO, AutoDeployer, auto_members, get_deployer, run_dir_options
+from berth.deployers import AUTO, AutoDeployer, get_deployer, run_dir_options
+from berth.deployers import open_deployer as open_by_name
 from berth.deployers.base import Deployer, DeployerUnavailable
 from berth.worker.settings import Settings
 
@@ -40,15 +41,9 @@ def _build(name: str, settings: Settings) -> Deployer:
 
 def open_deployer(settings: Settings) -> Deployer:
     """The configured deployer: ``auto`` over every member that can be built here."""
-    if settings.deployer != AUTO:
-        return _build(settings.deployer, settings)
-    members = []
-    for name in auto_members():
-        try:
-            members.append(get_deployer(name, **_options(name, settings)))
-        except (DeployerUnavailable, ImportError) as exc:
-            logger.info("auto: the %s deployer is left out (%s)", name, exc)
-    return AutoDeployer(members)
+    if settings.deployer == AUTO:
+        return open_by_name(AUTO, settings.data_dir)
+    return _build(settings.deployer, settings)
 
 
 def describe_deployer(deployer: Deployer, settings: Settings) -> str:
