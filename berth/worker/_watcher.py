@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 _PROBED = (WorkloadState.STARTING, WorkloadState.RUNNING, WorkloadState.UNKNOWN)
 
 
-def workload_status(ctx: WorkerContext, record: InstanceRecord) -> tuple[bool, WorkloadStatus | None]:
+def observe_workload(ctx: WorkerContext, record: InstanceRecord) -> tuple[bool, WorkloadStatus | None]:
     """(known, status): status None means the workload is gone; known False means the deployer
     could not be asked (nothing should be concluded)."""
     try:
@@ -151,7 +151,7 @@ class Watcher:
         record = self.ctx.registry.get(instance_id)
         if record is None or not record.state.active:
             return
-        known, status = workload_status(self.ctx, record)
+        known, status = observe_workload(self.ctx, record)
         if not known:
             return
         readiness = self._readiness(record, status)
