@@ -91,17 +91,20 @@ class BearerAuth:
 
 
 class BodyLimit:
-    """Refuses bodies over ``limit`` bytes with 413, whether declared or streamed."""
+    """Refuses bodies over ``limit`` bytes with 413, whether declared or streamed (it reads them
+    whole first). Paths under a prefix in ``unbuffered`` pass untouched: the app there bounds its
+    own bodies as it streams them (the inference router, :mod:`berth.worker.router`)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, unbuffered: tuple[str, ...] = ()) -> None:
         self.app = app
         self.limit = limit
+        self.unbuffered = unbuffered
 
     def _too_large(self) -> str:
         return f"request body is larger than {self.limit} bytes (max_body_bytes)"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path", "").startswith(self.unbuffered):
             await self.app(scope, receive, send)
             return
         declared = _header(scope, b"content-length")

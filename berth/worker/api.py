@@ -28,6 +28,7 @@ from berth.worker._middleware import BearerAuth, BodyLimit, RequestMetrics
 from berth.worker._runtime import trim_malloc
 from berth.worker.errors import WorkerError
 from berth.worker.metrics import CONTENT_TYPE
+from berth.worker.router import ROUTER_PREFIX
 from berth.worker.router import router as inference_router
 from berth.worker.serve_manager import ServeManager
 
@@ -192,7 +193,7 @@ def create_app(manager: ServeManager, *, start: bool = True, close: bool = True)
     app.add_exception_handler(Exception, _unexpected)
     settings = manager.settings
     token = settings.api_token.get_secret_value() if settings.api_token else None
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, unbuffered=(ROUTER_PREFIX,))
     app.add_middleware(BearerAuth, token=token, open_paths=frozenset({"/health", "/healthz"}), also=gpustack_admits)
     app.add_middleware(RequestMetrics, metrics=manager.metrics)
     return app

@@ -12,12 +12,16 @@ A request goes to one *running* instance, chosen
 3. else, when ``app.state.model_activator`` is set (see :mod:`berth.worker.activation`), by
    asking it to bring the model up within ``router_activation_timeout`` seconds.
 
-Bodies are streamed to the instance as they arrive when the header decides (nothing needs the
-body); a request routed by ``model`` is read first (it is bounded by ``max_body_bytes``).
+Bodies are bounded by ``max_inference_body_bytes``, not by the control API's ``max_body_bytes``
+(the worker's body limit leaves :data:`ROUTER_PREFIX` to this module): a prompt of a long context
+or a base64 image is routinely several MiB. A declared ``Content-Length`` over the bound is
+refused at once. When the header decides, nothing needs the body: it streams to the engine as it
+arrives, counted, and the upstream request is abandoned (its connection closed) the moment the
+count passes the bound. A request routed by ``model`` is read first, up to the bound, to find it.
 Answers are streamed back chunk by chunk as the engine sends them, so server-sent events reach
 the client token by token. Errors are OpenAI's shape, ``{"error": {"message", "type", "param",
-"code"}}``: 400 no model named, 404 no such model, 502 the engine did not answer, 503 (with
-``Retry-After``) the model cannot serve in time.
+"code"}}``: 400 no model named, 404 no such model, 413 a body over the bound, 502 the engine did
+not answer, 503 (with ``Retry-After``) the model cannot serve in time.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect
 
 from berth.utils.args import flatten_to_argv, is_parameter_key
 from berth.worker.activation import ModelActivator, ModelUnavailable, RouteGate, UnknownModel
@@ -41,7 +46,8 @@ from berth.worker.loras import runtime_lora_names
 from berth.worker.registry import InstanceRecord
 from berth.worker.states import InstanceState
 
-__all__ = ["HeaderRoute", "OpenAIError", "RouteError", "adapter_names", "lora_names", "openai_error", "pick_instance", "router", "served_model_names"]
+__all__ = ["ROUTER_PREFIX", "HeaderRoute", "OpenAIError", "RouteError", "adapter_names", "lora_names", "openai_error",
+           "pick_instance", "router", "served_model_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +55,8 @@ logger = logging.getLogger(__name__)
 HeaderRoute = Callable[[str], "str | None"]
 
 router = APIRouter(tags=["inference"])
+#: Every path under it is this router's; it bounds their bodies itself (``max_inference_body_bytes``).
+ROUTER_PREFIX = "/v1/"
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and the ones the proxy recomputes.
 _HOP = frozenset({
@@ -95,6 +103,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": OpenAIError, "description": "No model named, or a body the router cannot read."},
     404: {"description": "No instance serves that model or instance here (OpenAIError; a path that "
                          "is not a route at all answers berth's plain {\"detail\": ...})."},
+    413: {"model": OpenAIError, "description": "The body is larger than max_inference_body_bytes."},
     502: {"model": OpenAIError, "description": "The instance's engine did not answer."},
     503: {"model": OpenAIError, "description": "The model cannot serve in time (Retry-After)."},
 }
@@ -249,6 +258,50 @@ async def _by_model(request: Request, model: str) -> InstanceRecord:
     return _running(request, instance_id)
 
 
+# -- bodies ----------------------------------------------------------------------------------
+
+
+def _body_bound(request: Request) -> int:
+    """``max_inference_body_bytes``; RouteError at once when the declared length is over it."""
+    limit: int = request.app.state.manager.settings.max_inference_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and not declared.isdigit():
+        raise RouteError(400, "Content-Length is not a number", kind="invalid_request_error",
+                         code="invalid_content_length")
+    if declared is not None and int(declared) > limit:
+        raise _too_large(limit)
+    return limit
+
+
+def _too_large(limit: int) -> RouteError:
+    return RouteError(413, f"request body is larger than {limit} bytes (max_inference_body_bytes); send "
+                      "less, or raise the worker's setting", kind="invalid_request_error", code="body_too_large")
+
+
+async def _counted(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body as it arrives. RouteError once it passes ``limit`` bytes or the client goes away:
+    raised inside an upstream send, it ends that request and closes its connection."""
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            yield chunk
+    except ClientDisconnect:
+        raise RouteError(400, "the client closed the connection before sending its whole body",
+                         kind="invalid_request_error", code="client_disconnected") from None
+
+
+def _has_body(request: Request) -> bool:
+    """Whether the request carries a body at all (RFC 9112 6.3: a length or a transfer coding)."""
+    return "content-length" in request.headers or "transfer-encoding" in request.headers
+
+
+async def _read(request: Request, limit: int) -> bytes:
+    return b"".join([chunk async for chunk in _counted(request, limit)])
+
+
 # -- forwarding ------------------------------------------------------------------------------
 
 
@@ -274,8 +327,12 @@ def _forward_headers(request: Request) -> dict[str, str]:
 async def _send(request: Request, record: InstanceRecord, path: str,
                 content: bytes | AsyncIterator[bytes]) -> Response:
     url = f"{record.endpoints['base_url']}/v1/{path}"
+    forward = _forward_headers(request)
+    declared = request.headers.get("content-length")
+    if declared is not None and not isinstance(content, bytes):
+        forward["content-length"] = declared  # a streamed body keeps its length (else: chunked)
     upstream = _client(request).build_request(
-        request.method, url, params=request.query_params, headers=_forward_headers(request), content=content)
+        request.method, url, params=request.query_params, headers=forward, content=content)
     try:
         answer = await _client(request).send(upstream, stream=True)
     except httpx.HTTPError as exc:
@@ -299,12 +356,13 @@ def _touch(request: Request, instance_id: str) -> None:
 
 
 async def _route(request: Request, path: str) -> Response:
+    limit = _body_bound(request)
     target = _header_target(request)
     if target is not None:
         record = _running(request, target)
-        content: bytes | AsyncIterator[bytes] = request.stream()
+        content: bytes | AsyncIterator[bytes] = _counted(request, limit) if _has_body(request) else b""
     else:
-        content = await request.body()
+        content = await _read(request, limit)
         record = await _by_model(request, _model_of(request, content))
     _touch(request, record.id)
     return await _send(request, record, path, content)
@@ -322,8 +380,9 @@ async def inference(request: Request, path: str) -> Response:
 
 
 for _method in _METHODS:
-    router.add_api_route("/v1/{path:path}", inference, methods=[_method], operation_id=f"inference_{_method.lower()}",
-                         summary="OpenAI-compatible API of this worker's instances", responses=_RESPONSES,
+    router.add_api_route(ROUTER_PREFIX + "{path:path}", inference, methods=[_method],
+                         operation_id=f"inference_{_method.lower()}", responses=_RESPONSES,
+                         summary="OpenAI-compatible API of this worker's instances",
                          include_in_schema=_method != "HEAD")
 
 

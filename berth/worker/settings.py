@@ -170,7 +170,16 @@ class Settings(BaseSettings):
         "it is failed, naming the missing nodes.",
     )
     probe_timeout: float = Field(default=2.0, gt=0, description="Timeout (s) of one readiness request.")
-    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body accepted (413 beyond).")
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024,
+        description="Largest request body of the control API (every path but /v1/*) accepted (413 beyond).",
+    )
+    max_inference_body_bytes: int = Field(
+        default=100 << 20, ge=1024,
+        description="Largest request body of the /v1/* inference router (413 beyond): long prompts, base64 "
+        "images and audio. A body routed by a scheduler's header streams to the engine as it arrives; one "
+        "routed by model is read first (to find it), so it holds up to this much memory while in flight.",
+    )
     event_retention: int = Field(default=10000, ge=100, description="Instance events kept for the watch stream.")
     stop_instances_on_exit: bool = Field(
         default=False, description="Stop every instance when the worker exits (default: keep them for re-adoption)."
