@@ -1,4 +1,5 @@
-"""ASGI middleware of the worker's API: request metrics, bearer-token auth, body size limit.
+"""ASGI middleware of the worker's API: request metrics, bearer-token auth, body size limit (the
+control API's; the ``/v1`` router streams and bounds its own bodies).
 
 Plain ASGI (no response buffering), so streamed answers such as the watch stream pass through.
 Order, outermost first: metrics (counts every answer, 401 and 413 included), auth (before any

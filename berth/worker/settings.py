@@ -178,7 +178,7 @@ class Settings(BaseSettings):
         default=100 << 20, ge=1024,
         description="Largest request body of the /v1/* inference router (413 beyond): long prompts, base64 "
         "images and audio. A body routed by a scheduler's header streams to the engine as it arrives; one "
-        "routed by model is read first (to find it), so it holds up to this much memory while in flight.",
+        "routed by model is read first to find it, the worker holding about three times its size meanwhile.",
     )
     event_retention: int = Field(default=10000, ge=100, description="Instance events kept for the watch stream.")
     stop_instances_on_exit: bool = Field(
