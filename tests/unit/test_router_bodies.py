@@ -21,6 +21,7 @@ from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
 from berth.testing.fakes import FakeProbe
 from berth.worker import ServeManager, Settings, create_app
+from berth.worker.router import ROUTER_PREFIX, inference
 from berth.worker.states import InstanceState
 from tests.support.ports import free_port
 
@@ -98,7 +99,7 @@ def world(tmp_path_factory) -> Iterator[dict]:
         servers.append(_serve(engine, engine_port, lifespan="off"))
         probe.ready.add(f"http://127.0.0.1:{engine_port}")
         _wait_running(manager, "base")
-        yield {"http": http_client, "port": port, "engine": engine}
+        yield {"http": http_client, "port": port, "engine": engine, "app": app}
     finally:
         http_client.close()
         for server, thread in servers:
@@ -155,6 +156,13 @@ def test_the_inference_bound_is_its_own_setting(monkeypatch):
     assert settings.max_body_bytes == MiB and settings.max_inference_body_bytes == 100 * MiB
     monkeypatch.setenv("BERTH_MAX_INFERENCE_BODY_BYTES", str(3 * MiB))
     assert Settings.load().max_inference_body_bytes == 3 * MiB
+
+
+def test_nothing_but_the_router_lives_under_its_prefix(world):
+    """The worker's body limit leaves these paths to the router: an endpoint added there would
+    read unbounded bodies."""
+    under = [route for route in world["app"].routes if getattr(route, "path", "").startswith(ROUTER_PREFIX)]
+    assert under and all(route.endpoint is inference for route in under)
 
 
 # -- bodies that pass ------------------------------------------------------------------------
