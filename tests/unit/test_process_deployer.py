@@ -250,6 +250,24 @@ def test_a_supervisor_that_cannot_be_run_is_refused_at_once(run_dir: Path) -> No
     assert not (run_dir / "never").exists()
 
 
+def test_a_failed_spawn_stops_the_shims_already_started(
+    deployer: ProcessDeployer, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from berth.deployers.process import deployer as module
+
+    real = module.spawn
+
+    def second_fails(python: str, workload_dir: str, spec: object) -> object:
+        if getattr(spec, "container") == "ray-head":
+            raise DeployerError("container 'ray-head': cannot start its supervisor: out of processes")
+        return real(python, workload_dir, spec)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "spawn", second_fails)
+    with pytest.raises(DeployerError, match="out of processes"):
+        deployer.create(plan("half", py(SLEEPER), py(SLEEPER, name="ray-head")))
+    assert not (run_dir / "half").exists()  # and the run_dir fixture finds no process left
+
+
 def test_delete_right_after_create_leaves_nothing(deployer: ProcessDeployer) -> None:
     for i in range(4):  # the run_dir fixture fails the test if any process is left
         deployer.create(plan(f"brief{i}", py(SLEEPER)))

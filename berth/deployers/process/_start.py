@@ -90,12 +90,7 @@ class Start(threading.Thread):
 
     def run(self) -> None:
         try:
-            deadline = time.monotonic() + self.timeout
-            failure = None
-            for shim in self.spawned:
-                problem = _report(shim, deadline, self.timeout)
-                if problem is not None and failure is None:
-                    failure = (shim.container, problem)
+            failure = collect(self.spawned, self.timeout)
             if failure is not None:
                 self._fail(*failure)
         except Exception:  # noqa: BLE001 - a daemon thread: say what went wrong, never die silently
@@ -106,13 +101,30 @@ class Start(threading.Thread):
     def _fail(self, container: str, problem: str) -> None:
         logger.warning("workload %s: container %s did not start: %s",
                        os.path.basename(self.workload_dir), container, problem)
-        for name in self.containers:  # a shim that never wrote its state may still be starting
-            if read_state(self.workload_dir, name) is None:
-                proc.send(proc.with_argv(SHIM_MODULE, self.workload_dir, name), signal.SIGKILL)
-        stop_targets([Target(self.workload_dir, c, read_state(self.workload_dir, c)) for c in self.containers],
-                     ROLLBACK_TIMEOUT)
+        stop_all(self.workload_dir, self.containers)
         if read_state(self.workload_dir, container) is None:
             write_state(self.workload_dir, container, ContainerState(error=problem, finished_at=time.time()))
+
+
+def collect(spawned: Sequence[Spawned], timeout: float) -> tuple[str, str] | None:
+    """Wait up to ``timeout`` s in all for the shims' reports; the first failure as
+    ``(container, why)``, or ``None`` when every command started."""
+    deadline = time.monotonic() + timeout
+    failure = None
+    for shim in spawned:
+        problem = _report(shim, deadline, timeout)
+        if problem is not None and failure is None:
+            failure = (shim.container, problem)
+    return failure
+
+
+def stop_all(workload_dir: str, containers: Sequence[str]) -> None:
+    """Stop every container of a workload that did not start, shims still starting included
+    (found by their command line, as they have written no state yet)."""
+    for name in containers:
+        if read_state(workload_dir, name) is None:
+            proc.send(proc.with_argv(SHIM_MODULE, workload_dir, name), signal.SIGKILL)
+    stop_targets([Target(workload_dir, c, read_state(workload_dir, c)) for c in containers], ROLLBACK_TIMEOUT)
 
 
 def _report(shim: Spawned, deadline: float, timeout: float) -> str | None:

@@ -1,7 +1,7 @@
 """Run berth plans as local processes: one process per container of the plan.
 
 Each container (the ``ray-head`` sidecar too) runs under its own small supervisor, the shim
-(:mod:`berth.deployers.process._shim`), in a session of its own. The shim starts the command,
+(:mod:`berth.deployers.process.shim`), in a session of its own. The shim starts the command,
 waits for it and writes pid, process group, exit code, signal and timestamps to a JSON file in
 the run directory; ``get``/``list`` read those files, so a new ``ProcessDeployer`` over the same
 ``run_dir`` finds and adopts everything an earlier one started, even after berth was killed
@@ -15,10 +15,16 @@ group, session or environment tag.
 * stdout and stderr go straight from the process into ``<run_dir>/<name>/<container>.log``
   (``O_APPEND``): nothing passes a bounded queue, and ``logs()`` reads any byte range with one
   ``pread`` while the file grows;
-* ``delete`` sends SIGTERM to each process group, SIGKILL after the timeout, then sweeps for
-  stragglers (vLLM's engine-core children included) and removes state and logs;
+* ``create`` checks what a plan can get wrong (names, commands, ``#!`` interpreters, working
+  directories, ports) and refuses it at once with :class:`InvalidWorkload`; then it spawns the
+  shims and returns without waiting for them to start (a container is ``pending`` until its
+  shim reports; one that cannot start fails the workload: see :mod:`._start`);
+* ``delete`` sends SIGTERM to each process group, SIGKILL after the timeout, and waits for each
+  shim to leave, which it does once it has reaped every descendant; stragglers are swept from
+  ``/proc`` only when a shim is gone without saying so (:mod:`._stop`); state and logs removed;
 * the plan's declared ports are not published (processes share the host network), but a plan
-  whose port is already bound here is refused with :class:`InvalidWorkload` naming it.
+  whose port is already bound here is refused with :class:`InvalidWorkload` naming it (a bind
+  probe per port: :mod:`._ports`).
 
 Container notions (image, user/group, privileged, capabilities, mounts, files, shm size,
 checks, restart policy, init containers' profile) do not apply to a local process: they are
@@ -48,7 +54,7 @@ from berth.deployers.base import (
 )
 from berth.deployers.process._ports import check_ports_free
 from berth.deployers.process._spec import LaunchSpec, build_launch_specs, masked_argv, plan_problem
-from berth.deployers.process._start import ROLLBACK_TIMEOUT, SHIM_MODULE, Spawned, Start, spawn
+from berth.deployers.process._start import ROLLBACK_TIMEOUT, SHIM_MODULE, Spawned, Start, collect, spawn, stop_all
 from berth.deployers.process._state import WORKLOAD_FILE, log_path, read_state
 from berth.deployers.process._status import container_status
 from berth.deployers.process._stop import Target, stop_targets
@@ -98,9 +104,9 @@ class ProcessDeployer(LocalDeployer):
                 self._log_start(workload_dir, spec)
                 spawned.append(spawn(self.python, workload_dir, spec))
         except BaseException:
-            for shim in spawned:
-                shim.popen.communicate()  # its report, so that its state (if any) is written
-            self._discard(workload_dir, containers)
+            collect(spawned, self.start_timeout)  # the shims already started write their state
+            stop_all(workload_dir, containers)
+            shutil.rmtree(workload_dir, ignore_errors=True)
             raise
         self._containers[name] = frozenset(containers)
         self._begin(name, Start(workload_dir, containers, spawned, self.start_timeout, self._started))
@@ -153,11 +159,6 @@ class ProcessDeployer(LocalDeployer):
             start = self._starting.get(name)
         if start is not None:
             start.join(self.start_timeout + ROLLBACK_TIMEOUT + 10.0)
-
-    def _discard(self, workload_dir: str, containers: list[str]) -> None:
-        targets = [Target(workload_dir, c, read_state(workload_dir, c)) for c in containers]
-        stop_targets(targets, timeout=2.0)
-        shutil.rmtree(workload_dir, ignore_errors=True)
 
     # -- read ----------------------------------------------------------------------------
 
