@@ -79,15 +79,12 @@ class Target:
             proc.wait_gone(self.state.shim_pid, deadline - time.monotonic(), POLL, start=self.state.shim_start)
 
     def terminate(self) -> None:
-        """Ask politely: the shim first, so that the stop is recorded, and the command's group
-        straight after (the shim forwards it too; sent here, the command need not wait for
-        the shim to be scheduled)."""
-        shim = self.shim_running() and self.state is not None and self.state.shim_pid
-        if shim:
-            proc.send([shim], signal.SIGTERM)
-        if self.child_running() and self.state is not None:
+        """Ask politely: through the shim when it lives, so the stop is recorded."""
+        if self.shim_running() and self.state is not None and self.state.shim_pid:
+            proc.send([self.state.shim_pid], signal.SIGTERM)
+        elif self.child_running() and self.state is not None:
             proc.send_group(self.state.pid, signal.SIGTERM)
-        elif not shim:
+        else:
             proc.send(self.leftovers(), signal.SIGTERM)
 
     def kill(self, *, shim_too: bool = False) -> None:
