@@ -81,7 +81,8 @@ class Start(threading.Thread):
         self, workload_dir: str, containers: Sequence[str], spawned: Sequence[Spawned], timeout: float,
         done: Callable[[Start], None],
     ) -> None:
-        super().__init__(name=f"berth-start-{os.path.basename(workload_dir)}", daemon=True)
+        self.workload = os.path.basename(workload_dir)
+        super().__init__(name=f"berth-start-{self.workload}", daemon=True)
         self.workload_dir = workload_dir
         self.containers = list(containers)
         self.spawned = list(spawned)
@@ -99,8 +100,7 @@ class Start(threading.Thread):
             self._done(self)
 
     def _fail(self, container: str, problem: str) -> None:
-        logger.warning("workload %s: container %s did not start: %s",
-                       os.path.basename(self.workload_dir), container, problem)
+        logger.warning("workload %s: container %s did not start: %s", self.workload, container, problem)
         stop_all(self.workload_dir, self.containers)
         if read_state(self.workload_dir, container) is None:
             write_state(self.workload_dir, container, ContainerState(error=problem, finished_at=time.time()))

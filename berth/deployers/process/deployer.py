@@ -143,15 +143,14 @@ class ProcessDeployer(LocalDeployer):
         )
 
     def _begin(self, name: str, start: Start) -> None:
-        with self._lock:
+        with self._lock:  # started under the lock: a delete never joins a thread not yet started
             self._starting[name] = start
-        start.start()
+            start.start()
 
     def _started(self, start: Start) -> None:
         with self._lock:
-            name = os.path.basename(start.workload_dir)
-            if self._starting.get(name) is start:
-                del self._starting[name]
+            if self._starting.get(start.workload) is start:
+                del self._starting[start.workload]
 
     def _settle(self, name: str) -> None:
         """Wait until the shims of ``name`` have all reported (at once when none is starting)."""
