@@ -80,7 +80,18 @@ def observed_changes(
     readiness: Readiness | None,
     now: float,
 ) -> dict[str, Any]:
-    """Changes to ``record`` given the deployer's ``status`` (None: vanished) and readiness."""
+    """Changes to ``record`` given the deployer's ``status`` (None: vanished) and readiness;
+    its identity too, which a deployer may complete after ``create`` (the pids of processes
+    that were still starting) or change (after a restart of berth)."""
+    changes = _state_changes(record, status, readiness, now)
+    if status is not None and status.identity and status.identity != record.identity:
+        changes["identity"] = dict(status.identity)
+    return changes
+
+
+def _state_changes(
+    record: InstanceRecord, status: WorkloadStatus | None, readiness: Readiness | None, now: float
+) -> dict[str, Any]:
     if status is None:
         return {"state": InstanceState.FAILED, "reason": _vanished(record), "exit_code": None}
     if status.state.terminal:

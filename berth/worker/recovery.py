@@ -77,8 +77,6 @@ def _adopt(ctx: WorkerContext, record: InstanceRecord) -> tuple[bool, WorkloadSt
 
 def _apply(ctx: WorkerContext, record: InstanceRecord, status: WorkloadStatus | None, report: RecoveryReport) -> None:
     changes = observed_changes(record, status, None, time.time())
-    if status is not None and status.identity and status.identity != record.identity:
-        changes["identity"] = dict(status.identity)
     if record.state is InstanceState.PENDING and status is not None and "state" not in changes:
         changes.update(state=InstanceState.STARTING, started_at=record.started_at or time.time())
     (report.vanished if status is None else report.adopted).append(record.id)

@@ -30,7 +30,7 @@ from gpustack_runtime.deployer import (
 
 from berth.deployers import INSTANCE_LABEL, MANAGED_LABEL, get_deployer
 from berth.deployers._stdlib import proc
-from berth.deployers.base import InvalidWorkload, WorkloadExists, WorkloadNotFound
+from berth.deployers.base import DeployerError, InvalidWorkload, WorkloadExists, WorkloadNotFound
 from berth.deployers.process import ProcessDeployer
 from berth.schemas.workload import WorkloadState, WorkloadStatus
 
@@ -91,6 +91,13 @@ def wait_state(d: ProcessDeployer, name: str, *states: WorkloadState, timeout: f
     return d.get(name)
 
 
+def started(d: ProcessDeployer, name: str) -> WorkloadStatus:
+    """The status once every shim of ``name`` has reported (``create`` does not wait for them)."""
+    wait_for(lambda: all(c.state is not WorkloadState.PENDING for c in d.get(name).containers),
+             what=f"the shims of {name} to start")
+    return d.get(name)
+
+
 def alive(pid: int | None) -> bool:
     return pid is not None and proc.start_time(pid) is not None
 
@@ -138,8 +145,8 @@ def test_env_and_visible_devices(deployer: ProcessDeployer, monkeypatch: pytest.
     """
     resources = {"nvidia.com/devices": "GPU-aaaa-1111,GPU-bbbb-2222", "cpu": "2"}
     env = {"FOO": "bar", "CUDA_VISIBLE_DEVICES": "9"}
-    status = deployer.create(plan("envs", py(code, env=env, resources=resources)))
-    assert status.state in (WorkloadState.RUNNING, WorkloadState.STOPPED)
+    deployer.create(plan("envs", py(code, env=env, resources=resources)))
+    assert started(deployer, "envs").state in (WorkloadState.RUNNING, WorkloadState.STOPPED)
     wait_state(deployer, "envs", WorkloadState.STOPPED)
     out = log_text(deployer, "envs")
     assert "FOO bar" in out
@@ -205,11 +212,80 @@ def test_exists_init_and_bad_names(deployer: ProcessDeployer) -> None:
     deployer.delete("twice", timeout=2)
 
 
-def test_failed_start_rolls_back_started_containers(deployer: ProcessDeployer, run_dir: Path) -> None:
+def test_missing_interpreter_is_refused_before_anything_starts(deployer: ProcessDeployer, run_dir: Path) -> None:
     bad = container("ray-head", script="#!/nonexistent/interpreter\n")
-    with pytest.raises(InvalidWorkload, match="ray-head"):
+    with pytest.raises(InvalidWorkload, match="ray-head.*'/nonexistent/interpreter'"):
         deployer.create(plan("rollback", py(SLEEPER), bad))
     assert not (run_dir / "rollback").exists()
+
+
+def test_failed_exec_fails_the_workload_and_stops_the_rest(deployer: ProcessDeployer, tmp_path: Path) -> None:
+    garbage = tmp_path / "not-a-program"
+    garbage.write_bytes(b"\x00\x01 neither ELF nor #!")
+    garbage.chmod(0o755)  # passes every check before the start; only exec(2) can refuse it
+    deployer.create(plan("noexec", py(SLEEPER), container("ray-head", command=[str(garbage)])))
+    wait_state(deployer, "noexec", WorkloadState.FAILED)
+    main = lambda: deployer.get("noexec").container("default")  # noqa: E731
+    wait_for(lambda: main().state is WorkloadState.STOPPED, what="the started container to be stopped")
+    failed = deployer.get("noexec")
+    head = failed.container("ray-head")
+    assert failed.state is WorkloadState.FAILED and failed.reason == head.reason
+    assert "cannot execute" in head.reason and head.exit_code == 126
+    assert not alive(main().pid)
+    assert deployer.delete("noexec", timeout=2) is not None
+
+
+def test_a_supervisor_that_dies_unreported_fails_the_workload(run_dir: Path) -> None:
+    d = ProcessDeployer(run_dir, python="/bin/false")  # "starts" and exits 1 without a word
+    d.create(plan("dead", py(SLEEPER)))
+    failed = wait_state(d, "dead", WorkloadState.FAILED)
+    assert "supervisor" in failed.reason
+    assert d.delete("dead", timeout=2) is not None and not (run_dir / "dead").exists()
+
+
+def test_a_supervisor_that_cannot_be_run_is_refused_at_once(run_dir: Path) -> None:
+    d = ProcessDeployer(run_dir, python=str(run_dir.parent / "no-such-python"))
+    with pytest.raises(DeployerError, match="cannot start its supervisor"):
+        d.create(plan("never", py(SLEEPER)))
+    assert not (run_dir / "never").exists()
+
+
+def test_a_failed_spawn_stops_the_shims_already_started(
+    deployer: ProcessDeployer, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from berth.deployers.process import deployer as module
+
+    real = module.spawn
+
+    def second_fails(python: str, workload_dir: str, spec: object) -> object:
+        if getattr(spec, "container") == "ray-head":
+            raise DeployerError("container 'ray-head': cannot start its supervisor: out of processes")
+        return real(python, workload_dir, spec)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "spawn", second_fails)
+    with pytest.raises(DeployerError, match="out of processes"):
+        deployer.create(plan("half", py(SLEEPER), py(SLEEPER, name="ray-head")))
+    assert not (run_dir / "half").exists()  # and the run_dir fixture finds no process left
+
+
+def test_delete_right_after_create_leaves_nothing(deployer: ProcessDeployer) -> None:
+    for i in range(4):  # the run_dir fixture fails the test if any process is left
+        deployer.create(plan(f"brief{i}", py(SLEEPER)))
+        last = deployer.delete(f"brief{i}", timeout=5)
+        assert last is not None and last.state is WorkloadState.STOPPED
+    assert deployer.list() == []
+
+
+def test_a_normal_stop_searches_no_process_table(deployer: ProcessDeployer, monkeypatch: pytest.MonkeyPatch) -> None:
+    deployer.create(plan("cheap", py(SLEEPER)))
+    pid = started(deployer, "cheap").containers[0].pid
+
+    def search(**_: object) -> set[int]:
+        raise AssertionError("the stop searched /proc although the shim reaped everything")
+
+    monkeypatch.setattr(proc, "members", search)
+    last = deployer.delete("cheap", timeout=5)
+    assert last is not None and last.state is WorkloadState.STOPPED and not alive(pid)
 
 
 # -- logs -----------------------------------------------------------------------------------
@@ -252,7 +328,8 @@ def test_logs_complete_ordered_and_ranged_while_growing(deployer: ProcessDeploye
 def test_sidecar_is_a_second_process_with_its_own_log(deployer: ProcessDeployer) -> None:
     main = py("import time; print('main', flush=True); time.sleep(300)")
     side = py("import time; print('side', flush=True); time.sleep(300)", name="ray-head")
-    status = deployer.create(plan("pair", main, side))
+    deployer.create(plan("pair", main, side))
+    status = started(deployer, "pair")
     pids = {c.name: c.pid for c in status.containers}
     assert set(pids) == {"default", "ray-head"} and pids["default"] != pids["ray-head"]
     wait_for(lambda: log_text(deployer, "pair", "ray-head") == "side\n", what="sidecar log")
@@ -289,8 +366,8 @@ def test_instant_exits_are_recorded(deployer: ProcessDeployer) -> None:
 
 
 def test_signal_from_outside_is_reported(deployer: ProcessDeployer) -> None:
-    status = deployer.create(plan("victim", py(SLEEPER)))
-    pid = status.containers[0].pid
+    deployer.create(plan("victim", py(SLEEPER)))
+    pid = started(deployer, "victim").containers[0].pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     failed = wait_state(deployer, "victim", WorkloadState.FAILED)
@@ -318,7 +395,8 @@ def test_sigkill_after_grace_for_term_ignoring_child(deployer: ProcessDeployer) 
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print('up', flush=True); time.sleep(300)
     """
-    status = deployer.create(plan("stubborn", py(code)))
+    deployer.create(plan("stubborn", py(code)))
+    status = started(deployer, "stubborn")
     wait_for(lambda: "up" in log_text(deployer, "stubborn"), what="start")
     last = deployer.delete("stubborn", timeout=0.5)
     assert last is not None and last.state is WorkloadState.STOPPED
@@ -357,7 +435,8 @@ def test_leftovers_die_with_the_main_process(deployer: ProcessDeployer) -> None:
 
 def test_second_deployer_adopts_after_the_first_is_dropped(run_dir: Path) -> None:
     first = ProcessDeployer(run_dir)
-    created = first.create(plan("durable", py(SLEEPER)))
+    first.create(plan("durable", py(SLEEPER)))
+    created = started(first, "durable")
     del first
     second = ProcessDeployer(run_dir)
     listed = second.list()
@@ -375,7 +454,7 @@ def test_list_only_returns_managed_workloads(deployer: ProcessDeployer) -> None:
     deployer.create(plan("mine", py(SLEEPER)))
     deployer.create(plan("foreign", py(SLEEPER), managed=False))
     assert [s.name for s in deployer.list()] == ["mine"]
-    assert deployer.get("foreign").state is WorkloadState.RUNNING
+    assert started(deployer, "foreign").state is WorkloadState.RUNNING
     deployer.delete("foreign", timeout=5)
     with pytest.raises(WorkloadNotFound):
         deployer.get("foreign")
@@ -406,8 +485,8 @@ def test_kill_9_of_the_creating_process_then_readopt(run_dir: Path) -> None:
         os.killpg(creator.pid, signal.SIGKILL)
         creator.wait()
     fresh = ProcessDeployer(run_dir)
-    statuses = {s.name: s for s in fresh.list()}
-    assert set(statuses) == {"a", "b"}
+    assert {s.name for s in fresh.list()} == {"a", "b"}  # its shims outlive it, starting or not
+    statuses = {name: started(fresh, name) for name in ("a", "b")}
     assert all(s.state is WorkloadState.RUNNING for s in statuses.values())
     size = fresh.logs("a").total
     wait_for(lambda: fresh.logs("a").total > size, what="log to keep growing")
@@ -418,7 +497,8 @@ def test_kill_9_of_the_creating_process_then_readopt(run_dir: Path) -> None:
 
 
 def test_killed_shim_leaves_the_process_owned(deployer: ProcessDeployer, run_dir: Path) -> None:
-    status = deployer.create(plan("lonely", py(SLEEPER)))
+    deployer.create(plan("lonely", py(SLEEPER)))
+    status = started(deployer, "lonely")
     state = json.loads((run_dir / "lonely" / "default.state").read_text())
     os.kill(state["shim_pid"], signal.SIGKILL)
     wait_for(lambda: not alive(state["shim_pid"]), what="shim to die")

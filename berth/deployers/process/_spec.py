@@ -115,8 +115,22 @@ def _script_spec(
 ) -> LaunchSpec:
     path = script_path(workload_dir, name)
     if script.startswith("#!"):
+        _check_interpreter(name, script, cwd)
         return LaunchSpec(name, [path, *args], path, env, cwd, script, path)
     return LaunchSpec(name, ["/bin/sh", path, *args], "/bin/sh", env, cwd, script, path)
+
+
+def _check_interpreter(container: str, script: str, cwd: str | None) -> None:
+    """The script's ``#!`` interpreter must be an executable file here: the process starts
+    after ``create`` returns, so this is the last moment to refuse the plan with a reason."""
+    line = script[2:].split("\n", 1)[0].strip()
+    interpreter = line.split(maxsplit=1)[0] if line else ""
+    where = os.path.join(cwd or os.getcwd(), interpreter)
+    if not interpreter or not (os.path.isfile(where) and os.access(where, os.X_OK)):
+        raise InvalidWorkload(
+            f"container {container!r}: the command script's interpreter {interpreter!r} (its '#!' "
+            f"line) is not an executable file on this host; install it or fix the '#!' line"
+        )
 
 
 def container_env(

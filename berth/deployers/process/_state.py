@@ -43,6 +43,9 @@ class ContainerState:
     signal: int | None = None
     stop_requested: bool = False
     error: str = ""
+    #: Written by a shim that was a subreaper as it leaves, once it has reaped its last
+    #: descendant: nothing of the container is left, so a stop need not search ``/proc``.
+    all_reaped: bool = False
 
     @property
     def finished(self) -> bool:

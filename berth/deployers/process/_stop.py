@@ -6,6 +6,12 @@ and to every straggler: members of the command's session, the shim's descendants
 process carrying the container's tag in its environment (a daemon that left both group and
 session). Group and session ids are only trusted while the command itself is alive (verified by
 its start time): once it is gone its pid may be recycled, so only tagged processes are taken.
+
+Waiting costs nothing in the usual case: the shim is a subreaper, so every descendant of the
+command is its descendant and it leaves only after reaping the last one, recording
+``all_reaped``. The wait sleeps on the shim's exit (a pidfd) and reads that record. The search of
+every process on the host (``/proc/*/stat`` and each process's environment) is the fallback for
+a shim that is gone without that record: killed, or on a kernel without subreapers.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from berth.deployers._stdlib import proc
-from berth.deployers.process._state import TAG_ENV, ContainerState, process_tag
+from berth.deployers.process._state import TAG_ENV, ContainerState, process_tag, read_state
 
 #: How long to wait, after SIGKILL, for shims to record the exit and leave.
 KILL_WAIT = 5.0
@@ -54,10 +60,23 @@ class Target:
         return found
 
     def quiet(self) -> bool:
-        """Nothing of this container runs any more (cheap checks first)."""
+        """Nothing of this container runs any more (cheap checks first; a search of ``/proc``
+        only when the shim left without saying it reaped everything)."""
         if self.shim_running() or self.child_running():
             return False
-        return not self.leftovers()
+        return self.all_reaped() or not self.leftovers()
+
+    def all_reaped(self) -> bool:
+        """Whether the shim recorded, as it left, that no descendant of it was left."""
+        latest = read_state(self.workload_dir, self.container)
+        if latest is not None:
+            self.state = latest
+        return latest is not None and latest.all_reaped
+
+    def wait_shim(self, deadline: float) -> None:
+        """Sleep until the shim exits or ``deadline`` (monotonic) passes; at once without a shim."""
+        if self.shim_running() and self.state is not None and self.state.shim_pid:
+            proc.wait_gone(self.state.shim_pid, deadline - time.monotonic(), POLL, start=self.state.shim_start)
 
     def terminate(self) -> None:
         """Ask politely: through the shim when it lives, so the stop is recorded."""
@@ -95,6 +114,8 @@ def stop_targets(targets: Sequence[Target], timeout: float) -> bool:
 def _wait_quiet(targets: Sequence[Target], deadline: float) -> bool:
     pending = list(targets)
     while pending:
+        for target in pending:
+            target.wait_shim(deadline)
         pending = [t for t in pending if not t.quiet()]
         if not pending:
             break

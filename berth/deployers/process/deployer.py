@@ -1,7 +1,7 @@
 """Run berth plans as local processes: one process per container of the plan.
 
 Each container (the ``ray-head`` sidecar too) runs under its own small supervisor, the shim
-(:mod:`berth.deployers.process._shim`), in a session of its own. The shim starts the command,
+(:mod:`berth.deployers.process.shim`), in a session of its own. The shim starts the command,
 waits for it and writes pid, process group, exit code, signal and timestamps to a JSON file in
 the run directory; ``get``/``list`` read those files, so a new ``ProcessDeployer`` over the same
 ``run_dir`` finds and adopts everything an earlier one started, even after berth was killed
@@ -15,10 +15,16 @@ group, session or environment tag.
 * stdout and stderr go straight from the process into ``<run_dir>/<name>/<container>.log``
   (``O_APPEND``): nothing passes a bounded queue, and ``logs()`` reads any byte range with one
   ``pread`` while the file grows;
-* ``delete`` sends SIGTERM to each process group, SIGKILL after the timeout, then sweeps for
-  stragglers (vLLM's engine-core children included) and removes state and logs;
+* ``create`` checks what a plan can get wrong (names, commands, ``#!`` interpreters, working
+  directories, ports) and refuses it at once with :class:`InvalidWorkload`; then it spawns the
+  shims and returns without waiting for them to start (a container is ``pending`` until its
+  shim reports; one that cannot start fails the workload: see :mod:`._start`);
+* ``delete`` sends SIGTERM to each process group, SIGKILL after the timeout, and waits for each
+  shim to leave, which it does once it has reaped every descendant; stragglers are swept from
+  ``/proc`` only when a shim is gone without saying so (:mod:`._stop`); state and logs removed;
 * the plan's declared ports are not published (processes share the host network), but a plan
-  whose port is already bound here is refused with :class:`InvalidWorkload` naming it.
+  whose port is already bound here is refused with :class:`InvalidWorkload` naming it (a bind
+  probe per port: :mod:`._ports`).
 
 Container notions (image, user/group, privileged, capabilities, mounts, files, shm size,
 checks, restart policy, init containers' profile) do not apply to a local process: they are
@@ -27,11 +33,9 @@ ignored with a debug log line, except Init-profile containers, which are refused
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -42,26 +46,21 @@ from gpustack_runtime.deployer import WorkloadPlan
 from berth.deployers._logfile import read_range
 from berth.deployers._stdlib.files import read_json, write_json
 from berth.deployers._stdlib.names import check_name
-from berth.deployers._stdlib.run import argv_for
 from berth.deployers.base import (
     RUN_CONTAINER,
-    DeployerError,
-    InvalidWorkload,
     LocalDeployer,
     WorkloadExists,
     WorkloadNotFound,
 )
 from berth.deployers.process._ports import check_ports_free
 from berth.deployers.process._spec import LaunchSpec, build_launch_specs, masked_argv, plan_problem
+from berth.deployers.process._start import ROLLBACK_TIMEOUT, SHIM_MODULE, Spawned, Start, collect, spawn, stop_all
 from berth.deployers.process._state import WORKLOAD_FILE, log_path, read_state
 from berth.deployers.process._status import container_status
 from berth.deployers.process._stop import Target, stop_targets
 from berth.schemas.workload import ContainerStatus, LogChunk, WorkloadState, WorkloadStatus, aggregate_state
 
 logger = logging.getLogger(__name__)
-
-#: The supervisor program, run by path (see :mod:`berth.deployers._stdlib.run`).
-SHIM_MODULE = "berth.deployers.process.shim"
 
 
 class ProcessDeployer(LocalDeployer):
@@ -78,6 +77,10 @@ class ProcessDeployer(LocalDeployer):
     def _setup(self, *, bin_dirs: Sequence[str] | None = None) -> None:
         self.bin_dirs = list(bin_dirs) if bin_dirs is not None else [os.path.dirname(sys.executable)]
         self._lock = threading.Lock()
+        #: workload name -> its containers, as written at create (they never change)
+        self._containers: dict[str, frozenset[str]] = {}
+        #: workload name -> the thread waiting for its shims' reports, while they start
+        self._starting: dict[str, Start] = {}
 
     def check(self, plan: WorkloadPlan) -> str | None:
         """Refuses Init-profile containers and containers with no command (no image to fall
@@ -93,13 +96,20 @@ class ProcessDeployer(LocalDeployer):
         with self._lock:
             check_ports_free(plan.containers or [])
             self._claim(workload_dir, name)
+        containers = [s.container for s in specs]
+        spawned: list[Spawned] = []
         try:
             self._write_workload(workload_dir, plan, specs)
             for spec in specs:
-                self._start(workload_dir, spec)
+                self._log_start(workload_dir, spec)
+                spawned.append(spawn(self.python, workload_dir, spec))
         except BaseException:
-            self._discard(workload_dir, [s.container for s in specs])
+            collect(spawned, self.start_timeout)  # the shims already started write their state
+            stop_all(workload_dir, containers)
+            shutil.rmtree(workload_dir, ignore_errors=True)
             raise
+        self._containers[name] = frozenset(containers)
+        self._begin(name, Start(workload_dir, containers, spawned, self.start_timeout, self._started))
         return self.get(name)
 
     def _claim(self, workload_dir: str, name: str) -> None:
@@ -125,28 +135,29 @@ class ProcessDeployer(LocalDeployer):
         }
         write_json(os.path.join(workload_dir, WORKLOAD_FILE), meta)
 
-    def _start(self, workload_dir: str, spec: LaunchSpec) -> None:
+    @staticmethod
+    def _log_start(workload_dir: str, spec: LaunchSpec) -> None:
         logger.debug(
             "starting %s/%s: %s (env: %s)",
             os.path.basename(workload_dir), spec.container, masked_argv(spec.argv), ", ".join(sorted(spec.env)),
         )
-        payload = json.dumps(spec.to_shim()).encode()
-        try:
-            done = subprocess.run(
-                argv_for(self.python, SHIM_MODULE, workload_dir, spec.container),
-                input=payload, capture_output=True, timeout=self.start_timeout, check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DeployerError(f"container {spec.container!r}: cannot start its supervisor: {exc}") from exc
-        report = _parse_report(done.stdout)
-        if not report.get("ok"):
-            detail = report.get("error") or done.stderr.decode(errors="replace").strip()[-2000:]
-            raise InvalidWorkload(f"container {spec.container!r}: {detail or 'supervisor failed'}")
 
-    def _discard(self, workload_dir: str, containers: list[str]) -> None:
-        targets = [Target(workload_dir, c, read_state(workload_dir, c)) for c in containers]
-        stop_targets(targets, timeout=2.0)
-        shutil.rmtree(workload_dir, ignore_errors=True)
+    def _begin(self, name: str, start: Start) -> None:
+        with self._lock:  # started under the lock: a delete never joins a thread not yet started
+            self._starting[name] = start
+            start.start()
+
+    def _started(self, start: Start) -> None:
+        with self._lock:
+            if self._starting.get(start.workload) is start:
+                del self._starting[start.workload]
+
+    def _settle(self, name: str) -> None:
+        """Wait until the shims of ``name`` have all reported (at once when none is starting)."""
+        with self._lock:
+            start = self._starting.get(name)
+        if start is not None:
+            start.join(self.start_timeout + ROLLBACK_TIMEOUT + 10.0)
 
     # -- read ----------------------------------------------------------------------------
 
@@ -190,13 +201,21 @@ class ProcessDeployer(LocalDeployer):
                 continue
 
     def _logs(self, name: str, container: str, start: int, end: int | None) -> LogChunk:
-        return read_range(self._log_file(name, container), start, end, missing_ok=False)
+        try:
+            return read_range(self._log_file(name, container), start, end, missing_ok=False)
+        except FileNotFoundError:  # deleted meanwhile, maybe by another deployer over this run_dir
+            self._containers.pop(name, None)
+            raise WorkloadNotFound(f"no workload named {name!r} in {self.run_dir}") from None
 
     def _log_file(self, name: str, container: str) -> str:
+        """The log of ``container``. A workload's containers never change, so they are read from
+        disk once (again only for a container not among them, as after a re-create elsewhere)."""
         workload_dir = self._dir(name)
-        meta = read_json(os.path.join(workload_dir, WORKLOAD_FILE))
-        if meta is None or container not in meta.get("containers", []):
-            raise WorkloadNotFound(f"no container {container!r} in workload {name!r}")
+        if container not in self._containers.get(name, ()):
+            meta = read_json(os.path.join(workload_dir, WORKLOAD_FILE))
+            if meta is None or container not in meta.get("containers", []):
+                raise WorkloadNotFound(f"no container {container!r} in workload {name!r}")
+            self._containers[name] = frozenset(meta["containers"])
         return log_path(workload_dir, container)
 
     # -- delete --------------------------------------------------------------------------
@@ -206,6 +225,8 @@ class ProcessDeployer(LocalDeployer):
             workload_dir = self._dir(name)
         except WorkloadNotFound:
             return None
+        self._settle(name)
+        self._containers.pop(name, None)
         if not os.path.isdir(workload_dir):
             return None
         meta = read_json(os.path.join(workload_dir, WORKLOAD_FILE))
@@ -221,15 +242,6 @@ class ProcessDeployer(LocalDeployer):
             return os.path.join(self.run_dir, check_name("workload", name))
         except ValueError as exc:
             raise WorkloadNotFound(f"no workload named {name!r} in {self.run_dir}: {exc}") from None
-
-
-def _parse_report(stdout: bytes) -> dict[str, object]:
-    lines = stdout.decode(errors="replace").strip().splitlines()
-    try:
-        report = json.loads(lines[-1]) if lines else {}
-    except ValueError:
-        report = {}
-    return report if isinstance(report, dict) else {}
 
 
 def _containers_on_disk(workload_dir: str) -> list[str]:

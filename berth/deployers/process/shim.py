@@ -19,7 +19,9 @@ The shim forks a daemon and reports on stdout, as one JSON line, whether the com
 * records pid, pgid, start times, exit code, signal and timestamps in ``<container>.state``;
 * forwards SIGTERM/SIGINT/SIGHUP to the command's process group (a stop request);
 * when the command exits, kills whatever is left of its group, session and descendants, as a
-  container runtime does when a container's first process exits, then exits itself.
+  container runtime does when a container's first process exits, waits for the last of them and
+  records ``all_reaped`` (a subreaper with no child left has no descendant left), then exits
+  itself: a stopping deployer waits for the shim's exit and searches no further.
 
 Killing berth (even with SIGKILL) leaves shim and command running; a new deployer over the same
 run directory reads the state files and adopts them.
@@ -69,6 +71,9 @@ class Shim:
             signal.signal(sig, self._on_signal)
         if self._spawn():
             self._reap()
+            if self.subreaper:  # every orphan came to us, and none is left
+                self.state.all_reaped = True
+                st.write_state(self.dir, self.container, self.state)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.state.stop_requested = True
@@ -113,7 +118,10 @@ class Shim:
     def _report(self, message: dict[str, Any]) -> None:
         if self.report_fd < 0:
             return
-        os.write(self.report_fd, json.dumps(message).encode() + b"\n")
+        try:
+            os.write(self.report_fd, json.dumps(message).encode() + b"\n")
+        except OSError:  # the front half is gone (its caller was killed): the command runs on
+            pass
         os.close(self.report_fd)
         self.report_fd = -1
 
