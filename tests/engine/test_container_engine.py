@@ -12,7 +12,6 @@ Needs the engine and images of ``scripts/setup_docker.sh`` (``make docker-engine
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -43,6 +42,7 @@ from berth.deployers import (
 )
 from berth.deployers.container import ContainerDeployer
 from berth.schemas.workload import WorkloadState, WorkloadStatus
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.docker
 
@@ -85,12 +85,6 @@ def sweep(name: str) -> None:
         subprocess.run(["docker", "rm", "-f", ident], capture_output=True, check=False)
     for ident in docker_ids("volume", label):
         subprocess.run(["docker", "volume", "rm", "-f", ident], capture_output=True, check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_text(port: int) -> str | None:

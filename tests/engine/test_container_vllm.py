@@ -9,7 +9,6 @@ directory mounted by the plan itself. The server must become healthy and answer
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from berth.backends.vllm import VLLMServer
 from berth.deployers import INSTANCE_LABEL
 from berth.deployers.container import ContainerDeployer
 from berth.schemas.spec import DeploymentSpec
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
 
@@ -48,12 +48,6 @@ def require_vllm_image() -> None:
     venv = os.path.realpath(sys.prefix)  # the image holds the venv at its real path (.venv may be a link)
     if out.stdout.strip() != venv:
         missing(f"image {IMAGE} holds {out.stdout.strip()!r}, not {venv!r} (run: make docker-engine)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def leftovers(name: str) -> list[str]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +20,8 @@ from typing import Any
 import httpx
 
 from berth.deployers._stdlib.proc import mentioning
+from berth.utils.ports import parse_port_range
+from tests.support.ports import free_port, free_range
 from tests.support.serve_process import spawn_serve, stop_group, wait_healthy
 
 
@@ -32,12 +32,6 @@ __all__ = [
     "STAND_IN", "ServeProcess", "fd_count", "free_block", "free_port", "kill_strays", "listening_ports",
     "listening_ports_of", "rss_kib", "stray_processes",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _listening() -> list[tuple[int, str]]:
@@ -79,15 +73,8 @@ def listening_ports_of(pids: set[int]) -> set[int]:
 
 
 def free_block(size: int = 50) -> tuple[int, int]:
-    """A random block of ``size`` ports in 47000-59999 that nothing listens on: test runs of
-    several engineers on one machine do not share ports."""
-    busy = {port for port, _ in _listening()}
-    starts = list(range(47000, 60000 - size, size))
-    random.shuffle(starts)
-    for start in starts:
-        if not busy & set(range(start, start + size)):
-            return start, start + size - 1
-    raise RuntimeError("no free block of ports")
+    """(first, last) of ``size`` free ports in a row, below the ephemeral range (:func:`free_range`)."""
+    return parse_port_range(free_range(size))
 
 
 def fd_count(pid: int) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from berth.deployers._stdlib import proc
 from berth.deployers.process._ports import bound_ports
 from berth.deployers.base import Deployer, WorkloadNotFound
 from berth.schemas import DeploymentSpec, InstancePorts
+from berth.utils.ports import BELOW_EPHEMERAL, free_port_range, parse_port_range
 from berth.worker.admission import Holdings, admit_spec
 from berth.worker.settings import Settings
 
@@ -118,17 +118,10 @@ class Model:
 
 def free_band(size: int, taken: set[int], start: int = 21000) -> int:
     """First port of ``size`` consecutive ports neither bound here nor in ``taken``, between
-    ``start`` and the ephemeral range, picked at random: another test run on the machine asks
-    for bands at the same time, and the first free one would be the same for both."""
-    bound = bound_ports()
-    firsts = list(range(start, 32768 - size, size))
-    random.shuffle(firsts)
-    for first in firsts:
-        band = set(range(first, first + size))
-        if band.isdisjoint(bound) and band.isdisjoint(taken):
-            taken.update(band)
-            return first
-    raise AssertionError("no free port band on this host")
+    ``start`` and the ephemeral range, picked at random (:func:`free_port_range`); added to ``taken``."""
+    first, last = parse_port_range(free_port_range(size, (start, BELOW_EPHEMERAL[1]), avoid=taken))
+    taken.update(range(first, last + 1))
+    return first
 
 
 @dataclass
