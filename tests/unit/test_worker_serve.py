@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.ports import free_range
-from tests.support.serve_process import spawn_serve, stop_group, wait_healthy
+from tests.support.ports import free_port, free_range
+from tests.support.serve_process import FAKE_VLLM, spawn_serve, stop_group, wait_healthy
 
 pytestmark = pytest.mark.subprocess  # starts processes: not in make test-unit
-
-FAKE = str(Path(__file__).resolve().parents[1] / "support" / "fake_vllm.py")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Worker:
@@ -85,7 +76,7 @@ def fake_processes(data_dir: Path) -> list[int]:
 @pytest.fixture
 def worker(tmp_path):
     env = {
-        "BERTH_ENTRYPOINT": json.dumps([sys.executable, FAKE]),
+        "BERTH_ENTRYPOINT": json.dumps([sys.executable, FAKE_VLLM]),
         "BERTH_POLL_INTERVAL": "0.1",
         "BERTH_RESTART_POLICY": "on-failure",
         "BERTH_RESTART_BACKOFF": "0.2",
@@ -141,7 +132,7 @@ def test_contract_readoption_and_restart(worker):
 
 def test_sigterm_closes_the_manager(tmp_path):
     env = {
-        "BERTH_ENTRYPOINT": json.dumps([sys.executable, FAKE]),
+        "BERTH_ENTRYPOINT": json.dumps([sys.executable, FAKE_VLLM]),
         "BERTH_POLL_INTERVAL": "0.1",
         "BERTH_STOP_INSTANCES_ON_EXIT": "true",
         "BERTH_INSTANCE_PORT_RANGE": free_range(),
