@@ -11,7 +11,6 @@ Needs the engine and images of ``scripts/setup_docker.sh`` (``make docker-engine
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
@@ -42,6 +41,8 @@ from berth.deployers import (
 )
 from berth.deployers.container import ContainerDeployer
 from berth.schemas.workload import WorkloadState, WorkloadStatus
+from tests.support.docker_objects import leftovers, sweep
+from tests.support.engines import unavailable
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.docker
@@ -49,7 +50,6 @@ pytestmark = pytest.mark.docker
 BUSYBOX = "berth-test/busybox:local"
 SHM_BYTES = 64 << 20
 WAIT = 60.0
-RUNTIME_WORKLOAD_LABEL = "runtime.gpustack.ai/workload"
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -60,31 +60,7 @@ def require_image(image: str) -> None:
     found = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False)
     if found.returncode == 0:
         return
-    reason = f"image {image} is missing from the engine (run: make docker-engine, as root)"
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
-def docker_ids(kind: str, label: str) -> list[str]:
-    """Ids of containers (``kind="ps"``) or volumes (``"volume"``) carrying ``label``."""
-    listing = ["docker", "ps", "-aq"] if kind == "ps" else ["docker", "volume", "ls", "-q"]
-    out = subprocess.run([*listing, "--filter", f"label={label}"], capture_output=True, text=True, check=True)
-    return out.stdout.split()
-
-
-def leftovers(name: str) -> list[str]:
-    labels = (f"{INSTANCE_LABEL}={name}", f"{RUNTIME_WORKLOAD_LABEL}={name}")
-    return [i for label in labels for kind in ("ps", "volume") for i in docker_ids(kind, label)]
-
-
-def sweep(name: str) -> None:
-    """Remove by force whatever a failed test left of workload ``name``."""
-    label = f"{RUNTIME_WORKLOAD_LABEL}={name}"
-    for ident in docker_ids("ps", label):
-        subprocess.run(["docker", "rm", "-f", ident], capture_output=True, check=False)
-    for ident in docker_ids("volume", label):
-        subprocess.run(["docker", "volume", "rm", "-f", ident], capture_output=True, check=False)
+    unavailable("docker", f"image {image} is missing from the engine (run: make docker-engine, as root)")
 
 
 def http_text(port: int) -> str | None:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ __all__ = [
     "Workers",
     "check_cluster",
     "check_gone",
+    "clusters",
+    "delete_all",
     "check_sockets",
     "check_state_api",
     "free_band",
@@ -433,3 +436,30 @@ def check_gone(pair: Pair, instance: Instance) -> None:
     assert not proc.mentioning(f"{LEADER_IP}:{head.gcs}"), "a process still names the Ray head's address"
     bands = planned_ports(instance.leader) | planned_ports(instance.follower)
     assert not bands & bound_ports(), f"ports of the instance's bands still bound: {sorted(bands & bound_ports())}"
+
+
+@contextmanager
+def clusters(pair: Pair, *instances: Instance) -> Iterator[None]:
+    """Runs the block with every instance started and its cluster formed (one after the other, to
+    spare a small host); then stops them all and, when the block passed, :func:`check_gone` each."""
+    try:
+        for instance in instances:
+            pair.start(instance)
+            check_cluster(wait_cluster(pair, instance), instance)
+        yield
+    finally:
+        for instance in instances:
+            pair.stop(instance)
+    for instance in instances:
+        check_gone(pair, instance)
+
+
+def delete_all(root: Path, *deployers: Deployer) -> None:
+    """Delete every workload of ``deployers`` (followers first); kill, and fail on, any process
+    still naming ``root`` (the directory the test's deployers run in)."""
+    for deployer in deployers:
+        for status in deployer.list():
+            deployer.delete(status.name, timeout=5)
+    left = proc.mentioning(str(root))
+    proc.send(left, 9)
+    assert not left, f"processes left behind: {sorted(left)}"

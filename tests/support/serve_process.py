@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from berth.testing.serve_process import spawn_serve, stop_group, wait_healthy
+from berth.testing.serve_process import ServeWorker, spawn_serve, stop_group, wait_healthy
 
-__all__ = ["FAKE_VLLM", "spawn_serve", "stop_group", "wait_healthy"]
+__all__ = ["FAKE_VLLM", "ServeWorker", "spawn_serve", "stop_group", "wait_healthy"]
 
 #: ``python FAKE_VLLM MODEL --host H --port P ...``: a stand-in for ``vllm serve`` that starts in
 #: milliseconds (``tests/support/fake_vllm.py``).

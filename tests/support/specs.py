@@ -29,11 +29,12 @@ BASE: dict[str, Any] = {
 }
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``over`` merged in: nested dicts key by key, anything else replaced."""
     out = copy.deepcopy(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -41,7 +42,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def make_spec(**sections: Any) -> DeploymentSpec:
     """``make_spec(model={...}, instance={...})`` deep-merges over a single-GPU NVIDIA spec."""
-    return DeploymentSpec.model_validate(_merge(BASE, sections))
+    return DeploymentSpec.model_validate(deep_merge(BASE, sections))
 
 
 def make_plan(**sections: Any) -> ServePlan:
@@ -60,5 +61,5 @@ def distributed(leader: bool = True, follower_gpus: list[int] | None = None, **o
         },
     }
     worker = {} if leader else {"id": 2, "ip": "10.0.0.2"}
-    sections = _merge({"instance": instance, "worker": worker}, over)
+    sections = deep_merge({"instance": instance, "worker": worker}, over)
     return make_plan(**sections)
