@@ -103,6 +103,16 @@ class ServeWorker:
     def stop(self) -> None:
         stop_group(self.proc, timeout=self.stop_timeout)
 
+    def close(self) -> None:
+        """Delete every instance (while the worker runs), stop the worker and close the client."""
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.http.delete("/v2/vllm/instances")
+        except httpx.HTTPError:
+            pass
+        self.stop()
+        self.http.close()
+
     def wait_state(self, instance_id: str, state: str, timeout: float = 30.0, **fields: object) -> dict:
         """The instance's API answer once its ``state`` (and each of ``fields``) is as asked."""
         deadline = time.monotonic() + timeout

@@ -44,6 +44,7 @@ from berth.schemas.workload import WorkloadState, WorkloadStatus
 from tests.support.docker_objects import leftovers, sweep
 from tests.support.engines import unavailable
 from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -69,16 +70,6 @@ def http_text(port: int) -> str | None:
             return answer.read().decode()
     except OSError:
         return None
-
-
-def wait_for(check: Callable[[], object], what: str, timeout: float = WAIT) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def wait_state(deployer: ContainerDeployer, name: str, done: Callable[[WorkloadStatus], bool]) -> WorkloadStatus:

@@ -31,11 +31,11 @@ from gpustack_runtime.deployer import WorkloadPlan
 from berth.backends.plan import ServePlan
 from berth.deployers.base import Deployer, DeployerError
 from berth.deployers.container import ContainerDeployer
-from berth.schemas.workload import WorkloadState, WorkloadStatus
+from berth.schemas.workload import WorkloadStatus
 from tests.support.docker_objects import RUNTIME_WORKLOAD_LABEL, docker_ids, leftovers, sweep
 from tests.support.engines import unavailable
 from tests.support.ray_cluster import (
-    FOLLOWER_IP, LEADER_IP, Model, Pair, Workers, check_sockets, check_state_api,
+    FOLLOWER_IP, LEADER_IP, Model, Pair, Workers, check_serving, check_sockets,
     clusters, make_instance, planned_ports, worker_settings,
 )
 
@@ -175,10 +175,7 @@ def test_two_workers_form_one_ray_cluster_in_containers(pair: Pair, model: Model
     instance = make_instance(unique("ray"), set(), model)
     assert {c.image for p in (instance.leader, instance.follower) for c in p.workload.containers} == {IMAGE}
     with clusters(pair, instance):
-        check_state_api(instance)
-        check_sockets(pair, instance)
-        assert pair.leader.get(instance.name).state is WorkloadState.RUNNING
-        assert pair.follower.get(instance.follower.name).state is WorkloadState.RUNNING
+        check_serving(pair, instance)
 
 
 def test_two_instances_in_containers_get_disjoint_bands(pair: Pair, model: Model, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from berth.deployers.process._state import TAG_ENV, process_tag
 from berth.deployers.base import Deployer, InvalidWorkload
 from berth.deployers.process import ProcessDeployer
 from tests.support.ray_cluster import (
-    FOLLOWER_IP, LEADER_IP, Model, Pair, Workers, check_sockets, check_state_api,
+    FOLLOWER_IP, LEADER_IP, Model, Pair, Workers, check_serving, check_sockets,
     clusters, delete_all, make_instance, planned_ports, worker_settings,
 )
 
@@ -50,10 +50,7 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
 def test_two_workers_form_one_ray_cluster_from_their_plans(pair: Pair) -> None:
     instance = make_instance("dist-1", set(), MODEL)
     with clusters(pair, instance):
-        check_state_api(instance)
-        check_sockets(pair, instance)
-        assert pair.leader.get(instance.name).state.value == "running"
-        assert pair.follower.get(instance.follower.name).state.value == "running"
+        check_serving(pair, instance)
 
 
 def test_two_instances_at_once_get_disjoint_bands(pair: Pair, tmp_path: Path) -> None:

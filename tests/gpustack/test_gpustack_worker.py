@@ -22,6 +22,7 @@ import pytest
 from tests.gpustack.conftest import ADMIN_PASSWORD, REGISTRATION_TOKEN, GPUStackServer
 from tests.support.ports import free_range
 from tests.support.serve_process import ServeWorker
+from tests.support.waiting import wait_for
 
 from berth.testing import CPU_ENV
 
@@ -61,14 +62,8 @@ class Berth(ServeWorker):
         return self.log.read_text(errors="replace")[-5000:]
 
 
-def _until(what: str, check, timeout: float, *, context=lambda: "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not within {timeout:.0f} s\n{context()}")
+def _until(what: str, check, timeout: float, *, context=None) -> object:
+    return wait_for(check, what, timeout, poll=0.5, context=context)
 
 
 def _worker(admin: httpx.Client) -> dict | None:

@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from berth.deployers._stdlib.proc import mentioning
 from berth.utils.ports import parse_port_range
 from tests.support.ports import free_port, free_range
@@ -113,16 +111,10 @@ class ServeProcess(ServeWorker):
         self.leftovers: set[int] = set()
         self.leftover_ports: set[int] = set()
 
-    def close(self) -> set[int]:
+    def close(self) -> set[int]:  # type: ignore[override]
         """Delete every instance, stop the worker, SIGKILL anything left; returns what was left
         (tests assert it is empty, after the cleanup has happened either way)."""
-        try:
-            if self.proc is not None and self.proc.poll() is None:
-                self.http.delete("/v2/vllm/instances")
-        except httpx.HTTPError:
-            pass
-        self.stop()
-        self.http.close()
+        super().close()
         left = stray_processes(self.data_dir)
         self.leftover_ports = listening_ports_of(left)
         self.leftovers = kill_strays(self.data_dir)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import alive
+
 pytestmark = pytest.mark.subprocess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -291,14 +293,6 @@ def _daemon_script(machine: Machine, command: str) -> str:
             f'start_daemon "the daemon" {root}/d.pid {root}/d.log 10 answers {command} || echo returned=$?\n')
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_start_daemon_waits_until_it_answers_and_stop_daemon_stops_its_group(daemon_machine: Machine) -> None:
     machine = daemon_machine
     started = machine.bash(_daemon_script(machine, "daemon"))
@@ -307,13 +301,13 @@ def test_start_daemon_waits_until_it_answers_and_stop_daemon_stops_its_group(dae
         assert (started.code, started.stdout) == (0, ""), started.stderr
         assert "starting the daemon (log:" in started.stderr and "the daemon ready after about" in started.stderr
         assert f"(pid {pid})" in started.stderr
-        assert _alive(pid) and os.getpgid(pid) == pid, "the daemon leads a process group of its own"
+        assert alive(pid) and os.getpgid(pid) == pid, "the daemon leads a process group of its own"
         assert (machine.root / "d.log").read_text() == "daemon: up\n"
     finally:
         stopped = machine.bash(f'stop_daemon "the daemon" {machine.root}/d.pid')
     assert (stopped.code, stopped.stdout) == (0, ""), stopped.stderr
     assert f"stopping the daemon (process group {pid})" in stopped.stderr
-    assert not _alive(pid) and not (machine.root / "d.pid").exists()
+    assert not alive(pid) and not (machine.root / "d.pid").exists()
     again = machine.bash(f'stop_daemon "the daemon" {machine.root}/d.pid')
     assert (again.code, again.stdout) == (0, "") and "nothing of ours to stop" in again.stderr
 

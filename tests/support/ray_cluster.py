@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,9 +36,11 @@ from berth.deployers._stdlib import proc
 from berth.deployers.process._ports import bound_ports
 from berth.deployers.base import Deployer, WorkloadNotFound
 from berth.schemas import DeploymentSpec, InstancePorts
+from berth.schemas.workload import WorkloadState
 from berth.utils.ports import BELOW_EPHEMERAL, free_port_range, parse_port_range
 from berth.worker.admission import Holdings, admit_spec
 from berth.worker.settings import Settings
+from tests.support.waiting import wait_for
 
 __all__ = [
     "BAND",
@@ -53,6 +54,7 @@ __all__ = [
     "Workers",
     "check_cluster",
     "check_gone",
+    "check_serving",
     "clusters",
     "delete_all",
     "check_sockets",
@@ -62,7 +64,6 @@ __all__ = [
     "make_instance",
     "planned_ports",
     "wait_cluster",
-    "wait_for",
     "worker_settings",
 ]
 
@@ -274,14 +275,6 @@ def listening_ports(pids: Iterable[int]) -> set[int]:
     return ports
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = FORM_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
-
-
 # -- the two sides -----------------------------------------------------------------------------
 
 
@@ -301,7 +294,7 @@ class Pair:
         """The leader first; the follower once the head's GCS listens (as a worker would retry)."""
         self.leader.create(instance.leader.workload)
         gcs = instance.leader.ports.ray.gcs  # type: ignore[union-attr]
-        wait_for(lambda: gcs in bound_ports() or self.leader.get(instance.name).state.terminal, "the Ray head")
+        wait_for(lambda: gcs in bound_ports() or self.leader.get(instance.name).state.terminal, "the Ray head", FORM_TIMEOUT, poll=0.5)
         if not self.leader.get(instance.name).state.terminal:
             self.follower.create(instance.follower.workload)
 
@@ -365,7 +358,7 @@ def wait_cluster(pair: Pair, instance: Instance) -> dict[str, Any]:
             found.append(report)
         return bool(found)
 
-    wait_for(formed, f"cluster {instance.name} to form", timeout=FORM_TIMEOUT * (RESTARTS + 1))
+    wait_for(formed, f"cluster {instance.name} to form", FORM_TIMEOUT * (RESTARTS + 1), poll=0.5)
     return found[0]
 
 
@@ -417,7 +410,7 @@ def check_sockets(pair: Pair, instance: Instance) -> tuple[set[int], set[int]]:
         return named <= seen[-1]
 
     wait_for(head_listens, f"the Ray head of {instance.name} to listen on {sorted(named)}",
-             timeout=FORM_TIMEOUT)
+             FORM_TIMEOUT, poll=0.5)
     leader_pids, follower_pids = pair.pids(instance)
     leader_ports, follower_ports = listening_ports(leader_pids), listening_ports(follower_pids)
     assert leader_ports <= planned_ports(instance.leader), f"unplanned: {leader_ports - planned_ports(instance.leader)}"
@@ -425,6 +418,15 @@ def check_sockets(pair: Pair, instance: Instance) -> tuple[set[int], set[int]]:
         f"unplanned: {follower_ports - planned_ports(instance.follower)}"
     )
     return leader_ports, follower_ports
+
+
+def check_serving(pair: Pair, instance: Instance) -> None:
+    """A formed cluster as it should serve: Ray's state API, the sockets of both sides, and both
+    workloads running."""
+    check_state_api(instance)
+    check_sockets(pair, instance)
+    assert pair.leader.get(instance.name).state is WorkloadState.RUNNING
+    assert pair.follower.get(instance.follower.name).state is WorkloadState.RUNNING
 
 
 def check_gone(pair: Pair, instance: Instance) -> None:

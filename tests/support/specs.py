@@ -28,6 +28,15 @@ BASE: dict[str, Any] = {
     "model_path": "/models/org/m",
 }
 
+#: The environment every plan starts with, in this order (the model-loading defaults GPUStack 2.3 sets).
+DEFAULT_ENV: dict[str, str] = {
+    "OMP_NUM_THREADS": "1",
+    "SAFETENSORS_FAST_GPU": "1",
+    "RUNAI_STREAMER_MEMORY_LIMIT": "0",
+    "RUNAI_STREAMER_LOG_TO_STDERR": "1",
+    "RUNAI_STREAMER_LOG_LEVEL": "INFO",
+}
+
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``base`` with ``over`` merged in: nested dicts key by key, anything else replaced."""

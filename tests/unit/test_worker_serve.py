@@ -10,7 +10,6 @@ import signal
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.support.ports import free_range
@@ -57,12 +56,7 @@ def worker(tmp_path):
     w = Worker(tmp_path, env)
     w.start()
     yield w
-    try:
-        w.http.delete("/v2/vllm/instances")
-    except httpx.HTTPError:
-        pass
-    w.stop()
-    w.http.close()
+    w.close()
     leftovers = fake_processes(w.data_dir)
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)
