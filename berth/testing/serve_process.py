@@ -62,8 +62,9 @@ class ServeWorker:
 
     Its data directory is ``root/data`` and its output goes to ``root/log_name``; its environment
     is this process's without any ``BERTH_*`` variable, plus ``env``. :attr:`http` is a client of
-    its API (``timeout`` per request). ``kill9_group``: whether :meth:`kill9` kills the worker's whole process group, or the
-    worker process alone (its instances run in sessions of their own, as on a node).
+    its API (``timeout`` s per request). ``kill9_group``: whether :meth:`kill9` kills the worker's
+    whole process group, or the worker process alone (its instances run in sessions of their own,
+    as on a node).
     """
 
     kill9_group = False
