@@ -12,7 +12,6 @@ offset, so a 1 MiB range of the 1 GiB log should cost what a 1 MiB range of the 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import tempfile
@@ -27,9 +26,9 @@ import uvicorn
 from berth.deployers._logfile import read_range
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import LogChunk, WorkloadState
-from berth.testing import free_port
 from berth.worker import ServeManager, Settings, create_app
 from berth.testing.fakes import FakeProbe
+from berth.utils.ports import free_port, free_port_range
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -121,7 +120,7 @@ def ranged(http: httpx.Client, instance: str, size: int) -> Callable[[], httpx.R
 def run(args: argparse.Namespace, workdir: Path) -> None:
     deployer = FileLogDeployer(workdir / "logs")
     deployer.log_dir.mkdir()
-    settings = Settings.load(data_dir=workdir / "data", poll_interval=1.0, instance_port_range="47000-47999")
+    settings = Settings.load(data_dir=workdir / "data", poll_interval=1.0, instance_port_range=free_port_range(1000))
     manager = ServeManager(settings, deployer=deployer, probe=FakeProbe())
     port = free_port()
     server, thread = serve(manager, port)

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from berth.testing import free_port, serve_argv, tiny_model_path, wait_http_ok
+from berth.testing.serve_process import stop_group
 
 NO_GPU = "no GPU on this machine: vLLM's sleep mode needs CUDA, ROCm or XPU, so sleep and wake are unmeasured here"
 
@@ -94,12 +94,7 @@ def measure(model: str, rounds: int, timeout: float, workdir: Path) -> dict[str,
             wakes.append(_timed(lambda: _post(f"{base}/wake_up")))
             firsts.append(_timed(lambda: _post(f"{base}/v1/chat/completions", chat)))
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, timeout=60)
     freed = [awake_mib - m for m in asleep_mib if m is not None and awake_mib is not None]
     return {
         "model": model, "rounds": rounds, "cold_start_s": round(ready, 2),

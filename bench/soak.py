@@ -26,9 +26,7 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from berth.testing.serve_process import spawn_serve, stop_group, wait_healthy
+from berth.utils.ports import free_port, free_port_range, parse_port_range
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = ROOT / "tests" / "support" / "fake_vllm.py"
@@ -88,20 +89,6 @@ def _listening() -> set[int]:
             if fields[3] == "0A":
                 ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
-
-
-def _port_block(size: int) -> tuple[int, int]:
-    busy = _listening()
-    starts = list(range(47000, 60000 - size, size))
-    random.shuffle(starts)
-    start = next(s for s in starts if not busy & set(range(s, s + size)))
-    return start, start + size - 1
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _status_field(pid: int, name: str) -> int:
@@ -168,7 +155,7 @@ class Worker:
     def __init__(self, root: Path, ports: tuple[int, int]) -> None:
         self.data_dir = root / "data"
         self.log = root / "serve.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
         self.env = {**inherited, "BERTH_DATA_DIR": str(self.data_dir), "BERTH_DEPLOYER": "process",
@@ -178,31 +165,17 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 120.0) -> int:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "berth", "serve", "--port", str(self.port)],
-                                         env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        with httpx.Client(trust_env=False) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError("berth serve exited:\n" + self.log.read_text())
-                try:
-                    if client.get(f"{self.url}/health", timeout=2).status_code == 200:
-                        return self.proc.pid
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"berth serve did not answer /health in {timeout:.0f} s")
+        self.proc = spawn_serve(["--port", str(self.port)], self.env, self.log)
+        try:
+            with httpx.Client(base_url=self.url, trust_env=False, timeout=2) as client:
+                wait_healthy(self.proc, client, self.log, timeout)
+        except AssertionError:
+            self.stop()
+            raise
+        return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        stop_group(self.proc, timeout=30)
 
 
 # -- the timed control requests (this process) -------------------------------------------------------
@@ -471,7 +444,7 @@ def run_soak(cycles: int = 200, followers: int = 50, concurrency: int = 4, idle_
     args = argparse.Namespace(cycles=cycles, followers=followers, concurrency=concurrency,
                               idle_cycles=idle_cycles, samples=samples)
     result = SoakResult()
-    ports = _port_block(200)
+    ports = parse_port_range(free_port_range(200))
     with tempfile.TemporaryDirectory(prefix="berth-soak-") as root:
         worker = Worker(Path(root), ports)
         pid = worker.start()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from pathlib import Path
 import httpx
 
 from berth.testing import CPU_ENV, free_port, serve_argv, tiny_model_path
+from berth.testing.serve_process import spawn_serve, stop_group, wait_healthy
+from berth.utils.ports import free_port_range
 
 PROMPT = [{"role": "user", "content": "hello"}]
 
@@ -49,17 +50,6 @@ def first_token(http: httpx.Client, url: str, model: str) -> tuple[float, str]:
             if line.startswith("data: ") and line != "data: [DONE]":
                 return time.monotonic() - started, json.loads(line[6:]).get("model", "")
     raise RuntimeError(f"{model}: the stream ended without a token")
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def cold_vllm(model: str, workdir: Path, timeout: float) -> float:
@@ -85,7 +75,7 @@ def cold_vllm(model: str, workdir: Path, timeout: float) -> float:
                 time.sleep(0.1)
         raise RuntimeError(f"vllm serve was not ready in {timeout:.0f} s")
     finally:
-        _stop(proc)
+        stop_group(proc, timeout=60)
 
 
 class Worker:
@@ -97,20 +87,10 @@ class Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
         env.update({"BERTH_DATA_DIR": str(workdir / "data"), "BERTH_DEPLOYER": "launcher",
                     "BERTH_SWAP_MAX_ENGINES": "1", "BERTH_STOP_INSTANCES_ON_EXIT": "true",
-                    "BERTH_POLL_INTERVAL": "0.25", "BERTH_INSTANCE_PORT_RANGE": "46900-46999"})
-        with open(workdir / "worker.log", "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "berth", "serve", "--port", str(self.port)],
-                                         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                    "BERTH_POLL_INTERVAL": "0.25", "BERTH_INSTANCE_PORT_RANGE": free_port_range(100)})
+        self.proc = spawn_serve(["--port", str(self.port)], env, workdir / "worker.log")
         self.http = httpx.Client(base_url=self.url, trust_env=False, timeout=900)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if self.http.get("/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError(f"berth serve did not start; see {workdir / 'worker.log'}")
+        wait_healthy(self.proc, self.http, workdir / "worker.log", timeout=120, poll=0.2)
         paths = self.http.get("/openapi.json").json().get("paths", {})
         self.routes_v1 = any(path.startswith("/v1/") for path in paths)
 
@@ -137,7 +117,7 @@ class Worker:
 
     def close(self) -> None:
         self.http.close()
-        _stop(self.proc, timeout=120)
+        stop_group(self.proc, timeout=120)
 
 
 def run(model: str, count: int, rounds: int, timeout: float, workdir: Path) -> dict[str, object]:

@@ -26,8 +26,9 @@ PY="$VENV/bin/python"
 BASE_IMAGE="${BERTH_TEST_PYTHON_IMAGE:-berth-test/python:local}"
 WORKER_IMAGE="${BERTH_TEST_WORKER_IMAGE:-berth-test/worker:local}"
 
-say() { echo "build_image_test: $*" >&2; }
-die() { echo "build_image_test: error: $*" >&2; exit 1; }
+PROVISION_NAME=build_image_test
+# shellcheck source-path=SCRIPTDIR source=lib/provision.sh
+source "$ROOT/scripts/lib/provision.sh"
 
 [[ -x "$PY" ]] || die "$PY not found; create the virtualenv first (make venv)"
 docker info >/dev/null 2>&1 || die "no Docker engine answers; start one (make docker-engine, as root)"

@@ -55,31 +55,8 @@ write_daemon_config() {  # the test daemon's configuration, with the shim where 
 
 start_dockerd() {
     write_daemon_config
-    say "starting dockerd (log: $DOCKERD_LOG)"
-    setsid dockerd --config-file "$STATE/daemon.json" >>"$DOCKERD_LOG" 2>&1 </dev/null &
-    echo $! >"$DOCKERD_PID"
-    local waited=0
-    until engine_up; do
-        if ((waited >= DOCKERD_WAIT * 2)) || ! kill -0 "$(cat "$DOCKERD_PID")" 2>/dev/null; then
-            tail -n 20 "$DOCKERD_LOG" >&2 || true
-            fail "dockerd did not answer within ${DOCKERD_WAIT}s (see $DOCKERD_LOG)"
-        fi
-        sleep 0.5
-        waited=$((waited + 1))
-    done
-    say "dockerd ready after about $((waited / 2))s (pid $(cat "$DOCKERD_PID"))"
-}
-
-stop_dockerd() {
-    [[ -f "$DOCKERD_PID" ]] || { say "no $DOCKERD_PID: nothing of ours to stop"; return 0; }
-    local pid
-    pid="$(cat "$DOCKERD_PID")"
-    if kill -0 "$pid" 2>/dev/null; then
-        say "stopping dockerd (process group $pid)"
-        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-        for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    fi
-    rm -f "$DOCKERD_PID"
+    start_daemon dockerd "$DOCKERD_PID" "$DOCKERD_LOG" "$DOCKERD_WAIT" engine_up \
+        dockerd --config-file "$STATE/daemon.json" || fail "dockerd did not start (see above)"
 }
 
 ensure_engine() {
@@ -97,7 +74,7 @@ ensure_engine() {
 
 main() {
     if [[ "${1:-}" == "--stop" ]]; then
-        stop_dockerd
+        stop_daemon dockerd "$DOCKERD_PID"
         return 0
     fi
     local started=$SECONDS

@@ -95,32 +95,14 @@ EOF
 
 start_service() {
     write_config
-    say "starting podman system service on $SOCKET (log: $SERVICE_LOG)"
     rm -f "$SOCKET"
-    setsid podman system service --time=0 "unix://$SOCKET" >>"$SERVICE_LOG" 2>&1 </dev/null &
-    echo $! >"$SERVICE_PID"
-    local waited=0
-    until engine_up; do
-        if ((waited >= SERVICE_WAIT * 2)) || ! kill -0 "$(cat "$SERVICE_PID")" 2>/dev/null; then
-            tail -n 20 "$SERVICE_LOG" >&2 || true
-            fail "podman system service did not answer within ${SERVICE_WAIT}s (see $SERVICE_LOG)"
-        fi
-        sleep 0.5
-        waited=$((waited + 1))
-    done
-    say "podman service ready after about $((waited / 2))s (pid $(cat "$SERVICE_PID"))"
+    start_daemon "podman system service on $SOCKET" "$SERVICE_PID" "$SERVICE_LOG" "$SERVICE_WAIT" engine_up \
+        podman system service --time=0 "unix://$SOCKET" || fail "podman system service did not start (see above)"
 }
 
 stop_service() {
-    [[ -f "$SERVICE_PID" ]] || { say "no $SERVICE_PID: nothing of ours to stop"; return 0; }
-    local pid
-    pid="$(cat "$SERVICE_PID")"
-    if kill -0 "$pid" 2>/dev/null; then
-        say "stopping podman system service (process group $pid)"
-        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-        for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    fi
-    rm -f "$SERVICE_PID" "$SOCKET"
+    stop_daemon "podman system service" "$SERVICE_PID"
+    rm -f "$SOCKET"
 }
 
 ensure_engine() {

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from collections.abc import Mapping
 
@@ -30,6 +29,7 @@ from berth.client.config import LLMConfig, Profile
 from berth.client.serve_args import llm_kwargs, serve_options
 from berth.deployers.base import RUN_CONTAINER
 from berth.schemas import DeploymentSpec, GPUDevice, Model, ModelInstance, Worker
+from berth.utils.ports import free_port  # re-exported: the client's servers take their ports here
 from berth.utils.versions import installed_vllm_version  # re-exported: planning's version gate
 
 __all__ = [
@@ -45,17 +45,6 @@ __all__ = [
 #: The plan's image: the process and launcher deployers run vLLM from this environment and
 #: ignore it, but a plan needs one (a CPU worker has no default image).
 LOCAL_IMAGE = "local/vllm"
-
-
-def free_port(host: str, avoid: set[int] | None = None) -> int:
-    """A TCP port nobody listens on at ``host`` right now (and not in ``avoid``)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-        if port not in (avoid or set()):
-            return port
-    raise OSError(f"found no free port on {host} after 100 tries")
 
 
 def model_location(name: str) -> str:

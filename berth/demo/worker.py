@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -27,24 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LocalWorker", "WorkerAPIError", "free_port", "free_port_block"]
+from berth.utils.ports import BELOW_EPHEMERAL, free_port, free_port_range
+
+__all__ = ["LocalWorker", "WorkerAPIError", "free_port_block"]
 
 HOST = "127.0.0.1"
-#: Where the demo's worker takes its instances' ports: blocks of 100 below Linux's ephemeral range
+#: Where the demo's worker takes its instances' ports: blocks below Linux's ephemeral range
 #: (32768 and up), so no port the kernel hands out to a client collides with them.
-_BLOCK_STARTS = range(20000, 32700, 100)
+_PORT_AREA = (20000, BELOW_EPHEMERAL[1])
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
 
 
 class WorkerAPIError(RuntimeError):
     """The worker did not start, or its API refused a request; the message says which and why."""
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def free_port_block(size: int = 100) -> str:
@@ -55,21 +49,10 @@ def free_port_block(size: int = 100) -> str:
     test suites), and its instance binds its port seconds after the worker chose it. A random block
     nobody holds makes taking the same port in between unlikely.
     """
-    starts = list(_BLOCK_STARTS)
-    random.shuffle(starts)
-    for start in starts:
-        if all(_bindable(port) for port in range(start, start + size)):
-            return f"{start}-{start + size - 1}"
-    raise WorkerAPIError(f"no {size} free ports in a row between {_BLOCK_STARTS.start} and {_BLOCK_STARTS.stop}")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-        return True
+    try:
+        return free_port_range(size, _PORT_AREA)
+    except OSError as exc:
+        raise WorkerAPIError(str(exc)) from None
 
 
 @dataclass

@@ -7,7 +7,6 @@ loopback port and wait for a server to answer on it. Traffic goes to 127.0.0.1 o
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -16,20 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from gpustack_runtime.deployer import Container, ContainerEnv, ContainerExecution, WorkloadPlan
 
 from berth.deployers.base import INSTANCE_LABEL, MANAGED_LABEL, RUN_CONTAINER
+from berth.utils.ports import LOOPBACK, free_port
 
 __all__ = ["CPU_ENV", "LOOPBACK", "free_port", "serve_argv", "serve_plan", "wait_http_ok"]
 
-LOOPBACK = "127.0.0.1"
 #: What vLLM needs on a CPU-only machine for a tiny model: a 1 GiB KV cache (the default
 #: claims a large share of memory, too much when several servers share the machine).
 CPU_ENV: dict[str, str] = {"VLLM_CPU_KVCACHE_SPACE": "1"}
-
-
-def free_port() -> int:
-    """A TCP port on the loopback address that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def serve_argv(model: str, port: int, extra: Sequence[str] = ()) -> list[str]:

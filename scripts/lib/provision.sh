@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by the scripts/setup_*.sh provisioning scripts. Source it after setting
+# Helpers shared by the provisioning scripts (scripts/setup_*.sh, scripts/build_image_test.sh):
+# logging, ending a script, Debian packages, and the daemons they start. Source it after setting
 # PROVISION_NAME (the prefix of every log line).
 #
 # Two rules keep a value captured with $(...) only the value:
@@ -7,8 +8,8 @@
 #   - no function here ends the script: one that cannot do its job says why on stderr and returns
 #     non-zero, and the caller decides (`x="$(busybox_binary)" || skip "..."`). An `exit` inside a
 #     function run in $(...) would only end that subshell, and the script would go on with an
-#     empty value. `skip` and `fail` end the script, so they belong at the top level of a script,
-#     never inside a function whose output is captured.
+#     empty value. `skip`, `fail` and `die` end the script, so they belong at the top level of a
+#     script, never inside a function whose output is captured.
 
 PROVISION_NAME="${PROVISION_NAME:-provision}"
 
@@ -25,6 +26,11 @@ fail() {  # end the script: with 1 under CI=true, else with 0 (the tests that ne
     say "error: $*"
     if in_ci; then exit 1; fi
     exit 0
+}
+
+die() {  # end the script with 1, CI or not: for a script whose caller acts on its exit status
+    say "error: $*"
+    exit 1
 }
 
 package_installed() {  # exit 0 when Debian package $1 is installed
@@ -87,4 +93,48 @@ busybox_binary() {  # print the path of a statically linked busybox, installing 
         return 1
     fi
     echo "$bin"
+}
+
+# -- daemons -----------------------------------------------------------------------------------
+# A daemon these scripts start runs in a session of its own (so its whole process group can be
+# stopped), its output appended to a log file and its pid kept in a pid file, which `--stop` reads.
+
+start_daemon() {  # start_daemon NAME PID_FILE LOG WAIT_S READY COMMAND...: start COMMAND in the
+    # background and wait at most WAIT_S seconds until the command READY succeeds; returns
+    # non-zero, after showing the log's last lines, when the daemon exits or does not answer.
+    local name="$1" pid_file="$2" log="$3" wait_s="$4" ready="$5" pid waited=0 problem
+    shift 5
+    say "starting $name (log: $log)"
+    setsid "$@" >>"$log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$pid_file"
+    until "$ready"; do
+        problem=""
+        if ! kill -0 "$pid" 2>/dev/null; then
+            problem="exited before it answered"
+        elif ((waited >= wait_s * 2)); then
+            problem="did not answer within ${wait_s}s"
+        fi
+        if [[ -n "$problem" ]]; then
+            tail -n 20 "$log" >&2 || true
+            say "$name $problem (see $log)"
+            return 1
+        fi
+        sleep 0.5
+        waited=$((waited + 1))
+    done
+    say "$name ready after about $((waited / 2))s (pid $pid)"
+}
+
+stop_daemon() {  # stop_daemon NAME PID_FILE: stop the process group start_daemon started (SIGTERM,
+    # then wait up to 20 s for it) and remove PID_FILE; nothing to do without PID_FILE
+    local name="$1" pid_file="$2" pid
+    [[ -f "$pid_file" ]] || { say "no $pid_file: nothing of ours to stop"; return 0; }
+    pid="$(cat "$pid_file")"
+    if kill -0 "$pid" 2>/dev/null; then
+        say "stopping $name (process group $pid)"
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
+        for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    fi
+    rm -f "$pid_file"
 }

@@ -7,7 +7,6 @@ starts with its prompt, and every chat answer with its conversation's final assi
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from berth.client import LLMConfig, ResponseOutput, ServeConfig, VLLMServer, VLLMService
 from tests.support.lora import write_lora_adapter
+from tests.support.processes import group_exists
 
 pytestmark = pytest.mark.vllm
 
@@ -96,18 +96,10 @@ def test_shutdown_leaves_no_process(service):
     assert len(groups) == 2 and service.is_running()
     service.shutdown()
     assert not service.is_running()
-    assert [_group_alive(g) for g in groups] == [False, False]
+    assert [group_exists(g) for g in groups] == [False, False]
     assert _processes_with([f"--port\0{p}\0".encode() for p in ports]) == []
     assert _processes_with([run_dir.encode()]) == []  # the launcher's daemon too
     assert not os.path.exists(run_dir)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _processes_with(wanted: list[bytes]) -> list[int]:

@@ -11,8 +11,6 @@ Needs the engine and images of ``scripts/setup_docker.sh`` (``make docker-engine
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import threading
 import time
@@ -43,13 +41,16 @@ from berth.deployers import (
 )
 from berth.deployers.container import ContainerDeployer
 from berth.schemas.workload import WorkloadState, WorkloadStatus
+from tests.support.docker_objects import leftovers, sweep
+from tests.support.engines import unavailable
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.docker
 
 BUSYBOX = "berth-test/busybox:local"
 SHM_BYTES = 64 << 20
 WAIT = 60.0
-RUNTIME_WORKLOAD_LABEL = "runtime.gpustack.ai/workload"
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -60,37 +61,7 @@ def require_image(image: str) -> None:
     found = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False)
     if found.returncode == 0:
         return
-    reason = f"image {image} is missing from the engine (run: make docker-engine, as root)"
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
-def docker_ids(kind: str, label: str) -> list[str]:
-    """Ids of containers (``kind="ps"``) or volumes (``"volume"``) carrying ``label``."""
-    listing = ["docker", "ps", "-aq"] if kind == "ps" else ["docker", "volume", "ls", "-q"]
-    out = subprocess.run([*listing, "--filter", f"label={label}"], capture_output=True, text=True, check=True)
-    return out.stdout.split()
-
-
-def leftovers(name: str) -> list[str]:
-    labels = (f"{INSTANCE_LABEL}={name}", f"{RUNTIME_WORKLOAD_LABEL}={name}")
-    return [i for label in labels for kind in ("ps", "volume") for i in docker_ids(kind, label)]
-
-
-def sweep(name: str) -> None:
-    """Remove by force whatever a failed test left of workload ``name``."""
-    label = f"{RUNTIME_WORKLOAD_LABEL}={name}"
-    for ident in docker_ids("ps", label):
-        subprocess.run(["docker", "rm", "-f", ident], capture_output=True, check=False)
-    for ident in docker_ids("volume", label):
-        subprocess.run(["docker", "volume", "rm", "-f", ident], capture_output=True, check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    unavailable("docker", f"image {image} is missing from the engine (run: make docker-engine, as root)")
 
 
 def http_text(port: int) -> str | None:
@@ -99,16 +70,6 @@ def http_text(port: int) -> str | None:
             return answer.read().decode()
     except OSError:
         return None
-
-
-def wait_for(check: Callable[[], object], what: str, timeout: float = WAIT) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def wait_state(deployer: ContainerDeployer, name: str, done: Callable[[WorkloadStatus], bool]) -> WorkloadStatus:

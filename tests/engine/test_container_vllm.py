@@ -9,7 +9,6 @@ directory mounted by the plan itself. The server must become healthy and answer
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,21 +21,16 @@ import pytest
 
 from berth.backends.plan import ServePlan
 from berth.backends.vllm import VLLMServer
-from berth.deployers import INSTANCE_LABEL
 from berth.deployers.container import ContainerDeployer
 from berth.schemas.spec import DeploymentSpec
+from tests.support.docker_objects import leftovers
+from tests.support.engines import unavailable
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.vllm]
 
 IMAGE = "berth-test/vllm-cpu:local"
 READY_TIMEOUT = 420.0  # a cold CPU start on a busy two-core machine can take minutes
-RUNTIME_WORKLOAD_LABEL = "runtime.gpustack.ai/workload"
-
-
-def missing(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
 
 
 def require_vllm_image() -> None:
@@ -44,25 +38,10 @@ def require_vllm_image() -> None:
     fmt = '{{ index .Config.Labels "berth.io/venv" }}'
     out = subprocess.run(["docker", "image", "inspect", "-f", fmt, IMAGE], capture_output=True, text=True, check=False)
     if out.returncode != 0:
-        missing(f"image {IMAGE} is missing (run: make docker-engine, as root)")
+        unavailable("docker", f"image {IMAGE} is missing (run: make docker-engine, as root)")
     venv = os.path.realpath(sys.prefix)  # the image holds the venv at its real path (.venv may be a link)
     if out.stdout.strip() != venv:
-        missing(f"image {IMAGE} holds {out.stdout.strip()!r}, not {venv!r} (run: make docker-engine)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def leftovers(name: str) -> list[str]:
-    found: list[str] = []
-    for label in (f"{INSTANCE_LABEL}={name}", f"{RUNTIME_WORKLOAD_LABEL}={name}"):
-        for listing in (["docker", "ps", "-aq"], ["docker", "volume", "ls", "-q"]):
-            out = subprocess.run([*listing, "--filter", f"label={label}"], capture_output=True, text=True, check=True)
-            found += out.stdout.split()
-    return found
+        unavailable("docker", f"image {IMAGE} holds {out.stdout.strip()!r}, not {venv!r} (run: make docker-engine)")
 
 
 def cpu_spec(name: str, model: Path, port: int) -> DeploymentSpec:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import pytest
 from berth.deployers.base import InvalidWorkload
 from berth.schemas.workload import WorkloadState
 from berth.testing import free_port, serve_plan, wait_http_ok
+from tests.support.processes import alive, group_exists
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.vllm
 
@@ -72,14 +73,6 @@ def _ask_both_apis(model: str, port: int) -> None:
     assert completion["usage"]["completion_tokens"] == 4
 
 
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _children_of(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -93,24 +86,6 @@ def _children_of(pid: int) -> list[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             found.append(int(entry))
     return found
-
-
-def _process_gone(pid: int) -> bool:
-    """No such process, or only a zombie waiting for a parent that is not ours to reap."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
-
-
-def _wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def _daemon_pid(deployer) -> int:
@@ -156,8 +131,8 @@ def test_two_instances_concurrently(deployer, tiny_model) -> None:
         finals = {name: deployer.delete(name, timeout=10.0) for name in ports}
     assert {n: s.state for n, s in finals.items()} == {n: WorkloadState.STOPPED for n in ports}
     for status in finals.values():
-        assert not _group_exists(int(status.identity["pid"]))
-    assert _wait_for(lambda: _children_of(_daemon_pid(deployer)) == [])
+        assert not group_exists(int(status.identity["pid"]))
+    assert eventually(lambda: _children_of(_daemon_pid(deployer)) == [])
     assert deployer.list() == []
 
 
@@ -197,12 +172,12 @@ def test_sigkill_from_outside_is_reported_with_its_signal(deployer, tiny_model) 
     try:
         _wait_ready(deployer, "victim", port)
         os.kill(pid, signal.SIGKILL)
-        assert _wait_for(lambda: deployer.get("victim").state.terminal)
+        assert eventually(lambda: deployer.get("victim").state.terminal)
         ended = deployer.get("victim")
         assert ended.state is WorkloadState.FAILED
         assert ended.containers[0].signal == signal.SIGKILL
         assert "SIGKILL" in ended.reason
-        assert _wait_for(lambda: not _group_exists(pid)), "engine core or worker outlived the server"
+        assert eventually(lambda: not group_exists(pid)), "engine core or worker outlived the server"
     finally:
         deployer.delete("victim")
 
@@ -232,8 +207,8 @@ def test_instances_survive_berth_being_killed_and_are_adopted(tiny_model, tmp_pa
     finally:
         assert adopter.shutdown(timeout=10.0)
     pid = int(identity["pid"])
-    assert not _group_exists(pid)
-    assert _wait_for(lambda: _process_gone(daemon_pid))
+    assert not group_exists(pid)
+    assert eventually(lambda: not alive(daemon_pid))
     assert adopter.get("adopted").state is WorkloadState.STOPPED
 
 
@@ -254,8 +229,8 @@ def test_shutdown_leaves_no_process(deployer, tiny_model) -> None:
     _wait_ready(deployer, "last", port)
     daemon_pid = _daemon_pid(deployer)
     assert deployer.shutdown(timeout=10.0)
-    assert not _group_exists(int(status.identity["pid"]))
-    assert _wait_for(lambda: _process_gone(daemon_pid))
+    assert not group_exists(int(status.identity["pid"]))
+    assert eventually(lambda: not alive(daemon_pid))
     assert deployer.daemon.ping() is None
     assert deployer.get("last").state is WorkloadState.STOPPED
     deployer.delete("last")

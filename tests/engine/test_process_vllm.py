@@ -6,7 +6,6 @@ vLLM's engine-core children included.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,16 +19,11 @@ from berth.deployers._stdlib import proc
 from berth.deployers.process._state import TAG_ENV, process_tag
 from berth.deployers.process import ProcessDeployer
 from berth.schemas.workload import WorkloadState
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.vllm
 
 READY_TIMEOUT = 420.0  # a cold CPU start on a busy two-core machine can take minutes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def vllm_plan(name: str, model: Path, port: int) -> WorkloadPlan:

@@ -29,41 +29,22 @@ import pytest
 from gpustack_runtime.deployer import WorkloadPlan
 
 from berth.backends.plan import ServePlan
-from berth.deployers import INSTANCE_LABEL
 from berth.deployers.base import Deployer, DeployerError
 from berth.deployers.container import ContainerDeployer
-from berth.schemas.workload import WorkloadState, WorkloadStatus
+from berth.schemas.workload import WorkloadStatus
+from tests.support.docker_objects import RUNTIME_WORKLOAD_LABEL, docker_ids, leftovers, sweep
+from tests.support.engines import unavailable
 from tests.support.ray_cluster import (
-    FOLLOWER_IP,
-    LEADER_IP,
-    Instance,
-    Model,
-    Pair,
-    Workers,
-    check_cluster,
-    check_gone,
-    check_sockets,
-    check_state_api,
-    make_instance,
-    planned_ports,
-    wait_cluster,
-    worker_settings,
+    FOLLOWER_IP, LEADER_IP, Model, Pair, Workers, check_serving, check_sockets,
+    clusters, make_instance, planned_ports, worker_settings,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray]
 
 IMAGE = "berth-test/vllm-cpu:local"
-RUNTIME_WORKLOAD_LABEL = "runtime.gpustack.ai/workload"
 
 
 # -- the engine --------------------------------------------------------------------------------
-
-
-def missing(reason: str) -> None:
-    """Skip, or fail under CI (which provisions the engine, the image and Ray)."""
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
 
 
 def in_image(*command: str) -> subprocess.CompletedProcess[str]:
@@ -72,7 +53,7 @@ def in_image(*command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["docker", "run", "--rm", "--network", "none", IMAGE, *command],
                               capture_output=True, text=True, check=False, timeout=120)
     except subprocess.TimeoutExpired:
-        missing(f"{' '.join(command)} in {IMAGE} did not answer within 120 s")
+        unavailable("docker", f"{' '.join(command)} in {IMAGE} did not answer within 120 s")
         raise
 
 
@@ -89,32 +70,10 @@ def require_ray_image() -> None:
     out = in_image("ray", "--version")
     if out.returncode != 0 or ray.__version__ not in out.stdout:
         why = (out.stderr or out.stdout).strip()[-300:]
-        missing(f"{IMAGE} must run Ray {ray.__version__} (make ray, then make docker-engine): {why}")
+        unavailable("docker", f"{IMAGE} must run Ray {ray.__version__} (make ray, then make docker-engine): {why}")
     if in_image("bash", "--version").returncode != 0:
-        missing(f"{IMAGE} has no bash, which Ray starts its workers with: scripts/images/vllm-cpu/"
+        unavailable("docker", f"{IMAGE} has no bash, which Ray starts its workers with: scripts/images/vllm-cpu/"
                 "rootfs_paths.py must list it in HOST_TOOLS (then make docker-engine)")
-
-
-def docker_ids(kind: str, label: str) -> set[str]:
-    """Full ids of containers (``kind="ps"``) or names of volumes (``"volume"``) with ``label``."""
-    listing = ["docker", "ps", "-aq", "--no-trunc"] if kind == "ps" else ["docker", "volume", "ls", "-q"]
-    out = subprocess.run([*listing, "--filter", f"label={label}"], capture_output=True, text=True, check=True)
-    return set(out.stdout.split())
-
-
-def leftovers(name: str) -> set[str]:
-    """Containers and volumes of workload ``name`` still in the engine."""
-    labels = (f"{INSTANCE_LABEL}={name}", f"{RUNTIME_WORKLOAD_LABEL}={name}")
-    return {i for label in labels for kind in ("ps", "volume") for i in docker_ids(kind, label)}
-
-
-def sweep(name: str) -> None:
-    """Remove by force whatever a failed test left of workload ``name``."""
-    label = f"{RUNTIME_WORKLOAD_LABEL}={name}"
-    for ident in docker_ids("ps", label):
-        subprocess.run(["docker", "rm", "-f", ident], capture_output=True, check=False)
-    for ident in docker_ids("volume", label):
-        subprocess.run(["docker", "volume", "rm", "-f", ident], capture_output=True, check=False)
 
 
 def in_cgroups(container_ids: set[str]) -> set[int]:
@@ -215,16 +174,8 @@ def test_leader_plan_shares_one_pid_namespace() -> None:
 def test_two_workers_form_one_ray_cluster_in_containers(pair: Pair, model: Model) -> None:
     instance = make_instance(unique("ray"), set(), model)
     assert {c.image for p in (instance.leader, instance.follower) for c in p.workload.containers} == {IMAGE}
-    pair.start(instance)
-    try:
-        check_cluster(wait_cluster(pair, instance), instance)
-        check_state_api(instance)
-        check_sockets(pair, instance)
-        assert pair.leader.get(instance.name).state is WorkloadState.RUNNING
-        assert pair.follower.get(instance.follower.name).state is WorkloadState.RUNNING
-    finally:
-        pair.stop(instance)
-    check_gone(pair, instance)
+    with clusters(pair, instance):
+        check_serving(pair, instance)
 
 
 def test_two_instances_in_containers_get_disjoint_bands(pair: Pair, model: Model, tmp_path: Path) -> None:
@@ -237,15 +188,7 @@ def test_two_instances_in_containers_get_disjoint_bands(pair: Pair, model: Model
     first, second = workers.admit(unique("ray-a")), workers.admit(unique("ray-b"))
     assert planned_ports(first.leader).isdisjoint(planned_ports(second.leader))
     assert planned_ports(first.follower).isdisjoint(planned_ports(second.follower))
-    try:
-        for instance in (first, second):  # one after the other, to spare a small host
-            pair.start(instance)
-            check_cluster(wait_cluster(pair, instance), instance)
+    with clusters(pair, first, second):
         a_leader, a_follower = check_sockets(pair, first)
         b_leader, b_follower = check_sockets(pair, second)
         assert not a_leader & b_leader and not a_follower & b_follower
-    finally:
-        pair.stop(first)
-        pair.stop(second)
-    check_gone(pair, first)
-    check_gone(pair, second)

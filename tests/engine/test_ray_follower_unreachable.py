@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from berth.backends import VLLMServer
-from berth.deployers._stdlib import proc
 from berth.deployers.base import RUN_CONTAINER
 from berth.deployers.process import ProcessDeployer
 from berth.schemas.workload import WorkloadState
-from tests.support.ray_cluster import LEADER_IP, Model, free_band, spec
+from tests.support.ray_cluster import LEADER_IP, Model, delete_all, free_band, spec
 
 pytestmark = pytest.mark.ray
 
@@ -34,11 +33,7 @@ SHORT_WAIT = {"RAY_gcs_server_port_wait_time_s": "1", "RAY_gcs_rpc_server_connec
 def deployer(tmp_path: Path) -> Iterator[ProcessDeployer]:
     deployer = ProcessDeployer(tmp_path / "follower")
     yield deployer
-    for status in deployer.list():
-        deployer.delete(status.name, timeout=5)
-    left = proc.mentioning(str(tmp_path))
-    proc.send(left, 9)
-    assert not left, f"processes left behind: {sorted(left)}"
+    delete_all(tmp_path, deployer)
 
 
 def test_a_follower_that_cannot_reach_the_head_fails_naming_it(deployer: ProcessDeployer) -> None:

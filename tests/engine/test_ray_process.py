@@ -21,19 +21,8 @@ from berth.deployers.process._state import TAG_ENV, process_tag
 from berth.deployers.base import Deployer, InvalidWorkload
 from berth.deployers.process import ProcessDeployer
 from tests.support.ray_cluster import (
-    FOLLOWER_IP,
-    LEADER_IP,
-    Model,
-    Pair,
-    Workers,
-    check_cluster,
-    check_gone,
-    check_sockets,
-    check_state_api,
-    make_instance,
-    planned_ports,
-    wait_cluster,
-    worker_settings,
+    FOLLOWER_IP, LEADER_IP, Model, Pair, Workers, check_serving, check_sockets,
+    clusters, delete_all, make_instance, planned_ports, worker_settings,
 )
 
 pytestmark = pytest.mark.ray
@@ -55,26 +44,13 @@ def tagged(deployer: Deployer, plan: ServePlan) -> set[int]:
 def pair(tmp_path: Path) -> Iterator[Pair]:
     workers = Pair(ProcessDeployer(tmp_path / "leader"), ProcessDeployer(tmp_path / "follower"), tagged)
     yield workers
-    for deployer in (workers.follower, workers.leader):
-        for status in deployer.list():
-            deployer.delete(status.name, timeout=5)
-    left = proc.mentioning(str(tmp_path))
-    proc.send(left, 9)
-    assert not left, f"processes left behind: {sorted(left)}"
+    delete_all(tmp_path, workers.follower, workers.leader)
 
 
 def test_two_workers_form_one_ray_cluster_from_their_plans(pair: Pair) -> None:
     instance = make_instance("dist-1", set(), MODEL)
-    pair.start(instance)
-    try:
-        check_cluster(wait_cluster(pair, instance), instance)
-        check_state_api(instance)
-        check_sockets(pair, instance)
-        assert pair.leader.get(instance.name).state.value == "running"
-        assert pair.follower.get(instance.follower.name).state.value == "running"
-    finally:
-        pair.stop(instance)
-    check_gone(pair, instance)
+    with clusters(pair, instance):
+        check_serving(pair, instance)
 
 
 def test_two_instances_at_once_get_disjoint_bands(pair: Pair, tmp_path: Path) -> None:
@@ -85,10 +61,7 @@ def test_two_instances_at_once_get_disjoint_bands(pair: Pair, tmp_path: Path) ->
     first, second = workers.admit("dist-a"), workers.admit("dist-b")
     assert planned_ports(first.leader).isdisjoint(planned_ports(second.leader))
     assert planned_ports(first.follower).isdisjoint(planned_ports(second.follower))
-    try:
-        for instance in (first, second):  # one after the other, to spare a small host
-            pair.start(instance)
-            check_cluster(wait_cluster(pair, instance), instance)
+    with clusters(pair, first, second):
         a_leader, a_follower = check_sockets(pair, first)
         b_leader, b_follower = check_sockets(pair, second)
         assert not a_leader & b_leader and not a_follower & b_follower
@@ -96,8 +69,3 @@ def test_two_instances_at_once_get_disjoint_bands(pair: Pair, tmp_path: Path) ->
         clash.leader.workload.containers[1].ports = first.leader.workload.containers[1].ports
         with pytest.raises(InvalidWorkload, match=r"port \d+/tcp declared by container 'ray-head'"):
             pair.leader.create(clash.leader.workload)
-    finally:
-        pair.stop(first)
-        pair.stop(second)
-    check_gone(pair, first)
-    check_gone(pair, second)

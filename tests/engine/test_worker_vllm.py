@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,46 +21,29 @@ import httpx
 import pytest
 
 from tests.support.ports import free_range
-from tests.support.serve_process import spawn_serve, stop_group, wait_healthy
+from tests.support.serve_process import ServeWorker
 
-from berth.testing import CPU_ENV, free_port
+from berth.testing import CPU_ENV
 
 pytestmark = pytest.mark.vllm
 
 READY_TIMEOUT = 300.0
 
 
-class ServeProcess:
+class ServeProcess(ServeWorker):
     """`berth serve` in a session of its own, restartable after ``kill -9``."""
 
+    kill9_group = True
+
     def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
-        self.data_dir = tmp_path / "data"
-        self.log = tmp_path / "serve.log"
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
-        self.env = {
-            **inherited,
-            "BERTH_DATA_DIR": str(self.data_dir),
+        env = {
             "BERTH_POLL_INTERVAL": "0.25",
             "BERTH_RESTART_POLICY": "on-failure",
             "BERTH_RESTART_BACKOFF": "0.5",
             "BERTH_STOP_TIMEOUT": "10",
             "BERTH_INSTANCE_PORT_RANGE": free_range(),
         }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", trust_env=False, timeout=120)
-
-    def start(self) -> None:
-        self.proc = spawn_serve(["--port", str(self.port)], self.env, self.log)
-        wait_healthy(self.proc, self.http, self.log, timeout=120, poll=0.2)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        stop_group(self.proc, timeout=60)
+        super().__init__(tmp_path, env, timeout=120, start_timeout=120, poll=0.2, stop_timeout=60)
 
     def status(self, instance_id: str) -> dict:
         return self.http.get(f"/v2/vllm/instances/{instance_id}").json()
@@ -101,12 +83,7 @@ def worker(tmp_path_factory):
     serve = ServeProcess(tmp_path_factory.mktemp("worker"))
     serve.start()
     yield serve
-    try:
-        serve.http.delete("/v2/vllm/instances", timeout=120)
-    except httpx.HTTPError:
-        pass
-    serve.stop()
-    serve.http.close()
+    serve.close()  # its client waits 120 s for the deletes
     deadline = time.monotonic() + 30
     while processes_of(serve.data_dir) and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from berth.testing import free_port
+from tests.support.processes import exists
 from tests.support.serve_process import stop_group
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -107,17 +108,9 @@ def postgres() -> Iterator[Postgres]:
         pid = pg.postmaster_pid()
         subprocess.run(_as_postgres([str(pg_bin() / "pg_ctl"), "-D", str(pg.data), "-m", "fast", "-w", "stop"]),
                        capture_output=True, timeout=120)
-        if pid is not None and _alive(pid):
+        if pid is not None and exists(pid):
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @dataclass

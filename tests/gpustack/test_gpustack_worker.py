@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,9 +20,11 @@ import httpx
 import pytest
 
 from tests.gpustack.conftest import ADMIN_PASSWORD, REGISTRATION_TOKEN, GPUStackServer
-from tests.support.serve_process import spawn_serve, stop_group, wait_healthy
+from tests.support.ports import free_range
+from tests.support.serve_process import ServeWorker
+from tests.support.waiting import wait_for
 
-from berth.testing import CPU_ENV, free_port
+from berth.testing import CPU_ENV
 
 pytestmark = [pytest.mark.gpustack, pytest.mark.vllm]
 
@@ -34,41 +34,26 @@ WORKER_NAME = "berth-e2e"
 RUN_TIMEOUT = 600.0
 
 
-class Berth:
+class Berth(ServeWorker):
     """`berth serve` joined to the GPUStack server, restartable after ``kill -9``."""
 
     def __init__(self, tmp_path: Path, server: GPUStackServer) -> None:
-        self.port = free_port()
-        self.log = tmp_path / "berth.log"
-        first = free_port()
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
-        self.env = inherited | {
-            "BERTH_DATA_DIR": str(tmp_path / "data"),
+        env = {
             "BERTH_GPUSTACK_URL": server.url,
             "BERTH_GPUSTACK_TOKEN": REGISTRATION_TOKEN,
             "BERTH_WORKER_NAME": WORKER_NAME,
             "BERTH_GPU_DEVICES": json.dumps([FIXTURE_DEVICE]),
-            "BERTH_INSTANCE_PORT_RANGE": f"{first}-{min(first + 200, 65535)}",
+            "BERTH_INSTANCE_PORT_RANGE": free_range(201),
             "BERTH_POLL_INTERVAL": "0.5",
             "BERTH_GPUSTACK_HEARTBEAT_INTERVAL": "5",
             "BERTH_GPUSTACK_STATUS_INTERVAL": "5",
             "BERTH_GPUSTACK_RESYNC_INTERVAL": "5",
         }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", trust_env=False, timeout=60)
+        super().__init__(tmp_path, env, timeout=60, start_timeout=120, poll=0.2, stop_timeout=60,
+                         log_name="berth.log")
 
-    def start(self, *, with_token: bool = True) -> None:
-        env = self.env if with_token else {k: v for k, v in self.env.items() if k != "BERTH_GPUSTACK_TOKEN"}
-        self.proc = spawn_serve(["--port", str(self.port)], env, self.log)
-        wait_healthy(self.proc, self.http, self.log, timeout=120, poll=0.2)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        stop_group(self.proc, timeout=60)
+    def start(self, *, with_token: bool = True) -> None:  # type: ignore[override]
+        super().start(None if with_token else {k: v for k, v in self.env.items() if k != "BERTH_GPUSTACK_TOKEN"})
 
     def instances(self) -> list[dict]:
         return self.http.get("/v2/instances").json()["instances"]
@@ -77,14 +62,8 @@ class Berth:
         return self.log.read_text(errors="replace")[-5000:]
 
 
-def _until(what: str, check, timeout: float, *, context=lambda: "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not within {timeout:.0f} s\n{context()}")
+def _until(what: str, check, timeout: float, *, context=None) -> object:
+    return wait_for(check, what, timeout, poll=0.5, context=context)
 
 
 def _worker(admin: httpx.Client) -> dict | None:

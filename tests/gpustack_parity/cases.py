@@ -6,10 +6,11 @@ adapters the cases point at, so both planners read the same files.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from typing import Any
+
+from tests.support.specs import deep_merge
 
 CUDA = [{"index": i, "vendor": "nvidia", "type": "cuda", "runtime_version": "12.4"} for i in range(8)]
 ROCM = [{"index": i, "vendor": "amd", "type": "rocm"} for i in range(4)]
@@ -71,16 +72,6 @@ def fixtures(root: str) -> dict[str, str]:
     return paths
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def _spec(paths: dict[str, str], weights: str = "short", **over: Any) -> dict[str, Any]:
     base = {
         "model": {"name": "m", "backend_version": "0.11.0"},
@@ -91,7 +82,7 @@ def _spec(paths: dict[str, str], weights: str = "short", **over: Any) -> dict[st
         "worker": {"id": 1, "ip": "10.0.0.1", "ifname": "eth0", "gpu_devices": CUDA},
         "model_path": paths[weights],
     }
-    return _merge(base, over)
+    return deep_merge(base, over)
 
 
 def _multi(paths: dict[str, str], counts: list[int], node: int, params: list[str] | None, **over: Any) -> dict[str, Any]:
@@ -107,7 +98,7 @@ def _multi(paths: dict[str, str], counts: list[int], node: int, params: list[str
     }
     worker = {"id": node + 1, "ip": f"10.0.0.{node + 1}"}
     model = {"backend_parameters": params} if params is not None else {}
-    return _merge(_spec(paths, instance=instance, worker=worker, model=model), over)
+    return deep_merge(_spec(paths, instance=instance, worker=worker, model=model), over)
 
 
 def _kv(**fields: Any) -> dict[str, Any]:

@@ -16,11 +16,11 @@ from berth.deployers.memory import MemoryDeployer
 from berth.worker import ServeManager, Settings, create_app
 from berth.testing.fakes import FakeProbe
 from tests.support.ports import free_range
+from tests.support.serve_process import FAKE_VLLM
 
-__all__ = ["FAKE", "FAKE_ENTRYPOINT", "in_process", "spec_body"]
+__all__ = ["FAKE_ENTRYPOINT", "in_process", "spec_body"]
 
-FAKE = str(Path(__file__).resolve().parents[1] / "support" / "fake_vllm.py")
-FAKE_ENTRYPOINT = [sys.executable, FAKE]
+FAKE_ENTRYPOINT = [sys.executable, FAKE_VLLM]
 
 
 @contextmanager

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from berth.deployers._stdlib.proc import mentioning
-from tests.support.serve_process import spawn_serve, stop_group, wait_healthy
+from berth.utils.ports import parse_port_range
+from tests.support.ports import free_port, free_range
+from tests.support.serve_process import ServeWorker
 
 
 #: The stand-in with fault options (``--ignore-term``); what every ServeProcess runs as vLLM.
@@ -32,12 +28,6 @@ __all__ = [
     "STAND_IN", "ServeProcess", "fd_count", "free_block", "free_port", "kill_strays", "listening_ports",
     "listening_ports_of", "rss_kib", "stray_processes",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _listening() -> list[tuple[int, str]]:
@@ -79,15 +69,8 @@ def listening_ports_of(pids: set[int]) -> set[int]:
 
 
 def free_block(size: int = 50) -> tuple[int, int]:
-    """A random block of ``size`` ports in 47000-59999 that nothing listens on: test runs of
-    several engineers on one machine do not share ports."""
-    busy = {port for port, _ in _listening()}
-    starts = list(range(47000, 60000 - size, size))
-    random.shuffle(starts)
-    for start in starts:
-        if not busy & set(range(start, start + size)):
-            return start, start + size - 1
-    raise RuntimeError("no free block of ports")
+    """(first, last) of ``size`` free ports in a row, below the ephemeral range (:func:`free_range`)."""
+    return parse_port_range(free_range(size))
 
 
 def fd_count(pid: int) -> int:
@@ -114,57 +97,24 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-class ServeProcess:
-    """One ``berth serve`` over ``data_dir``; its output goes to ``log``."""
+class ServeProcess(ServeWorker):
+    """One ``berth serve`` over ``root/data`` (process deployer, the stand-in as vLLM, its own port
+    block); its output goes to ``root/serve.log``; :meth:`kill9` kills the worker alone."""
 
     def __init__(self, root: Path, extra_env: dict[str, str] | None = None, token: str | None = None) -> None:
         self.ports = free_block()
-        ports = f"{self.ports[0]}-{self.ports[1]}"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data_dir = root / "data"
-        self.log = root / "serve.log"
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
-        self.env = {**inherited, "BERTH_DATA_DIR": str(self.data_dir), "BERTH_DEPLOYER": "process",
-                    "BERTH_ENTRYPOINT": json.dumps(STAND_IN), "BERTH_POLL_INTERVAL": "0.1",
-                    "BERTH_STOP_TIMEOUT": "5", "BERTH_INSTANCE_PORT_RANGE": ports, "BERTH_LOG_LEVEL": "debug",
-                    **(extra_env or {})}
-        if token:
-            self.env["BERTH_API_TOKEN"] = token
+        env = {"BERTH_DEPLOYER": "process", "BERTH_ENTRYPOINT": json.dumps(STAND_IN), "BERTH_POLL_INTERVAL": "0.1",
+               "BERTH_STOP_TIMEOUT": "5", "BERTH_INSTANCE_PORT_RANGE": f"{self.ports[0]}-{self.ports[1]}",
+               "BERTH_LOG_LEVEL": "debug", **(extra_env or {}), **({"BERTH_API_TOKEN": token} if token else {})}
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=self.url, trust_env=False, timeout=30, headers=headers)
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(root, env, headers=headers)
         self.leftovers: set[int] = set()
         self.leftover_ports: set[int] = set()
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout: float = 60.0) -> None:
-        self.proc = spawn_serve(["--port", str(self.port)], self.env, self.log)
-        wait_healthy(self.proc, self.http, self.log, timeout=timeout)
-
-    def kill9(self) -> None:
-        """SIGKILL the worker process alone; its instances are in sessions of their own."""
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        stop_group(self.proc, timeout=30)
-
-    def close(self) -> set[int]:
+    def close(self) -> set[int]:  # type: ignore[override]
         """Delete every instance, stop the worker, SIGKILL anything left; returns what was left
         (tests assert it is empty, after the cleanup has happened either way)."""
-        try:
-            if self.proc is not None and self.proc.poll() is None:
-                self.http.delete("/v2/vllm/instances")
-        except httpx.HTTPError:
-            pass
-        self.stop()
-        self.http.close()
+        super().close()
         left = stray_processes(self.data_dir)
         self.leftover_ports = listening_ports_of(left)
         self.leftovers = kill_strays(self.data_dir)
@@ -172,16 +122,6 @@ class ServeProcess:
 
     def get(self, instance_id: str) -> dict[str, Any]:
         return self.http.get(f"/v2/vllm/instances/{instance_id}").json()
-
-    def wait_state(self, instance_id: str, state: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            body = self.get(instance_id)
-            if body.get("state") == state and all(body.get(k) == v for k, v in fields.items()):
-                return body
-            time.sleep(0.1)
-        raise AssertionError(f"{instance_id} never reached {state} {fields}: {body}\n{self.log.read_text()[-4000:]}")
 
 
 def kill_strays(data_dir: Path) -> set[int]:

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,18 +18,12 @@ import pytest
 
 from berth.worker.api import KEEP_ALIVE_S
 from tests.hardening._serve import ServeProcess
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.subprocess  # berth serve as a process, killed and restarted
 
 #: How long httpx keeps an idle pooled connection (its default ``keepalive_expiry``).
 CLIENT_POOL_S = 5.0
-
-
-def _until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _chatter(base_url: str, times: int = 3) -> None:
@@ -58,18 +51,18 @@ def test_logs_follow_resumes_across_a_worker_restart(tmp_path: Path) -> None:
         base_url = worker.wait_state("f-1", "running", ready=True)["base_url"]
         follower = _follow(worker, "f-1", out, err)
         _chatter(base_url)
-        _until(lambda: out.read_bytes().count(b"GET /v1/models") >= 3, "the first lines")
+        wait_for(lambda: out.read_bytes().count(b"GET /v1/models") >= 3, "the first lines")
 
         worker.kill9()
         _chatter(base_url)  # written while no worker answers
-        _until(lambda: b"will resume at byte" in err.read_bytes(), "the follower to notice")
+        wait_for(lambda: b"will resume at byte" in err.read_bytes(), "the follower to notice")
         assert follower.poll() is None, err.read_text()
         worker.start()
         _chatter(base_url)
 
         log = worker.http.get("/v2/instances/f-1/log", headers={"Range": "bytes=0-"}).content
         assert log.count(b"GET /v1/models") >= 9
-        _until(lambda: out.read_bytes() == log, "the follower to print the whole log")
+        wait_for(lambda: out.read_bytes() == log, "the follower to print the whole log")
         assert worker.http.delete("/v2/vllm/instances/f-1").status_code == 200
         assert follower.wait(timeout=30) == 0, err.read_text()
     finally:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import alive
+
 pytestmark = pytest.mark.subprocess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -265,3 +267,63 @@ def test_setup_podman_writes_a_confined_configuration(machine: Machine, tmp_path
         assert os.access(shim, os.X_OK), "the runtime shim is not installed where the config says"
     else:
         assert engine["runtime"] == "runc"
+
+
+# -- start_daemon and stop_daemon ----------------------------------------------------------------------
+
+#: A stand-in daemon: it says it started, makes the file READY says it answers by, then serves.
+DAEMON = """#!/bin/bash
+echo "daemon: up"
+: > "$STANDIN/answers"
+exec sleep 300
+"""
+
+
+@pytest.fixture
+def daemon_machine(machine: Machine) -> Machine:
+    for tool in ("setsid", "sleep", "seq", "tail"):
+        (machine.bin / tool).symlink_to(shutil.which(tool))  # type: ignore[arg-type]
+    machine.write_tool("daemon", DAEMON)
+    return machine
+
+
+def _daemon_script(machine: Machine, command: str) -> str:
+    root = machine.root
+    return (f'answers() {{ [[ -f "$STANDIN/answers" ]]; }}\n'
+            f'start_daemon "the daemon" {root}/d.pid {root}/d.log 10 answers {command} || echo returned=$?\n')
+
+
+def test_start_daemon_waits_until_it_answers_and_stop_daemon_stops_its_group(daemon_machine: Machine) -> None:
+    machine = daemon_machine
+    started = machine.bash(_daemon_script(machine, "daemon"))
+    pid = int((machine.root / "d.pid").read_text())
+    try:
+        assert (started.code, started.stdout) == (0, ""), started.stderr
+        assert "starting the daemon (log:" in started.stderr and "the daemon ready after about" in started.stderr
+        assert f"(pid {pid})" in started.stderr
+        assert alive(pid) and os.getpgid(pid) == pid, "the daemon leads a process group of its own"
+        assert (machine.root / "d.log").read_text() == "daemon: up\n"
+    finally:
+        stopped = machine.bash(f'stop_daemon "the daemon" {machine.root}/d.pid')
+    assert (stopped.code, stopped.stdout) == (0, ""), stopped.stderr
+    assert f"stopping the daemon (process group {pid})" in stopped.stderr
+    assert not alive(pid) and not (machine.root / "d.pid").exists()
+    again = machine.bash(f'stop_daemon "the daemon" {machine.root}/d.pid')
+    assert (again.code, again.stdout) == (0, "") and "nothing of ours to stop" in again.stderr
+
+
+def test_start_daemon_that_exits_returns_nonzero_with_its_log(daemon_machine: Machine) -> None:
+    machine = daemon_machine
+    machine.write_tool("crashing", '#!/bin/bash\necho "crashing: bad config" >&2\nexit 3\n')
+    got = machine.bash(_daemon_script(machine, "crashing"))
+    assert (got.code, got.stdout) == (0, "returned=1\n")
+    assert "crashing: bad config" in got.stderr and "the daemon exited before it answered" in got.stderr
+
+
+def test_start_daemon_that_never_answers_gives_up_after_its_wait(daemon_machine: Machine) -> None:
+    machine = daemon_machine
+    machine.write_tool("mute", "#!/bin/bash\nexec sleep 300\n")
+    script = _daemon_script(machine, "mute").replace(" 10 answers ", " 1 answers ")
+    got = machine.bash(script + f'stop_daemon "the daemon" {machine.root}/d.pid\n')
+    assert (got.code, got.stdout) == (0, "returned=1\n")
+    assert "the daemon did not answer within 1s" in got.stderr and "stopping the daemon" in got.stderr

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,11 @@ from berth.deployers._stdlib import proc
 from berth.deployers.process._ports import bound_ports
 from berth.deployers.base import Deployer, WorkloadNotFound
 from berth.schemas import DeploymentSpec, InstancePorts
+from berth.schemas.workload import WorkloadState
+from berth.utils.ports import BELOW_EPHEMERAL, free_port_range, parse_port_range
 from berth.worker.admission import Holdings, admit_spec
 from berth.worker.settings import Settings
+from tests.support.waiting import wait_for
 
 __all__ = [
     "BAND",
@@ -52,6 +54,9 @@ __all__ = [
     "Workers",
     "check_cluster",
     "check_gone",
+    "check_serving",
+    "clusters",
+    "delete_all",
     "check_sockets",
     "check_state_api",
     "free_band",
@@ -59,7 +64,6 @@ __all__ = [
     "make_instance",
     "planned_ports",
     "wait_cluster",
-    "wait_for",
     "worker_settings",
 ]
 
@@ -118,17 +122,10 @@ class Model:
 
 def free_band(size: int, taken: set[int], start: int = 21000) -> int:
     """First port of ``size`` consecutive ports neither bound here nor in ``taken``, between
-    ``start`` and the ephemeral range, picked at random: another test run on the machine asks
-    for bands at the same time, and the first free one would be the same for both."""
-    bound = bound_ports()
-    firsts = list(range(start, 32768 - size, size))
-    random.shuffle(firsts)
-    for first in firsts:
-        band = set(range(first, first + size))
-        if band.isdisjoint(bound) and band.isdisjoint(taken):
-            taken.update(band)
-            return first
-    raise AssertionError("no free port band on this host")
+    ``start`` and the ephemeral range, picked at random (:func:`free_port_range`); added to ``taken``."""
+    first, last = parse_port_range(free_port_range(size, (start, BELOW_EPHEMERAL[1]), avoid=taken))
+    taken.update(range(first, last + 1))
+    return first
 
 
 @dataclass
@@ -278,14 +275,6 @@ def listening_ports(pids: Iterable[int]) -> set[int]:
     return ports
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = FORM_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
-
-
 # -- the two sides -----------------------------------------------------------------------------
 
 
@@ -305,7 +294,7 @@ class Pair:
         """The leader first; the follower once the head's GCS listens (as a worker would retry)."""
         self.leader.create(instance.leader.workload)
         gcs = instance.leader.ports.ray.gcs  # type: ignore[union-attr]
-        wait_for(lambda: gcs in bound_ports() or self.leader.get(instance.name).state.terminal, "the Ray head")
+        wait_for(lambda: gcs in bound_ports() or self.leader.get(instance.name).state.terminal, "the Ray head", FORM_TIMEOUT, poll=0.5)
         if not self.leader.get(instance.name).state.terminal:
             self.follower.create(instance.follower.workload)
 
@@ -369,7 +358,7 @@ def wait_cluster(pair: Pair, instance: Instance) -> dict[str, Any]:
             found.append(report)
         return bool(found)
 
-    wait_for(formed, f"cluster {instance.name} to form", timeout=FORM_TIMEOUT * (RESTARTS + 1))
+    wait_for(formed, f"cluster {instance.name} to form", FORM_TIMEOUT * (RESTARTS + 1), poll=0.5)
     return found[0]
 
 
@@ -421,7 +410,7 @@ def check_sockets(pair: Pair, instance: Instance) -> tuple[set[int], set[int]]:
         return named <= seen[-1]
 
     wait_for(head_listens, f"the Ray head of {instance.name} to listen on {sorted(named)}",
-             timeout=FORM_TIMEOUT)
+             FORM_TIMEOUT, poll=0.5)
     leader_pids, follower_pids = pair.pids(instance)
     leader_ports, follower_ports = listening_ports(leader_pids), listening_ports(follower_pids)
     assert leader_ports <= planned_ports(instance.leader), f"unplanned: {leader_ports - planned_ports(instance.leader)}"
@@ -429,6 +418,15 @@ def check_sockets(pair: Pair, instance: Instance) -> tuple[set[int], set[int]]:
         f"unplanned: {follower_ports - planned_ports(instance.follower)}"
     )
     return leader_ports, follower_ports
+
+
+def check_serving(pair: Pair, instance: Instance) -> None:
+    """A formed cluster as it should serve: Ray's state API, the sockets of both sides, and both
+    workloads running."""
+    check_state_api(instance)
+    check_sockets(pair, instance)
+    assert pair.leader.get(instance.name).state is WorkloadState.RUNNING
+    assert pair.follower.get(instance.follower.name).state is WorkloadState.RUNNING
 
 
 def check_gone(pair: Pair, instance: Instance) -> None:
@@ -440,3 +438,30 @@ def check_gone(pair: Pair, instance: Instance) -> None:
     assert not proc.mentioning(f"{LEADER_IP}:{head.gcs}"), "a process still names the Ray head's address"
     bands = planned_ports(instance.leader) | planned_ports(instance.follower)
     assert not bands & bound_ports(), f"ports of the instance's bands still bound: {sorted(bands & bound_ports())}"
+
+
+@contextmanager
+def clusters(pair: Pair, *instances: Instance) -> Iterator[None]:
+    """Runs the block with every instance started and its cluster formed (one after the other, to
+    spare a small host); then stops them all and, when the block passed, :func:`check_gone` each."""
+    try:
+        for instance in instances:
+            pair.start(instance)
+            check_cluster(wait_cluster(pair, instance), instance)
+        yield
+    finally:
+        for instance in instances:
+            pair.stop(instance)
+    for instance in instances:
+        check_gone(pair, instance)
+
+
+def delete_all(root: Path, *deployers: Deployer) -> None:
+    """Delete every workload of ``deployers`` (followers first); kill, and fail on, any process
+    still naming ``root`` (the directory the test's deployers run in)."""
+    for deployer in deployers:
+        for status in deployer.list():
+            deployer.delete(status.name, timeout=5)
+    left = proc.mentioning(str(root))
+    proc.send(left, 9)
+    assert not left, f"processes left behind: {sorted(left)}"

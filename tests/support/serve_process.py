@@ -1,50 +1,14 @@
-"""Starting and stopping a real ``berth serve`` subprocess in tests (one way, for every suite)."""
+"""A real ``berth serve`` subprocess in tests: berth's own helpers (:mod:`berth.testing.serve_process`),
+and the fast vLLM stand-in such a worker runs as its engine."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
+from berth.testing.serve_process import ServeWorker, spawn_serve, stop_group, wait_healthy
 
-__all__ = ["spawn_serve", "stop_group", "wait_healthy"]
+__all__ = ["FAKE_VLLM", "ServeWorker", "spawn_serve", "stop_group", "wait_healthy"]
 
-
-def spawn_serve(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """``python -m berth serve ARGS`` in its own session, output appended to ``log``."""
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "berth", "serve", *args],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-
-def wait_healthy(proc: subprocess.Popen[bytes], http: httpx.Client, log: Path, timeout: float,
-                 poll: float = 0.1) -> None:
-    """Until ``/health`` answers 200; fails with the worker's log if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if http.get("/health").status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(poll)
-    raise AssertionError(f"berth serve did not answer /health in {timeout:.0f} s:\n" + log.read_text())
-
-
-def stop_group(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    """SIGTERM the worker's process group, SIGKILL it after ``timeout`` s; no-op once exited."""
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+#: ``python FAKE_VLLM MODEL --host H --port P ...``: a stand-in for ``vllm serve`` that starts in
+#: milliseconds (``tests/support/fake_vllm.py``).
+FAKE_VLLM = str(Path(__file__).with_name("fake_vllm.py"))

@@ -28,12 +28,22 @@ BASE: dict[str, Any] = {
     "model_path": "/models/org/m",
 }
 
+#: The environment every plan starts with, in this order (the model-loading defaults GPUStack 2.3 sets).
+DEFAULT_ENV: dict[str, str] = {
+    "OMP_NUM_THREADS": "1",
+    "SAFETENSORS_FAST_GPU": "1",
+    "RUNAI_STREAMER_MEMORY_LIMIT": "0",
+    "RUNAI_STREAMER_LOG_TO_STDERR": "1",
+    "RUNAI_STREAMER_LOG_LEVEL": "INFO",
+}
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``over`` merged in: nested dicts key by key, anything else replaced."""
     out = copy.deepcopy(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -41,7 +51,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def make_spec(**sections: Any) -> DeploymentSpec:
     """``make_spec(model={...}, instance={...})`` deep-merges over a single-GPU NVIDIA spec."""
-    return DeploymentSpec.model_validate(_merge(BASE, sections))
+    return DeploymentSpec.model_validate(deep_merge(BASE, sections))
 
 
 def make_plan(**sections: Any) -> ServePlan:
@@ -60,5 +70,5 @@ def distributed(leader: bool = True, follower_gpus: list[int] | None = None, **o
         },
     }
     worker = {} if leader else {"id": 2, "ip": "10.0.0.2"}
-    sections = _merge({"instance": instance, "worker": worker}, over)
+    sections = deep_merge({"instance": instance, "worker": worker}, over)
     return make_plan(**sections)

@@ -1,22 +1,15 @@
 """`berth run / ps / logs / stop` with the process deployer and a fast stand-in for vLLM."""
 
-import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.support.ports import free_port
+from tests.support.serve_process import FAKE_VLLM
+
 pytestmark = pytest.mark.subprocess  # starts processes: not in make test-unit
-
-FAKE = str(Path(__file__).resolve().parents[1] / "support" / "fake_vllm.py")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -36,7 +29,7 @@ def write_spec(tmp_path, port, name="cli-1", entry=None):
         "model": {"name": "fake", "image_name": "local/none", "env": {"HF_TOKEN": "hf_secret_value"}},
         "instance": {"name": name, "model_name": "fake", "ports": [port]},
         "worker": {"ip": "127.0.0.1"},
-        "config": {"entrypoint": entry or [sys.executable, FAKE]},
+        "config": {"entrypoint": entry or [sys.executable, FAKE_VLLM]},
         "model_path": str(tmp_path / "model"),
     }
     path = tmp_path / f"{name}.yaml"

@@ -3,15 +3,15 @@ fast vLLM stand-in)."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 
+import httpx
 import pytest
 
-from tests.unit.test_cli_local import FAKE, free_port, write_spec
+from tests.support.ports import free_port
+from tests.support.serve_process import FAKE_VLLM, spawn_serve, stop_group, wait_healthy
+from tests.unit.test_cli_local import write_spec
 
 pytestmark = pytest.mark.subprocess  # starts processes: not in make test-unit
 
@@ -26,29 +26,17 @@ def worker(tmp_path):
     port = free_port()
     env = {**os.environ, "BERTH_DATA_DIR": str(tmp_path / "cli-data")}
     # the worker decides what runs: a spec may only repeat its entrypoint (see spec_overrides)
-    serve_env = {**env, "BERTH_ENTRYPOINT": json.dumps([sys.executable, FAKE])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "berth", "serve", "--port", str(port), "--data-dir", str(tmp_path / "worker"),
-         "--deployer", "process"],
-        env=serve_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    serve_env = {**env, "BERTH_ENTRYPOINT": json.dumps([sys.executable, FAKE_VLLM])}
+    log = tmp_path / "serve.log"
+    proc = spawn_serve(["--port", str(port), "--data-dir", str(tmp_path / "worker"), "--deployer", "process"],
+                       serve_env, log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1).read()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError(proc.stdout.read().decode())
-            time.sleep(0.3)
-    yield url, {**env, "BERTH_WORKER": url}
-    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        with httpx.Client(base_url=url, trust_env=False, timeout=1) as http:
+            wait_healthy(proc, http, log, timeout=60, poll=0.3)
+        yield url, {**env, "BERTH_WORKER": url}
+    finally:
+        stop_group(proc, timeout=30)
 
 
 def test_remote_run_ps_logs_stop(tmp_path, worker):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,6 +21,7 @@ from berth.testing.stub_server import StubServer
 from berth.client.attach import base_url_from_instance
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
+from tests.support.ports import free_port
 
 
 @pytest.fixture
@@ -75,9 +75,7 @@ def test_work_moves_off_a_server_that_goes_away(two_stubs):
 
 
 def test_no_reachable_server_is_server_unavailable():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    url = f"http://127.0.0.1:{free_port()}"
     service = VLLMService(serve_config=ServeConfig(max_retries=0), attach=[url], model="m")
     with service, pytest.raises(ServerUnavailable):
         service.generate(["x"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -10,12 +9,7 @@ import pytest
 from berth.client import ClientError, RequestTimeout, ServerUnavailable, VLLMClient
 from berth.testing.stub_server import StubServer
 from berth.client.transport import Transport, normalize_base_url
-
-
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.ports import free_port
 
 
 def test_dropped_connections_are_retried():
@@ -36,7 +30,7 @@ def test_retries_run_out_with_a_clear_error():
 
 
 def test_refused_connection_is_server_unavailable():
-    url = f"http://127.0.0.1:{unused_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with VLLMClient(base_url=url, model="m", max_retries=1, retry_backoff=0.01) as client:
         with pytest.raises(ServerUnavailable, match="is the server running"):
             client.chat([[{"role": "user", "content": "hi"}]])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from berth.demo import run as demo_run
 from berth.demo.run import DemoError, DemoOptions, run_demo, state_file, stop_kept_worker
 from berth.demo.worker import LocalWorker
+from tests.support.processes import exists
 
 
 class _Lines:
@@ -22,14 +22,6 @@ class _Lines:
 
     def status(self, text: str) -> None:
         self.lines.append(f"~{text}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture
@@ -64,7 +56,7 @@ def test_instance_never_ready_fails_and_leaves_nothing(tmp_path: Path, fake_mode
         with pytest.raises(DemoError, match="not ready after 3 s"):
             run_demo(DemoOptions(cache_dir=tmp_path / "cache", timeout=3.0), reporter)
     worker = created[0]
-    assert worker.pid is not None and not _alive(worker.pid)
+    assert worker.pid is not None and not exists(worker.pid)
     assert not worker.data_dir.exists()
     assert (tmp_path / "cache" / "demo" / "logs" / "worker.log").is_file()
     assert any(line.startswith("deployed PUT") for line in reporter.lines)
@@ -86,6 +78,6 @@ def test_kept_worker_is_stopped_by_stop(tmp_path: Path) -> None:
         assert "stopped the demo worker" in stop_kept_worker(tmp_path)
     finally:
         worker.stop()
-    assert worker.pid is not None and not _alive(worker.pid)
+    assert worker.pid is not None and not exists(worker.pid)
     assert not state_file(tmp_path).exists()
     assert not worker.data_dir.exists()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from berth.demo.worker import LocalWorker, WorkerAPIError, _sweep, _worker_env, free_port, free_port_block
+from berth.demo.worker import LocalWorker, WorkerAPIError, _sweep, _worker_env, free_port_block
+from berth.utils.ports import free_port
 
 
 def _gone(pid: int, within: float = 5.0) -> bool:
@@ -41,11 +42,12 @@ def test_free_port_block_is_a_random_block_below_the_ephemeral_range() -> None:
 
 def test_free_port_block_skips_a_block_with_a_bound_port(monkeypatch: pytest.MonkeyPatch) -> None:
     import berth.demo.worker as worker_module
+    import berth.utils.ports as ports_module
 
-    monkeypatch.setattr(worker_module, "_BLOCK_STARTS", range(20000, 20200, 100))
-    monkeypatch.setattr(worker_module, "_bindable", lambda port: port != 20050)  # as if 20050 were bound
+    monkeypatch.setattr(worker_module, "_PORT_AREA", (20000, 20199))
+    monkeypatch.setattr(ports_module, "is_port_free", lambda port: port != 20050)  # as if 20050 were bound
     assert free_port_block() == "20100-20199"
-    monkeypatch.setattr(worker_module, "_bindable", lambda port: port not in (20050, 20150))
+    monkeypatch.setattr(ports_module, "is_port_free", lambda port: port not in (20050, 20150))
     with pytest.raises(WorkerAPIError, match="no 100 free ports in a row"):
         free_port_block()
 

@@ -1,14 +1,7 @@
 """VLLMServer's environment rules."""
 
-from tests.support.specs import distributed, make_plan
+from tests.support.specs import DEFAULT_ENV as DEFAULTS, distributed, make_plan
 
-DEFAULTS = {
-    "OMP_NUM_THREADS": "1",
-    "SAFETENSORS_FAST_GPU": "1",
-    "RUNAI_STREAMER_MEMORY_LIMIT": "0",
-    "RUNAI_STREAMER_LOG_TO_STDERR": "1",
-    "RUNAI_STREAMER_LOG_LEVEL": "INFO",
-}
 ASCEND = [{"index": i, "vendor": "ascend", "arch_family": "Ascend910B3"} for i in range(2)]
 ASCEND_310P = [{"index": i, "vendor": "ascend", "arch_family": "Ascend310P3"} for i in range(2)]
 

@@ -11,17 +11,10 @@ import pytest
 from berth.backends import PlanError
 from berth.backends.serving_script import serving_script
 from berth.backends.vllm_args import derive_max_model_len
-from tests.support.specs import make_plan
+from tests.support.specs import DEFAULT_ENV as LOADING, make_plan
 
 GIB = 1 << 30
 HOST = ["--host", "10.0.0.1", "--port", "40000", "--served-model-name", "m"]
-LOADING = {
-    "OMP_NUM_THREADS": "1",
-    "SAFETENSORS_FAST_GPU": "1",
-    "RUNAI_STREAMER_MEMORY_LIMIT": "0",
-    "RUNAI_STREAMER_LOG_TO_STDERR": "1",
-    "RUNAI_STREAMER_LOG_LEVEL": "INFO",
-}
 LMCACHE = '{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}'
 ASCEND_910B = [{"index": i, "vendor": "ascend", "arch_family": "Ascend910B3"} for i in range(4)]
 

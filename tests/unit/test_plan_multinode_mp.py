@@ -5,16 +5,9 @@ import pytest
 
 from berth.backends import PlanError
 from berth.backends.vllm_topology import UserParallelism, multinode_topology
-from tests.support.specs import distributed, make_plan
+from tests.support.specs import DEFAULT_ENV as LOADING, distributed, make_plan
 
 MP = ["--distributed-executor-backend", "mp"]
-LOADING = {
-    "OMP_NUM_THREADS": "1",
-    "SAFETENSORS_FAST_GPU": "1",
-    "RUNAI_STREAMER_MEMORY_LIMIT": "0",
-    "RUNAI_STREAMER_LOG_TO_STDERR": "1",
-    "RUNAI_STREAMER_LOG_LEVEL": "INFO",
-}
 NIC = {"NCCL_SOCKET_IFNAME": "=eth0", "GLOO_SOCKET_IFNAME": "eth0"}
 
 

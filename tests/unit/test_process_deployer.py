@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +33,8 @@ from berth.deployers._stdlib import proc
 from berth.deployers.base import DeployerError, InvalidWorkload, WorkloadExists, WorkloadNotFound
 from berth.deployers.process import ProcessDeployer
 from berth.schemas.workload import WorkloadState, WorkloadStatus
+from tests.support.processes import alive
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.subprocess  # starts processes: not in make test-unit
 
@@ -71,21 +73,13 @@ def plan(name: str, *containers: Container, managed: bool = True) -> WorkloadPla
     return WorkloadPlan(name=name, labels=labels, host_network=True, containers=list(containers))
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def log_text(d: ProcessDeployer, name: str, container: str = "default") -> str:
     return d.logs(name, container=container).data.decode()
 
 
 def wait_state(d: ProcessDeployer, name: str, *states: WorkloadState, timeout: float = 15.0) -> WorkloadStatus:
     try:
-        wait_for(lambda: d.get(name).state in states, timeout, f"{name} to reach {states}")
+        wait_for(lambda: d.get(name).state in states, f"{name} to reach {states}", timeout)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last status: {d.get(name)}") from None
     return d.get(name)
@@ -96,10 +90,6 @@ def started(d: ProcessDeployer, name: str) -> WorkloadStatus:
     wait_for(lambda: all(c.state is not WorkloadState.PENDING for c in d.get(name).containers),
              what=f"the shims of {name} to start")
     return d.get(name)
-
-
-def alive(pid: int | None) -> bool:
-    return pid is not None and proc.start_time(pid) is not None
 
 
 @pytest.fixture

@@ -19,13 +19,13 @@ from starlette.routing import Route
 
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
-from berth.testing import free_port
 from berth.worker import ServeManager, Settings, create_app
 from berth.worker.activation import ModelUnavailable, UnknownModel
 from berth.testing.fakes import FakeProbe
 from berth.worker.registry import InstanceRecord
 from berth.worker.router import lora_names, pick_instance
 from berth.worker.states import InstanceState
+from tests.support.ports import free_port, free_range
 
 SSE_GAP_S = 0.4
 
@@ -86,9 +86,8 @@ def _engine() -> Starlette:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     probe = FakeProbe()
-    first = free_port()
     settings = Settings.load(data_dir=tmp_path_factory.mktemp("router") / "data", poll_interval=0.05,
-                             instance_port_range=f"{first}-{min(first + 50, 65535)}", router_activation_timeout=3)
+                             instance_port_range=free_range(51), router_activation_timeout=3)
     manager = ServeManager(settings, deployer=MemoryDeployer(initial=WorkloadState.RUNNING), probe=probe)
     app = create_app(manager)
     port = free_port()

@@ -5,7 +5,7 @@ import socket
 import pytest
 
 from berth.utils.env import MASK, is_secret_name, mask_env, mask_secrets_in_args, valid_env_name
-from berth.utils.ports import is_port_free, parse_port_range
+from berth.utils.ports import EPHEMERAL_PORTS, free_port, free_port_range, is_port_free, parse_port_range
 from berth.utils.units import byte_to_gib
 from berth.utils.versions import compare_versions
 
@@ -43,6 +43,30 @@ def test_is_port_free():
         sock.listen()
         port = sock.getsockname()[1]
         assert not is_port_free(port, "127.0.0.1")
+
+
+def test_free_port_can_be_bound_and_skips_avoided_ones():
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+    assert free_port(avoid={port}) != port
+
+
+def test_free_port_range_is_a_random_free_block_below_the_ephemeral_range():
+    blocks = {free_port_range(50) for _ in range(5)}
+    assert len(blocks) > 1, "the same block every time: two callers at once would collide"
+    for block in blocks:
+        start, end = parse_port_range(block)
+        assert end - start == 49 and start % 50 == 0 and end < EPHEMERAL_PORTS[0]
+
+
+def test_free_port_range_leaves_out_bound_and_avoided_ports(monkeypatch: pytest.MonkeyPatch):
+    import berth.utils.ports as ports_module
+
+    monkeypatch.setattr(ports_module, "is_port_free", lambda port: port != 105)  # as if 105 were bound
+    assert free_port_range(10, (100, 129), avoid={121}) == "110-119"
+    with pytest.raises(OSError, match="no 10 free ports in a row between 100 and 129"):
+        free_port_range(10, (100, 129), avoid={115, 121})
 
 
 def test_secret_names_and_masking():

@@ -2,7 +2,6 @@
 errors, auth, limits, watch, metrics and secrets."""
 
 import json
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings, create_app
 from berth.testing.fakes import FakeProbe
 from berth.utils.ports import parse_port_range
-from tests.support.ports import free_range
+from tests.support.ports import free_port, free_range
 
 LOG = b"0123456789" * 3  # the seed's 30-byte example
 SEED_INDEX = {
@@ -275,12 +274,6 @@ def test_bearer_token(tmp_path, deployer):
 
 
 # -- concurrency over real HTTP -------------------------------------------------------------------
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def manager(tmp_path) -> Iterator[ServeManager]:
-    band = free_band(100, set(), start=23000)
+    band = free_band(200, set(), start=23000)
     settings = Settings.load(data_dir=tmp_path / "data", poll_interval=0.05, stop_timeout=1.0,
                              instance_port_range=free_range(100), ray_port_range=f"{band}-{band + 199}",
                              worker_ip=LEADER_IP, distributed_join_timeout=30.0)

@@ -7,63 +7,24 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.support.ports import free_range
-from tests.support.serve_process import spawn_serve, stop_group, wait_healthy
+from tests.support.serve_process import FAKE_VLLM, ServeWorker
 
 pytestmark = pytest.mark.subprocess  # starts processes: not in make test-unit
 
-FAKE = str(Path(__file__).resolve().parents[1] / "support" / "fake_vllm.py")
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Worker:
+class Worker(ServeWorker):
     """One `berth serve` process in a session of its own; :meth:`kill9` and :meth:`start` again."""
 
+    kill9_group = True
+
     def __init__(self, tmp_path: Path, extra_env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data_dir = tmp_path / "data"
-        self.log = tmp_path / "serve.log"
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
-        self.env = {**inherited, "BERTH_DATA_DIR": str(self.data_dir), **extra_env}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=self.url, trust_env=False, timeout=30)
-
-    def start(self) -> None:
-        self.proc = spawn_serve(["--port", str(self.port), "--deployer", "process"], self.env, self.log)
-        wait_healthy(self.proc, self.http, self.log, timeout=60)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        stop_group(self.proc, timeout=20)
-
-    def wait_state(self, instance_id: str, state: str, timeout: float = 30.0, **fields: object) -> dict:
-        deadline = time.monotonic() + timeout
-        body: dict = {}
-        while time.monotonic() < deadline:
-            body = self.http.get(f"/v2/vllm/instances/{instance_id}").json()
-            if body.get("state") == state and all(body.get(k) == v for k, v in fields.items()):
-                return body
-            time.sleep(0.1)
-        raise AssertionError(f"{instance_id} never reached {state} {fields}: {body}\n{self.log.read_text()}")
+        super().__init__(tmp_path, extra_env, args=["--deployer", "process"], stop_timeout=20)
 
 
 def fake_processes(data_dir: Path) -> list[int]:
@@ -85,7 +46,7 @@ def fake_processes(data_dir: Path) -> list[int]:
 @pytest.fixture
 def worker(tmp_path):
     env = {
-        "BERTH_ENTRYPOINT": json.dumps([sys.executable, FAKE]),
+        "BERTH_ENTRYPOINT": json.dumps([sys.executable, FAKE_VLLM]),
         "BERTH_POLL_INTERVAL": "0.1",
         "BERTH_RESTART_POLICY": "on-failure",
         "BERTH_RESTART_BACKOFF": "0.2",
@@ -95,12 +56,7 @@ def worker(tmp_path):
     w = Worker(tmp_path, env)
     w.start()
     yield w
-    try:
-        w.http.delete("/v2/vllm/instances")
-    except httpx.HTTPError:
-        pass
-    w.stop()
-    w.http.close()
+    w.close()
     leftovers = fake_processes(w.data_dir)
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)
@@ -141,7 +97,7 @@ def test_contract_readoption_and_restart(worker):
 
 def test_sigterm_closes_the_manager(tmp_path):
     env = {
-        "BERTH_ENTRYPOINT": json.dumps([sys.executable, FAKE]),
+        "BERTH_ENTRYPOINT": json.dumps([sys.executable, FAKE_VLLM]),
         "BERTH_POLL_INTERVAL": "0.1",
         "BERTH_STOP_INSTANCES_ON_EXIT": "true",
         "BERTH_INSTANCE_PORT_RANGE": free_range(),
