@@ -105,7 +105,9 @@ start_daemon() {  # start_daemon NAME PID_FILE LOG WAIT_S READY COMMAND...: star
     local name="$1" pid_file="$2" log="$3" wait_s="$4" ready="$5" pid waited=0 problem
     shift 5
     say "starting $name (log: $log)"
-    setsid "$@" >>"$log" 2>&1 </dev/null &
+    # from /, as daemons run: one started from a folder later removed (a worktree, a build
+    # directory) fails its children's getcwd (conmon: "Failed to get working directory")
+    (cd / && exec setsid "$@") >>"$log" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$pid_file"
     until "$ready"; do

@@ -302,6 +302,7 @@ def test_start_daemon_waits_until_it_answers_and_stop_daemon_stops_its_group(dae
         assert "starting the daemon (log:" in started.stderr and "the daemon ready after about" in started.stderr
         assert f"(pid {pid})" in started.stderr
         assert alive(pid) and os.getpgid(pid) == pid, "the daemon leads a process group of its own"
+        assert os.readlink(f"/proc/{pid}/cwd") == "/", "a daemon runs from /, not from a folder that may go"
         assert (machine.root / "d.log").read_text() == "daemon: up\n"
     finally:
         stopped = machine.bash(f'stop_daemon "the daemon" {machine.root}/d.pid')
