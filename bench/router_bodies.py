@@ -79,7 +79,7 @@ def _serve_in(data: Path, limit: int) -> list[tuple[uvicorn.Server, threading.Th
     from berth.testing import free_port
     from berth.testing.fakes import FakeProbe
     from berth.worker import ServeManager, Settings, create_app
-    from berth.worker.states import InstanceState
+    from berth.worker.store import InstanceState
 
     probe, first = FakeProbe(), free_port()
     settings = Settings.load(data_dir=data / "data", poll_interval=0.05,

@@ -64,9 +64,9 @@ def _run(settings: Settings) -> None:
     import uvicorn
 
     from berth.worker import ServeManager, WorkerError, create_app
-    from berth.worker._runtime import freeze_startup_objects, limit_malloc_arenas
-    from berth.worker.api import KEEP_ALIVE_S
-    from berth.worker.deployer_factory import describe_deployer
+    from berth.worker.app import freeze_startup_objects, limit_malloc_arenas
+    from berth.worker.app import KEEP_ALIVE_S
+    from berth.worker.instances import describe_deployer
 
     limit_malloc_arenas()  # before the worker starts any thread
     manager = ServeManager(settings)

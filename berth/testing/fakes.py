@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from berth.worker.readiness import Readiness
+from berth.worker.engine import Readiness
 
 __all__ = ["FakeProbe"]
 

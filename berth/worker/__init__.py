@@ -3,7 +3,7 @@ and serves the launcher-compatible and spec APIs (``create_app``), configured by
 
 from __future__ import annotations
 
-from berth.worker.api import create_app
+from berth.worker.app import create_app
 from berth.worker.errors import (
     DeployerDown,
     DeployFailed,
@@ -14,13 +14,13 @@ from berth.worker.errors import (
     ResourceExhausted,
     WorkerError,
 )
-from berth.worker.launcher_spec import LauncherRequest
+from berth.worker.admission import LauncherRequest
 from berth.worker.metrics import WorkerMetrics
-from berth.worker.readiness import Readiness, ReadinessProbe
-from berth.worker.registry import Event, InstanceRecord, Registry
-from berth.worker.serve_manager import ServeManager
+from berth.worker.engine import Readiness, ReadinessProbe
+from berth.worker.store import Event, InstanceRecord, Registry
+from berth.worker.instances import ServeManager
 from berth.worker.settings import Settings, settings_table
-from berth.worker.states import InstanceState, launcher_status
+from berth.worker.store import InstanceState, launcher_status
 
 __all__ = [
     "DeployFailed",

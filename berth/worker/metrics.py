@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from berth.worker.states import InstanceState
+from berth.worker.store import InstanceState
 
 __all__ = ["CONTENT_TYPE", "WorkerMetrics"]
 

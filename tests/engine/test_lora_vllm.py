@@ -17,7 +17,7 @@ import pytest
 
 from berth.testing import CPU_ENV, free_port
 from berth.testing.tiny_lora import build_tiny_lora
-from berth.worker.loras import RUNTIME_ENV
+from berth.worker.loras._rules import RUNTIME_ENV
 from tests.support.ports import free_range
 from tests.support.serve_process import spawn_serve, stop_group, wait_healthy
 

@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 
 from berth.deployers.memory import MemoryDeployer
-from berth.worker import _middleware
+from berth.worker.app import _middleware
 from tests.hardening._answers import assert_clean_answer
 from tests.hardening._fixtures import in_process
 from tests.hardening._serve import ServeProcess

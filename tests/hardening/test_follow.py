@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from berth.worker.api import KEEP_ALIVE_S
+from berth.worker.app._app import KEEP_ALIVE_S
 from tests.hardening._serve import ServeProcess
 from tests.support.waiting import wait_for
 

@@ -21,9 +21,9 @@ from berth.utils.args import (
     split_command_line,
 )
 from berth.utils.env import MASK, mask_secrets_in_args
-from berth.worker.env_policy import check_env
+from berth.worker.admission._env_policy import check_env
 from berth.worker.errors import InvalidRequest
-from berth.worker.launcher_spec import parse_options
+from berth.worker.admission._launcher_spec import parse_options
 from berth.worker.redact import redact_bytes, secret_values
 from tests.hardening._fixtures import spec_body
 

@@ -38,7 +38,7 @@ from berth.deployers.base import Deployer, WorkloadNotFound
 from berth.schemas import DeploymentSpec, InstancePorts
 from berth.schemas.workload import WorkloadState
 from berth.utils.ports import BELOW_EPHEMERAL, free_port_range, parse_port_range
-from berth.worker.admission import Holdings, admit_spec
+from berth.worker.admission._admission import Holdings, admit_spec
 from berth.worker.settings import Settings
 from tests.support.waiting import wait_for
 

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from berth.backends.vllm import VLLMServer as VLLMPlanner
 from berth.client import LLMConfig
 from berth.client.planning import plan_server
-from berth.worker.admission import Holdings, admit_launcher
-from berth.worker.launcher_spec import LauncherRequest
+from berth.worker.admission._admission import Holdings, admit_launcher
+from berth.worker.admission._launcher_spec import LauncherRequest
 from berth.worker.settings import Settings
 
 #: What GPUStack's rules would add, none of which a launcher or gserve user asked for.

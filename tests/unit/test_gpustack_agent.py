@@ -19,13 +19,13 @@ from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings, create_app
 from berth.testing.fakes import FakeProbe
-from berth.worker.gpustack.client import ServerRefused
-from berth.worker.gpustack.files import FileSync, check_local_model
-from berth.worker.gpustack.identity import Identity, load_identity, save_identity
-from berth.worker.gpustack.instances import InstanceSync
-from berth.worker.gpustack.logs import line_window, tail_start
-from berth.worker.gpustack.status import CPUSampler, registration_body
-from berth.worker.gpustack.translate import (
+from berth.worker.gpustack._client import ServerRefused
+from berth.worker.gpustack._files import FileSync, check_local_model
+from berth.worker.gpustack._identity import Identity, load_identity, save_identity
+from berth.worker.gpustack._instances import InstanceSync
+from berth.worker.gpustack._logs import line_window, tail_start
+from berth.worker.gpustack._status import CPUSampler, registration_body
+from berth.worker.gpustack._translate import (
     Assignment,
     Role,
     berth_id,
@@ -34,7 +34,7 @@ from berth.worker.gpustack.translate import (
     role_of,
     to_spec,
 )
-from berth.worker.states import InstanceState
+from berth.worker.store._states import InstanceState
 from tests.support.ports import free_range
 
 FIXTURE = {"index": 0, "uuid": "FIXTURE-0", "vendor": "nvidia", "name": "FIXTURE-not-a-gpu", "memory_total": 16 << 30}
@@ -324,7 +324,7 @@ def test_serve_logs_tail_pages_and_404(joined_app):
 
 
 def test_follow_streams_appends_and_ends_when_the_instance_is_deleted(joined_app, monkeypatch):
-    from berth.worker.gpustack import logs
+    from berth.worker.gpustack import _logs as logs
 
     client, manager, deployer, _ = joined_app
     monkeypatch.setattr(logs, "FOLLOW_POLL_S", 0.01)
@@ -352,7 +352,7 @@ def test_follow_streams_appends_and_ends_when_the_instance_is_deleted(joined_app
 def test_client_tells_retryable_failures_from_refusals():
     import httpx
 
-    from berth.worker.gpustack.client import GPUStackClient, ServerUnavailable
+    from berth.worker.gpustack._client import GPUStackClient, ServerUnavailable
 
     answers = iter([httpx.Response(503, json={"message": "db down"}), httpx.Response(403, json={"message": "no"}),
                     httpx.Response(200, json={"id": 1})])
@@ -381,8 +381,8 @@ def test_client_tells_retryable_failures_from_refusals():
 
 
 def test_a_failing_loop_backs_off_logs_once_and_recovers(tmp_path, caplog):
-    from berth.worker.gpustack.agent import GPUStackAgent
-    from berth.worker.gpustack.client import ServerUnavailable
+    from berth.worker.gpustack._agent import GPUStackAgent
+    from berth.worker.gpustack._client import ServerUnavailable
 
     settings = Settings.load(data_dir=tmp_path, gpustack_url="http://127.0.0.1:9")
     agent = GPUStackAgent(ServeManager(settings, deployer=MemoryDeployer()))
@@ -395,7 +395,7 @@ def test_a_failing_loop_backs_off_logs_once_and_recovers(tmp_path, caplog):
         if len(calls) == 5:
             raise asyncio.CancelledError
 
-    caplog.set_level("INFO", logger="berth.worker.gpustack.agent")
+    caplog.set_level("INFO", logger="berth.worker.gpustack._agent")
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(agent._every("heartbeat", step, 0.01))
     assert len(calls) == 5
@@ -405,7 +405,7 @@ def test_a_failing_loop_backs_off_logs_once_and_recovers(tmp_path, caplog):
 
 
 def test_backoff_doubles_up_to_its_ceiling_with_jitter_and_resets():
-    from berth.worker.gpustack.client import Backoff
+    from berth.worker.gpustack._client import Backoff
 
     backoff = Backoff(initial=1.0, maximum=8.0)
     delays = [backoff.next() for _ in range(6)]

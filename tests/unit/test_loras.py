@@ -14,13 +14,13 @@ from fastapi.testclient import TestClient
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings, create_app
-from berth.worker import api_loras
+from berth.worker.api import _loras as api_loras
 from berth.worker.errors import InvalidRequest
 from berth.testing.fakes import FakeProbe
-from berth.worker.loras import (
+from berth.worker.engine._loras import EngineLoras
+from berth.worker.reconcile._loras import LoraKeeper
+from berth.worker.loras._rules import (
     RUNTIME_ENV,
-    EngineLoras,
-    LoraKeeper,
     check_lora_name,
     check_lora_path,
     runtime_lora_names,
@@ -28,9 +28,9 @@ from berth.worker.loras import (
     with_lora,
     without_lora,
 )
-from berth.worker.registry import InstanceRecord
-from berth.worker.router import pick_instance, served_model_names
-from berth.worker.states import InstanceState
+from berth.worker.store._registry import InstanceRecord
+from berth.worker.routing._router import pick_instance, served_model_names
+from berth.worker.store._states import InstanceState
 from tests.support.ports import free_range
 
 

@@ -20,11 +20,11 @@ from starlette.routing import Route
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings, create_app
-from berth.worker.activation import ModelUnavailable, UnknownModel
+from berth.worker.routing._activation import ModelUnavailable, UnknownModel
 from berth.testing.fakes import FakeProbe
-from berth.worker.registry import InstanceRecord
-from berth.worker.router import lora_names, pick_instance
-from berth.worker.states import InstanceState
+from berth.worker.store._registry import InstanceRecord
+from berth.worker.routing._router import lora_names, pick_instance
+from berth.worker.store._states import InstanceState
 from tests.support.ports import free_port, free_range
 
 SSE_GAP_S = 0.4

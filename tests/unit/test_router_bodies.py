@@ -21,8 +21,8 @@ from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
 from berth.testing.fakes import FakeProbe
 from berth.worker import ServeManager, Settings, create_app
-from berth.worker.router import ROUTER_PREFIX, inference
-from berth.worker.states import InstanceState
+from berth.worker.routing._router import ROUTER_PREFIX, inference
+from berth.worker.store._states import InstanceState
 from tests.support.ports import free_port
 
 MiB = 1 << 20

@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings, create_app
-from berth.worker.activation import ModelActivator, ModelUnavailable, UnknownModel
-from berth.worker.launcher_spec import LauncherRequest
-from berth.worker.readiness import Readiness
+from berth.worker.routing._activation import ModelActivator, ModelUnavailable, UnknownModel
+from berth.worker.admission._launcher_spec import LauncherRequest
+from berth.worker.engine._readiness import Readiness
 from berth.worker.swap import ModelRegistration, SwapController
 from tests.support.ports import free_range
 
@@ -208,7 +208,7 @@ def test_budget_evicts_the_least_recently_used(world):
 
 
 def test_pinned_and_busy_models_are_not_evicted(world, monkeypatch):
-    from berth.worker.swap import controller
+    from berth.worker.swap import _controller as controller
     # "just routed" must still hold when the next line runs on a busy machine, however late that is
     monkeypatch.setattr(controller, "IN_TRANSIT_S", 60.0)
     swap, *_ = world(swap_max_engines=1)

@@ -5,7 +5,7 @@ import socket
 import pytest
 
 from berth.schemas import GPUDevice
-from berth.worker.allocation import GPUAllocator, PortAllocator, expand_ports
+from berth.worker.admission._allocation import GPUAllocator, PortAllocator, expand_ports
 from berth.worker.errors import InstanceConflict, InvalidRequest, ResourceExhausted
 
 

@@ -12,10 +12,10 @@ from berth.schemas.workload import WorkloadState
 from berth.worker import LauncherRequest, ServeManager, Settings
 from berth.worker.errors import DeployerDown, InstanceConflict, InvalidRequest, ResourceExhausted
 from berth.testing.fakes import FakeProbe
-from berth.worker.allocation import expand_ports
-from berth.worker.lifecycle import OWNER_LABEL, backoff_delay
-from berth.worker.registry import InstanceRecord, Registry
-from berth.worker.states import InstanceState
+from berth.worker.admission._allocation import expand_ports
+from berth.worker.reconcile._lifecycle import OWNER_LABEL, backoff_delay
+from berth.worker.store._registry import InstanceRecord, Registry
+from berth.worker.store._states import InstanceState
 from berth.utils.ports import parse_port_range
 from tests.support.ports import free_port, free_range
 
@@ -357,7 +357,7 @@ def test_launcher_gpus_allocated_from_worker(tmp_path, deployer, probe):
 
 
 def test_fallback_to_process_when_launcher_unavailable(tmp_path, monkeypatch):
-    from berth.worker import deployer_factory
+    from berth.worker.instances import _deployer_factory as deployer_factory
 
     calls = []
 
@@ -392,7 +392,7 @@ def test_create_delete_cycles_leave_nothing(manager, deployer):
 
 
 def test_op_locks_are_exclusive_per_id():
-    from berth.worker._context import OpLocks
+    from berth.worker.reconcile._context import OpLocks
 
     locks = OpLocks()
     assert locks.acquire("a")

@@ -14,8 +14,8 @@ from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings
 from berth.testing.fakes import FakeProbe
-from berth.worker.ray_join import joined_nodes, missing_nodes
-from berth.worker.states import InstanceState
+from berth.worker.reconcile._ray_join import joined_nodes, missing_nodes
+from berth.worker.store._states import InstanceState
 from tests.support.ray_cluster import FOLLOWER_IP, LEADER_IP, Model, free_band, spec
 from tests.support.ports import free_range
 

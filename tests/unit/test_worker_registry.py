@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from berth.worker.errors import InstanceConflict, RegistryUnavailable
-from berth.worker.registry import REGISTRY_FILE, InstanceRecord, Registry
-from berth.worker.states import InstanceState
+from berth.worker.store._registry import REGISTRY_FILE, InstanceRecord, Registry
+from berth.worker.store._states import InstanceState
 
 SPEC = {"model": {"name": "m", "env": {"HF_TOKEN": "hf_abcdefgh", "A": "1"}}, "instance": {"name": "a"}}
 

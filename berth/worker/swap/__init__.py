@@ -1,11 +1,11 @@
 """Model swapping: models registered on the worker, started, woken, put to sleep and parked on
 demand under an idle and budget policy (see docs/swapping.md)."""
 
-from berth.worker.swap.controller import Activation, ModelStateConflict, SwapController
-from berth.worker.swap.definitions import DefinitionStore, ModelDefinition
-from berth.worker.swap.engine import EngineControl, EngineError
-from berth.worker.swap.registration import ModelRegistration
-from berth.worker.swap.views import ActivationView, ModelList, ModelView
+from berth.worker.swap._controller import Activation, ModelStateConflict, SwapController
+from berth.worker.swap._definitions import DefinitionStore, ModelDefinition
+from berth.worker.swap._engine import EngineControl, EngineError
+from berth.worker.swap._registration import ModelRegistration
+from berth.worker.swap._views import ActivationView, ModelList, ModelView
 
 __all__ = [
     "Activation",

@@ -1,0 +1,17 @@
+"""What a request may run on this worker: launcher bodies and specs checked, env policy, ports and GPUs allocated."""
+
+from __future__ import annotations
+
+from berth.worker.admission._admission import Admitted, Holdings, admit_launcher, admit_spec
+from berth.worker.admission._allocation import PortAllocator
+from berth.worker.admission._launcher_spec import LauncherRequest, parse_options
+
+__all__ = [
+    "Admitted",
+    "Holdings",
+    "LauncherRequest",
+    "PortAllocator",
+    "admit_launcher",
+    "admit_spec",
+    "parse_options",
+]

@@ -1,0 +1,128 @@
+"""Runtime LoRA adapters of a running instance: list, load, unload.
+
+The same operations under both APIs, for instances of either origin:
+``/v2/instances/{id}/loras[/{name}]`` and ``/v2/vllm/instances/{id}/loras[/{name}]``.
+A load is checked (name, path, the instance's runtime-LoRA options, no other instance of this
+worker already answering to the name), done by the engine, then written to the instance's
+record, so the ``/v1`` router sends ``model=<name>`` to it and the adapter is loaded again when
+the engine or the worker restarts (see :mod:`berth.worker.loras`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from berth.worker.api._deps import ERROR_RESPONSES as _ERRORS
+from berth.worker.api._deps import Manager
+from berth.worker.errors import InstanceConflict, InstanceNotFound
+from berth.worker.reconcile import check_instance_id
+from berth.worker.engine import EngineLoras
+from berth.worker.loras import (
+    EngineRefused,
+    LoraLoad,
+    check_lora_name,
+    check_lora_path,
+    runtime_loras,
+    runtime_refusal,
+    serving,
+    taken_by,
+    with_lora,
+    without_lora,
+)
+from berth.worker.store import InstanceRecord
+from berth.worker.routing import served_model_names
+from berth.worker.instances import ServeManager
+
+
+router = APIRouter(tags=["loras"])
+_PREFIXES = ("/v2/instances", "/v2/vllm/instances")
+_ERRORS_502 = {**_ERRORS, 502: _ERRORS[503]}
+
+
+class LoraEntry(BaseModel):
+    name: str = Field(description="The adapter's name; `/v1` requests with this `model` go to the instance.")
+    path: str = Field(description="The adapter directory the engine loaded (symlinks resolved).")
+
+
+class LoraList(BaseModel):
+    instance_id: str = Field(description="The instance.")
+    loras: list[LoraEntry] = Field(description="Adapters loaded at run time, in load order (kept across restarts).")
+
+
+def _view(record: InstanceRecord) -> dict[str, Any]:
+    return {"instance_id": record.id, "loras": runtime_loras(record)}
+
+
+def list_loras(instance_id: str, manager: Manager) -> dict[str, Any]:
+    """Adapters loaded at run time (those of `--lora-modules` are part of the spec)."""
+    return _view(manager.get(check_instance_id(instance_id)))
+
+
+def load_lora(instance_id: str, body: LoraLoad, manager: Manager) -> dict[str, Any]:
+    """Load a LoRA adapter into the running engine and keep it in the instance's record.
+
+    Loading a name again with another path replaces it. 409 when the instance is not running, was
+    not started for runtime LoRA, or another instance already answers to the name."""
+    instance_id = check_instance_id(instance_id)
+    name = check_lora_name(body.name, "name")
+    path = check_lora_path(body.path, "path")
+    with manager.ctx.locks.held(instance_id):
+        record = manager.get(instance_id)
+        base_url = _loadable(manager, record, name)
+        engine = EngineLoras()
+        try:
+            if name in {e["name"] for e in runtime_loras(record)}:
+                engine.unload(base_url, name)  # vLLM refuses a second load of a name
+            engine.load(base_url, name, path)
+        finally:
+            engine.close()
+        return _view(manager.ctx.registry.update(instance_id, endpoints=with_lora(record, name, path)))
+
+
+def unload_lora(instance_id: str, name: str, manager: Manager) -> dict[str, Any]:
+    """Unload an adapter from the engine and forget it (it is not loaded again on restart)."""
+    instance_id = check_instance_id(instance_id)
+    name = check_lora_name(name, "name")
+    with manager.ctx.locks.held(instance_id):
+        record = manager.get(instance_id)
+        if name not in {e["name"] for e in runtime_loras(record)}:
+            raise InstanceNotFound(f"instance {instance_id!r} has no runtime LoRA adapter {name!r}")
+        if record.state.active and record.endpoints.get("base_url"):
+            engine = EngineLoras()
+            try:
+                engine.unload(serving(record), name)
+            except EngineRefused as exc:
+                if exc.status_code != 404:  # 404: the engine has it no more (restarted): forget it
+                    raise
+            finally:
+                engine.close()
+        return _view(manager.ctx.registry.update(instance_id, endpoints=without_lora(record, name)))
+
+
+def _loadable(manager: ServeManager, record: InstanceRecord, name: str) -> str:
+    refusal = runtime_refusal(record.spec)
+    if refusal:
+        raise InstanceConflict(f"instance {record.id!r}: {refusal}")
+    base_url = serving(record)
+    if name in served_model_names(record) and name not in {e["name"] for e in runtime_loras(record)}:
+        raise InstanceConflict(f"name: {name!r} is already a served name or --lora-modules adapter of {record.id!r}")
+    other = taken_by((r for r in manager.list() if r.id != record.id), name, served_model_names)
+    if other is not None:
+        raise InstanceConflict(f"name: instance {other.id!r} already answers to {name!r}; pick another adapter name")
+    return base_url
+
+
+for _prefix in _PREFIXES:
+    _tag = "launcher" if "vllm" in _prefix else "instances"
+    router.add_api_route(f"{_prefix}/{{instance_id}}/loras", list_loras, methods=["GET"], response_model=LoraList,
+                         responses=_ERRORS, tags=[_tag], operation_id=f"list_loras_{_tag}",
+                         summary="LoRA adapters loaded into the instance at run time")
+    router.add_api_route(f"{_prefix}/{{instance_id}}/loras", load_lora, methods=["POST"], response_model=LoraList,
+                         responses=_ERRORS_502, tags=[_tag], operation_id=f"load_lora_{_tag}",
+                         summary="Load a LoRA adapter into the running instance (kept across restarts)")
+    router.add_api_route(f"{_prefix}/{{instance_id}}/loras/{{name}}", unload_lora, methods=["DELETE"],
+                         response_model=LoraList, responses=_ERRORS_502, tags=[_tag],
+                         operation_id=f"unload_lora_{_tag}", summary="Unload a runtime LoRA adapter")

@@ -1,0 +1,203 @@
+"""The worker's FastAPI application: the launcher-compatible API, the spec API, ``/metrics``
+and the OpenAPI page at ``/docs``.
+
+Every error is JSON ``{"detail": "..."}`` naming the field: malformed bodies 422 (never 500),
+unknown ids 404, conflicts 409, oversized bodies 413, missing or wrong token 401. Handlers reach
+the :class:`ServeManager` through ``app.state``; the app starts and closes it with its lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from berth import __version__
+from berth.worker.api import instances_router, install_swap, launcher_router, loras_router
+from berth.worker.app._middleware import BearerAuth, BodyLimit, RequestMetrics
+from berth.worker.app._runtime import trim_malloc
+from berth.worker.errors import WorkerError
+from berth.worker.metrics import CONTENT_TYPE
+from berth.worker.routing import ROUTER_PREFIX
+from berth.worker.routing import router as inference_router
+from berth.worker.instances import ServeManager
+
+
+logger = logging.getLogger(__name__)
+#: Threads for blocking handlers (create, delete: a delete waits out its grace period); log
+#: reads have a limiter of their own (:mod:`berth.worker.api_logs`).
+_THREADS = 100
+_GPUSTACK_HEADER = "X-GPUStack-Model-Instance"
+BearerAuthCheck = Callable[[str, bytes], bool]
+#: Seconds an idle client connection is kept open. Longer than clients keep idle connections
+#: pooled (httpx 5 s, aiohttp 15 s), so the client always closes first: a server closing at the
+#: moment a client reuses the connection would fail that request with a transport error.
+KEEP_ALIVE_S = 75
+#: Seconds between returns of freed C memory to the system (see :mod:`berth.worker._runtime`).
+TRIM_EVERY_S = 60.0
+_SIMPLE = re.compile(r"^[A-Za-z_][\w-]*$")
+
+_DESCRIPTION = """berth's worker: runs vLLM instances on this node.
+
+* `/v2/vllm/instances`: the multi-instance launcher's API, unchanged (a client written for the
+  launcher works as is). `status` is `running` while an instance's process lives and `stopped`
+  once it exited; `state` and `ready` say more.
+* `/v2/instances`: instances from deployment specs (the document `berth plan` reads), with their
+  plan, named ports and readiness URL; `/v2/instances/watch` streams changes.
+* `/v1/*`: one OpenAI-compatible endpoint for every instance, routed by the request's `model`
+  (or GPUStack's `X-GPUStack-Model-Instance` header), streamed both ways.
+* With a token configured, every endpoint but `/health` needs `Authorization: Bearer <token>`.
+"""
+
+
+def validation_detail(exc: RequestValidationError) -> str:
+    """One line per problem, each naming its field (``options``, ``model.env``, ``query.since``...)."""
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error.get("loc") or ())
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "extra_forbidden" and loc:
+            loc, message = loc[:-1], f"unknown field {str(loc[-1])[:60]!r} (check the spelling; see /docs)"
+        path, key = _where(loc)
+        lines.append(f"{path}: {key}{message}")
+    return "; ".join(lines) or "invalid request"
+
+
+def _where(loc: tuple[int | str, ...]) -> tuple[str, str]:
+    """(field path, note naming a mapping key): ``("body", "model", "env", "A B")`` ->
+    ``("model.env", "key 'A B': ")``; the body itself is ``body``."""
+    parts = list(loc[1:]) if loc[:1] == ("body",) else list(loc)
+    if loc[:1] == ("body",) and parts[:1] and isinstance(parts[0], int):
+        return "body", ""  # a JSON decoding error at a character position
+    path = ""
+    for index, part in enumerate(parts):
+        if isinstance(part, int):
+            path += f"[{part}]"
+            continue
+        if not _SIMPLE.match(part) or parts[index + 1 : index + 2] == ["[key]"]:
+            return path or "body", f"key {part[:40]!r}: "
+        path += f".{part}" if path else part
+    return path or "body", ""
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": validation_detail(exc)}, status_code=422)
+
+
+async def _worker_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, WorkerError)
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=exc.headers() or None)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's errors as JSON; a body FastAPI could not decode (not UTF-8) is a 422 naming it."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        detail = f"body: cannot be decoded ({type(exc.__cause__).__name__}); send UTF-8 JSON"
+        return JSONResponse({"detail": detail}, status_code=422)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the worker's log"}, status_code=500)
+
+
+def _lifespan(manager: ServeManager, start: bool, close: bool):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, _THREADS)
+        if start:
+            await run_in_threadpool(manager.start)
+        agent = getattr(app.state, "gpustack", None)
+        if agent is not None:
+            await agent.start()
+        trimming = asyncio.create_task(_trim_memory())
+        try:
+            yield
+        finally:
+            trimming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await trimming
+            if agent is not None:
+                await agent.stop()
+            client = getattr(app.state, "router_client", None)
+            if client is not None:
+                await client.aclose()
+            if close:
+                await run_in_threadpool(manager.close)
+
+    return lifespan
+
+
+def _join_gpustack(app: FastAPI, manager: ServeManager) -> BearerAuthCheck | None:
+    """With ``gpustack_url`` set: the agent, GPUStack's worker endpoints and its routing header."""
+    if not manager.settings.gpustack_url:
+        return None
+    from berth.worker import gpustack
+
+    agent = gpustack.GPUStackAgent(manager)
+    app.state.gpustack = agent
+    app.state.header_routes[_GPUSTACK_HEADER] = agent.header_route
+    app.include_router(gpustack.health_router)
+    app.include_router(gpustack.router)
+
+    def admits(path: str, presented: bytes) -> bool:
+        return path.startswith(gpustack.GPUSTACK_PATHS) and agent.accepts(presented)
+
+    return admits
+
+
+async def _trim_memory() -> None:
+    """Every :data:`TRIM_EVERY_S`, on a thread (the call holds the allocator, not the GIL)."""
+    while True:
+        await asyncio.sleep(TRIM_EVERY_S)
+        if not await run_in_threadpool(trim_malloc):
+            return
+
+
+def create_app(manager: ServeManager, *, start: bool = True, close: bool = True) -> FastAPI:
+    """The API over ``manager``; the app's lifespan starts it (``start``) and closes it (``close``).
+
+    Closing belongs to the lifespan: uvicorn re-raises SIGTERM after its shutdown, so code after
+    ``uvicorn.run`` may never run.
+    """
+    app = FastAPI(title="berth worker", version=__version__, description=_DESCRIPTION,
+                  lifespan=_lifespan(manager, start, close))
+    app.state.manager = manager
+    app.state.header_routes = {}
+    app.include_router(launcher_router)
+    app.include_router(instances_router)
+    app.include_router(loras_router)
+    install_swap(app, manager)
+    gpustack_admits = _join_gpustack(app, manager)
+    app.include_router(inference_router)
+    app.add_api_route("/metrics", _metrics, methods=["GET"], response_class=Response, tags=["worker"],
+                      summary="Prometheus metrics")
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(WorkerError, _worker_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    settings = manager.settings
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, unbuffered=(ROUTER_PREFIX,))
+    app.add_middleware(BearerAuth, token=token, open_paths=frozenset({"/health", "/healthz"}), also=gpustack_admits)
+    app.add_middleware(RequestMetrics, metrics=manager.metrics)
+    return app
+
+
+async def _metrics(request: Request) -> Response:
+    manager: ServeManager = request.app.state.manager
+    return Response(manager.metrics.render(), media_type=CONTENT_TYPE)

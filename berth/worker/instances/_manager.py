@@ -1,0 +1,283 @@
+"""``ServeManager``: the node's instances for their whole life.
+
+Create: check the id, admit the request (ports and GPUs allocated), plan it with the backend,
+write it to the registry, *then* hand the workload to the deployer. Watch: a background watcher
+follows status and readiness and restarts failed instances per policy (see
+:mod:`berth.worker._watcher`). Delete: stop with a grace period, holding only that instance's
+lock, so other requests go on. Start: re-adopt what the registry knows and stop orphans (see
+:mod:`berth.worker.recovery`).
+
+Thread-safe: the API calls it from many threads at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from berth.backends import ServePlan
+from berth.deployers.base import RUN_CONTAINER, Deployer, DeployerError, DeployerUnavailable, WorkloadNotFound
+from berth.schemas import DeploymentSpec, LogChunk
+from berth.worker.reconcile import WorkerContext
+from berth.worker.reconcile import Watcher
+from berth.worker.admission import Admitted, Holdings, admit_launcher, admit_spec
+from berth.worker.instances._deployer_factory import open_deployer
+from berth.worker.reconcile import create_workload, plan_endpoints, plan_instance
+from berth.worker.errors import DeployerDown, DeployFailed, InstanceConflict, InstanceNotFound, WorkerError
+from berth.worker.admission import LauncherRequest
+from berth.worker.reconcile import check_instance_id, created_changes, owner_value
+from berth.worker.metrics import WorkerMetrics
+from berth.worker.reconcile import join_plan
+from berth.worker.engine import Probe, ReadinessProbe
+from berth.worker.redact import redact_bytes, secret_values
+from berth.worker.reconcile import RecoveryReport, recover
+from berth.worker.store import Event, InstanceRecord, Registry
+from berth.worker.settings import Settings
+from berth.worker.store import InstanceState
+
+
+logger = logging.getLogger(__name__)
+
+Admit = Callable[[Holdings], Admitted]
+
+
+def _ray_join(plan: ServePlan, spec: DeploymentSpec) -> dict[str, object]:
+    """What the watcher checks before a Ray leader can be ready (see :mod:`berth.worker.ray_join`)."""
+    join = join_plan(plan, spec)
+    return {"ray_join": join} if join else {}
+
+
+def _failure(exc: DeployerError) -> type[WorkerError]:
+    """503 while the deployer's engine cannot be reached (retry later), else 500."""
+    return DeployerDown if isinstance(exc, DeployerUnavailable) else DeployFailed
+
+
+class ServeManager:
+    """Owns this worker's instances. Construct (no I/O), :meth:`start`, use, :meth:`close`.
+
+    ``deployer`` and ``probe`` may be given (tests pass a MemoryDeployer); by default the
+    deployer comes from the settings, with the launcher falling back to processes.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        deployer: Deployer | None = None,
+        probe: Probe | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or WorkerMetrics()
+        self._given_deployer = deployer
+        self._probe = probe or ReadinessProbe(timeout=settings.probe_timeout)
+        self._alloc_lock = threading.Lock()
+        self._ctx: WorkerContext | None = None
+        self._watcher: Watcher | None = None
+        self.recovery = RecoveryReport()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, *, watch: bool = True) -> ServeManager:
+        """Open the registry and deployer, re-adopt instances, start the watcher."""
+        registry = Registry(self.settings.data_dir, retention=self.settings.event_retention).open()
+        deployer = self._given_deployer or open_deployer(self.settings)
+        owner = owner_value(self.settings.data_dir)
+        self._ctx = WorkerContext(self.settings, deployer, registry, self._probe, self.metrics, owner)
+        self.metrics.track_instances(lambda: [record.state for record in registry.all()])
+        self.recovery = recover(self._ctx)
+        self._watcher = Watcher(self._ctx)
+        if watch:
+            self._watcher.start()
+        logger.info("worker started: %d instances, deployer %s", len(registry.all()), deployer.name)
+        return self
+
+    def close(self) -> None:
+        """Stop watching; stop instances only if the settings say so; release everything."""
+        if self._ctx is None:
+            return
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self.settings.stop_instances_on_exit:
+            self.delete_all()
+        self._release_deployer()
+        self._probe.close()
+        self._ctx.registry.close()
+        self._ctx = None
+
+    def _release_deployer(self) -> None:
+        """Close the deployer; stop its helper processes too (the launcher's daemon) when no
+        instance may still run."""
+        deployer = self.ctx.deployer
+        if not any(not r.state.terminal for r in self.ctx.registry.all()):
+            try:
+                if deployer.shutdown():
+                    logger.info("no instance left running: stopped the %s deployer's helpers", deployer.name)
+            except DeployerError as exc:
+                logger.warning("could not stop the %s deployer's helpers: %s", deployer.name, exc)
+        deployer.close()
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has run and :meth:`close` has not."""
+        return self._ctx is not None
+
+    @property
+    def ctx(self) -> WorkerContext:
+        if self._ctx is None:
+            raise RuntimeError("ServeManager.start() has not been called")
+        return self._ctx
+
+    @property
+    def deployer(self) -> Deployer:
+        return self.ctx.deployer
+
+    @property
+    def watcher(self) -> Watcher:
+        if self._watcher is None:
+            raise RuntimeError("ServeManager.start() has not been called")
+        return self._watcher
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def get(self, instance_id: str) -> InstanceRecord:
+        record = self.ctx.registry.get(instance_id)
+        if record is None:
+            raise InstanceNotFound(f"instance {instance_id!r} not found")
+        return record
+
+    def list(self) -> list[InstanceRecord]:
+        return self.ctx.registry.all()
+
+    def logs(self, instance_id: str, start: int, end: int | None, *, container: str = RUN_CONTAINER) -> LogChunk:
+        """Bytes ``start..end`` (inclusive) of an instance's log, its secrets overwritten by ``*``.
+
+        The read is widened by the longest secret's length so a secret cut by the range is
+        still hidden; an instance whose workload is gone has an empty log.
+        """
+        record = self.get(instance_id)
+        secrets = secret_values(record.spec)
+        pad = max((len(s.encode()) for s in secrets), default=1) - 1
+        low = max(0, start - pad)
+        chunk = self._read_log(record, container, low, None if end is None else end + pad)
+        data = redact_bytes(chunk.data, secrets) if secrets else chunk.data
+        offset = start - low
+        stop = None if end is None else offset + (end - start + 1)
+        return LogChunk(data=data[offset:stop], start=start, total=chunk.total)
+
+    def _read_log(self, record: InstanceRecord, container: str, start: int, end: int | None) -> LogChunk:
+        try:
+            return self.ctx.deployer.logs(record.workload, container=container, start=start, end=end)
+        except WorkloadNotFound:
+            return LogChunk(data=b"", start=start, total=0)
+        except DeployerError as exc:
+            raise _failure(exc)(f"cannot read the log of {record.id!r}: {exc}") from exc
+
+    def log_size(self, instance_id: str, *, container: str = RUN_CONTAINER) -> int:
+        return self.logs(instance_id, 0, 0, container=container).total
+
+    def events_since(self, revision: int, limit: int = 500) -> list[Event]:
+        return self.ctx.registry.events_since(revision, limit)
+
+    @property
+    def revision(self) -> int:
+        return self.ctx.registry.revision
+
+    def oldest_revision(self) -> int:
+        return self.ctx.registry.oldest_revision()
+
+    # -- create ----------------------------------------------------------------------------
+
+    def create_from_launcher(self, request: LauncherRequest, instance_id: str | None = None) -> InstanceRecord:
+        """An instance from a launcher-API body; ``instance_id`` defaults to a new UUID."""
+        instance_id = check_instance_id(instance_id or str(uuid.uuid4()))
+        policy = request.restart_policy or self.settings.restart_policy
+        record, _ = self._create(instance_id, "launcher", policy,
+                                 lambda held: admit_launcher(instance_id, request, self.settings, held))
+        return record
+
+    def create_from_spec(self, spec: DeploymentSpec, *, shared_gpus: bool = False) -> tuple[InstanceRecord, ServePlan]:
+        """An instance from a deployment spec; its id is ``spec.instance.name``."""
+        instance_id = check_instance_id(spec.instance.name, "instance.name")
+        policy = self.settings.restart_policy if spec.model.restart_on_error else "never"
+        record, plan = self._create(instance_id, "spec", policy,
+                                    lambda held: admit_spec(spec, self.settings, held, shared_gpus=shared_gpus))
+        return record, plan
+
+    def _create(self, instance_id: str, source: str, policy: str, admit: Admit) -> tuple[InstanceRecord, ServePlan]:
+        with self._alloc_lock:
+            if self.ctx.registry.get(instance_id) is not None:
+                raise InstanceConflict(f"instance {instance_id!r} already exists")
+            admitted = admit(Holdings.of(self.ctx.registry.all()))
+            plan = plan_instance(admitted.spec, self.ctx.owner)
+            record = self.ctx.registry.insert(self._new_record(instance_id, source, policy, admitted, plan))
+            self.ctx.locks.acquire(instance_id)  # free: a new id, or a delete about to let go
+        try:
+            return self._deploy(record, plan), plan
+        finally:
+            self.ctx.locks.release(instance_id)
+
+    def _new_record(self, instance_id: str, source: str, policy: str, admitted: Admitted, plan: ServePlan) -> InstanceRecord:
+        return InstanceRecord(
+            id=instance_id,
+            source=source,
+            spec=admitted.spec.model_dump(mode="json", exclude_none=True),
+            deployer=self.ctx.deployer.name,
+            workload=plan.name,
+            reason="creating the workload",
+            ports=admitted.ports.stored(),
+            gpus=admitted.gpus,
+            restart_policy=policy,
+            max_restarts=self.settings.max_restarts,
+            endpoints=plan_endpoints(plan) | _ray_join(plan, admitted.spec),
+        )
+
+    def _deploy(self, record: InstanceRecord, plan: ServePlan) -> InstanceRecord:
+        try:
+            status = create_workload(self.ctx, plan)
+        except WorkerError:
+            self.ctx.registry.remove(record.id)
+            raise
+        logger.info("instance %s created on the %s deployer", record.id, status.deployer)
+        return self.ctx.registry.update(record.id, deployer=status.deployer, **created_changes(status, time.time()))
+
+    # -- delete ----------------------------------------------------------------------------
+
+    def delete(self, instance_id: str) -> InstanceRecord:
+        """Stop an instance (grace period, then kill) and forget it; returns its last record."""
+        with self.ctx.locks.held(instance_id):
+            record = self.get(instance_id)
+            self.ctx.restarts.cancel(instance_id)
+            self.ctx.registry.update(instance_id, state=InstanceState.STOPPING, reason="stopping on request")
+            try:
+                status = self.ctx.deployer.delete(record.workload, timeout=self.settings.stop_timeout)
+            except DeployerError as exc:
+                self.ctx.registry.update(instance_id, state=record.state, reason=f"stop failed: {exc}")
+                raise _failure(exc)(f"cannot stop instance {instance_id!r}: {exc}") from exc
+            final = self.ctx.registry.remove(instance_id) or record
+        exit_code = status.exit_code if status is not None else final.exit_code
+        logger.info("instance %s deleted", instance_id)
+        return replace(final, state=InstanceState.STOPPED, exit_code=exit_code)
+
+    def delete_all(self) -> list[InstanceRecord]:
+        """Delete every instance, all grace periods running side by side."""
+        ids = [record.id for record in self.list()]
+        if not ids:
+            return []
+        with ThreadPoolExecutor(max_workers=min(16, len(ids)), thread_name_prefix="berth-stop") as pool:
+            results = list(pool.map(self._delete_quietly, ids))
+        return [record for record in results if record is not None]
+
+    def _delete_quietly(self, instance_id: str) -> InstanceRecord | None:
+        try:
+            return self.delete(instance_id)
+        except InstanceNotFound:
+            return None
+        except WorkerError as exc:
+            logger.warning("could not delete %s: %s", instance_id, exc)
+            return None

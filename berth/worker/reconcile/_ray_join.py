@@ -1,0 +1,108 @@
+"""Has every follower of a distributed (Ray) leader joined its head? Asked of Ray's dashboard.
+
+A leader's plan names its head (``ray-head`` sidecar: ``--node-ip-address``, ``--port``,
+``--dashboard-host``, ``--dashboard-port``); its spec names the followers (subordinate workers'
+``worker_ip``). While the leader starts, the watcher asks the dashboard
+(``GET /nodes?view=summary``, Ray 2.x: ``data.summary[].raylet.{nodeManagerAddress,state}``)
+which nodes are alive, says in the instance's reason who is still missing, and fails the
+instance, naming the missing nodes, when they have not joined within the join timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+
+from berth.backends.plan import ServePlan
+from berth.deployers.base import RAY_HEAD_CONTAINER
+from berth.schemas import DeploymentSpec
+from berth.worker.engine import Readiness
+
+
+_HEAD_FLAGS = {"--node-ip-address": "ip", "--port": "gcs", "--dashboard-host": "dashboard_host",
+               "--dashboard-port": "dashboard_port"}
+
+
+def _head_flags(plan: ServePlan) -> dict[str, str]:
+    for container in plan.workload.containers or []:
+        if container.name == RAY_HEAD_CONTAINER and container.execution is not None:
+            args = [*(container.execution.command or []), *(container.execution.args or [])]
+            pairs = (arg.partition("=") for arg in args if arg.startswith("--"))
+            return {_HEAD_FLAGS[key]: value for key, _, value in pairs if key in _HEAD_FLAGS}
+    return {}
+
+
+def _followers(spec: DeploymentSpec) -> dict[str, str]:
+    """Follower address -> how to name it ("worker 8", or its name)."""
+    named: dict[str, str] = {}
+    for sub in spec.instance.subordinate_workers:
+        if sub.worker_ip:
+            who = f"worker {sub.worker_id}" if sub.worker_id is not None else (sub.worker_name or "worker")
+            named[sub.worker_ip] = who
+    return named
+
+
+def join_plan(plan: ServePlan, spec: DeploymentSpec) -> dict[str, Any] | None:
+    """What the watcher checks for a Ray leader (JSON, kept in the record's endpoints), else None."""
+    if plan.role != "leader" or plan.ports.ray is None:
+        return None
+    head = _head_flags(plan)
+    followers = _followers(spec)
+    if not followers or "ip" not in head:
+        return None
+    gcs = head.get("gcs") or str(plan.ports.ray.gcs)
+    dashboard = f"{head.get('dashboard_host') or head['ip']}:{head.get('dashboard_port') or plan.ports.ray.dashboard}"
+    return {"head": f"{head['ip']}:{gcs}", "dashboard": f"http://{dashboard}", "leader_ip": head["ip"],
+            "followers": followers}
+
+
+def joined_nodes(body: Any) -> set[str]:
+    """Addresses of alive nodes in a ``/nodes?view=summary`` answer (empty if it is not one)."""
+    summary = (body.get("data") or {}).get("summary") if isinstance(body, dict) else None
+    alive: set[str] = set()
+    for node in summary if isinstance(summary, list) else []:
+        raylet = node.get("raylet") if isinstance(node, dict) else None
+        if isinstance(raylet, dict) and raylet.get("state") == "ALIVE" and raylet.get("nodeManagerAddress"):
+            alive.add(str(raylet["nodeManagerAddress"]))
+    return alive
+
+
+def missing_nodes(join: dict[str, Any], alive: Iterable[str]) -> list[str]:
+    """The expected nodes not in ``alive``, each named: "leader 10.0.0.17", "follower 10.0.0.18 (worker 8)"."""
+    alive = set(alive)
+    missing = [] if join["leader_ip"] in alive else [f"leader {join['leader_ip']}"]
+    followers: dict[str, str] = join["followers"]
+    return missing + [f"follower {ip} ({who})" for ip, who in followers.items() if ip not in alive]
+
+
+class RayJoinCheck:
+    """Asks a leader's Ray dashboard who has joined, with one pooled client (thread-safe)."""
+
+    def __init__(self, timeout: float = 2.0) -> None:
+        self._client = httpx.Client(timeout=timeout, trust_env=False)
+
+    def check(self, join: dict[str, Any], waited: float, limit: float) -> Readiness | None:
+        """None when every node has joined (go on to the HTTP probe); else why not, failed past ``limit``."""
+        alive = self._alive(join["dashboard"])
+        missing = missing_nodes(join, alive or set())
+        if not missing:
+            return None
+        quiet = "" if alive is not None else f" (its dashboard at {join['dashboard']} does not answer)"
+        if waited > limit:
+            verb = "has" if len(missing) == 1 else "have"
+            return Readiness(False, f"{', '.join(missing)} {verb} not joined the Ray head at {join['head']}{quiet} "
+                             f"after {limit:.0f} s", failed=True)
+        return Readiness(False, f"waiting for followers: {', '.join(missing)} not yet in the Ray head at "
+                         f"{join['head']}{quiet}")
+
+    def _alive(self, dashboard: str) -> set[str] | None:
+        try:
+            answer = self._client.get(f"{dashboard}/nodes", params={"view": "summary"})
+            return joined_nodes(answer.json()) if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,16 @@
+"""The ``/v1/*`` inference router: by a scheduler's header, by model or adapter name, on demand."""
+
+from __future__ import annotations
+
+from berth.worker.routing._activation import ModelActivator, ModelUnavailable, RouteGate, UnknownModel
+from berth.worker.routing._router import ROUTER_PREFIX, router, served_model_names
+
+__all__ = [
+    "ModelActivator",
+    "ModelUnavailable",
+    "ROUTER_PREFIX",
+    "RouteGate",
+    "UnknownModel",
+    "router",
+    "served_model_names",
+]

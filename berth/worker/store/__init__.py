@@ -1,0 +1,14 @@
+"""The worker's durable registry: instance records, their states, revisions and events (SQLite)."""
+
+from __future__ import annotations
+
+from berth.worker.store._registry import Event, InstanceRecord, Registry
+from berth.worker.store._states import InstanceState, launcher_status
+
+__all__ = [
+    "Event",
+    "InstanceRecord",
+    "InstanceState",
+    "Registry",
+    "launcher_status",
+]
