@@ -160,7 +160,7 @@ def test_a_scheduled_instance_goes_initializing_starting_running_then_deleted(wo
 
     asyncio.run(sync.report())
     assert server.objects["model-instances"][11]["state"] == "starting"  # not ready yet
-    probe.ready.add(record.endpoints["base_url"])
+    probe.ready.add(record.endpoints.base_url)
     _wait(manager, "gpustack-11", InstanceState.RUNNING)
     asyncio.run(sync.report())
     assert server.objects["model-instances"][11]["state"] == "running"
@@ -202,7 +202,7 @@ def test_unreachable_instances_whose_engine_kept_serving_are_running_again(world
     starting = _instance("starting", ports=[base + 30], port=base + 30, resolved_path="/models/tiny")
     server.objects["model-instances"][11] = starting
     asyncio.run(sync.reconcile(starting))
-    probe.ready.add(manager.get("gpustack-11").endpoints["base_url"])
+    probe.ready.add(manager.get("gpustack-11").endpoints.base_url)
     _wait(manager, "gpustack-11", InstanceState.RUNNING)
     unreachable = server.objects["model-instances"][11] | {"state": "unreachable"}
     server.objects["model-instances"][11] = unreachable
@@ -220,7 +220,7 @@ def test_a_subordinate_worker_starts_its_part_and_reports_in_its_entry(world, ba
     asyncio.run(sync.reconcile(follower))
     entry = server.objects["model-instances"][11]["distributed_servers"]["subordinate_workers"][0]
     assert entry["state"] == "running", entry  # initialize_later: running once its part is up
-    assert manager.get("gpustack-11").endpoints.get("base_url") is None  # a follower serves no HTTP
+    assert manager.get("gpustack-11").endpoints.base_url is None  # a follower serves no HTTP
     assert server.objects["model-instances"][11]["state"] == "starting"  # the main worker's field is untouched
 
 

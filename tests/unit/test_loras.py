@@ -136,10 +136,10 @@ def test_the_record_keeps_adapters_in_load_order_and_reloads_replace():
     two = replace(one, endpoints=with_lora(one, "y", "/a/y"))
     again = replace(two, endpoints=with_lora(two, "x", "/b/x"))
     assert runtime_lora_names(two) == ["x", "y"]
-    assert again.endpoints["loras"] == [{"name": "y", "path": "/a/y"}, {"name": "x", "path": "/b/x"}]
+    assert again.endpoints.to_json()["loras"] == [{"name": "y", "path": "/a/y"}, {"name": "x", "path": "/b/x"}]
     assert runtime_lora_names(replace(two, endpoints=without_lora(two, "x"))) == ["y"]
-    assert again.endpoints["served_names"] == ["base"]  # the rest of the endpoints untouched
-    junk = replace(base, endpoints={**base.endpoints, "loras": [{"name": 1}, "x", {"name": "ok", "path": "/p"}]})
+    assert again.endpoints.to_json()["served_names"] == ["base"]  # the rest of the endpoints untouched
+    junk = replace(base, endpoints={**base.endpoints.to_json(), "loras": [{"name": 1}, "x", {"name": "ok", "path": "/p"}]})
     assert runtime_lora_names(junk) == ["ok"]
 
 
@@ -175,7 +175,7 @@ def running(world, instance_id, options=RUNTIME_OPTIONS, env=None):
     client, manager, _, probe = world
     env = {RUNTIME_ENV: "1"} if env is None else env
     assert client.put(f"/v2/vllm/instances/{instance_id}", json={"options": options, "env_vars": env}).status_code == 201
-    probe.ready.add(manager.get(instance_id).endpoints["base_url"])
+    probe.ready.add(manager.get(instance_id).endpoints.base_url)
     manager.watcher.run_once()
     assert manager.get(instance_id).state is InstanceState.RUNNING
     return manager.get(instance_id)

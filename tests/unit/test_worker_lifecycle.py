@@ -59,7 +59,7 @@ def test_starting_until_health_and_models_answer(manager, probe):
     settle(manager)
     assert manager.get("a").state is InstanceState.STARTING
     assert "not ready" in manager.get("a").reason
-    probe.ready.add(record.endpoints["base_url"])
+    probe.ready.add(record.endpoints.base_url)
     settle(manager)
     ready = manager.get("a")
     assert ready.state is InstanceState.RUNNING and ready.ready_at >= ready.started_at
@@ -217,7 +217,7 @@ def test_delete_all_runs_grace_periods_side_by_side(tmp_path, probe):
 def test_readoption_after_restart_loses_nothing(tmp_path, deployer, probe):
     first = ServeManager(settings(tmp_path), deployer=deployer, probe=probe).start(watch=False)
     alive = launch(first, "alive")
-    probe.ready.add(alive.endpoints["base_url"])
+    probe.ready.add(alive.endpoints.base_url)
     settle(first)
     gone = launch(first, "gone")
     launch(first, "stopping")
@@ -377,7 +377,7 @@ def test_watcher_thread_promotes_on_its_own(tmp_path, deployer, probe):
     mgr = ServeManager(settings(tmp_path), deployer=deployer, probe=probe).start()
     try:
         record = launch(mgr, "w")
-        probe.ready.add(record.endpoints["base_url"])
+        probe.ready.add(record.endpoints.base_url)
         assert wait_for(lambda: mgr.get("w").state is InstanceState.RUNNING)
     finally:
         mgr.close()

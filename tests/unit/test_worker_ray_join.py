@@ -15,6 +15,7 @@ from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings
 from berth.testing.fakes import FakeProbe
 from berth.worker.reconcile._ray_join import joined_nodes, missing_nodes
+from berth.worker.store import RayJoin
 from berth.worker.store._states import InstanceState
 from tests.support.ray_cluster import FOLLOWER_IP, LEADER_IP, Model, free_band, spec
 from tests.support.ports import free_range
@@ -59,7 +60,7 @@ def manager(tmp_path) -> Iterator[ServeManager]:
 
 def leader(manager: ServeManager) -> tuple[str, Dashboard]:
     record, _ = manager.create_from_spec(spec("lead", leader=True, model=Model(gpus=False)))
-    join = record.endpoints["ray_join"]
+    join = record.endpoints.ray_join.to_json()
     address = urlsplit(join["dashboard"])
     server = Dashboard((address.hostname, address.port), _Handler)
     server.alive = set()
@@ -76,7 +77,7 @@ def lead(manager: ServeManager) -> Iterator[tuple[str, Dashboard]]:
 
 
 def test_the_plan_names_the_head_and_followers(manager, lead):
-    join = manager.get(lead[0]).endpoints["ray_join"]
+    join = manager.get(lead[0]).endpoints.ray_join.to_json()
     assert join["leader_ip"] == LEADER_IP and join["followers"] == {FOLLOWER_IP: "worker 2"}
     assert join["head"].startswith(f"{LEADER_IP}:") and join["dashboard"].startswith(f"http://{LEADER_IP}:")
 
@@ -97,7 +98,7 @@ def test_all_joined_then_the_http_probe_decides(manager, lead):
     manager.watcher.run_once()
     record = manager.get(instance_id)
     assert record.state is InstanceState.STARTING and "not ready (fake probe)" in record.reason
-    manager.ctx.probe.ready.add(record.endpoints["base_url"])
+    manager.ctx.probe.ready.add(record.endpoints.base_url)
     manager.watcher.run_once()
     assert manager.get(instance_id).state is InstanceState.RUNNING
 
@@ -108,7 +109,7 @@ def test_timeout_fails_naming_the_missing_node(manager, lead):
     manager.ctx.registry.update(instance_id, started_at=manager.get(instance_id).started_at - 31)
     manager.watcher.run_once()
     record = manager.get(instance_id)
-    head = record.endpoints["ray_join"]["head"]
+    head = record.endpoints.ray_join.head
     assert record.state is InstanceState.FAILED
     assert record.reason == f"follower {FOLLOWER_IP} (worker 2) has not joined the Ray head at {head} after 30 s"
 
@@ -127,5 +128,6 @@ def test_summary_parsing_keeps_only_alive_nodes():
                                  {"raylet": {"nodeManagerAddress": "10.0.0.2", "state": "DEAD"}}, "junk"]}}
     assert joined_nodes(body) == {"10.0.0.1"}
     assert joined_nodes({"data": None}) == set() and joined_nodes([]) == set()
-    join = {"leader_ip": "10.0.0.1", "followers": {"10.0.0.2": "worker 8"}}
+    join = RayJoin(head="10.0.0.1:6379", dashboard="http://10.0.0.1:8265", leader_ip="10.0.0.1",
+                   followers={"10.0.0.2": "worker 8"})
     assert missing_nodes(join, {"10.0.0.1"}) == ["follower 10.0.0.2 (worker 8)"]

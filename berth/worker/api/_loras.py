@@ -90,7 +90,7 @@ def unload_lora(instance_id: str, name: str, manager: Manager) -> dict[str, Any]
         record = manager.get(instance_id)
         if name not in {e["name"] for e in runtime_loras(record)}:
             raise InstanceNotFound(f"instance {instance_id!r} has no runtime LoRA adapter {name!r}")
-        if record.state.active and record.endpoints.get("base_url"):
+        if record.state.active and record.endpoints.base_url:
             engine = EngineLoras()
             try:
                 engine.unload(serving(record), name)

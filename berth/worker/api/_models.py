@@ -128,7 +128,7 @@ def launcher_view(record: InstanceRecord) -> dict[str, Any]:
         "exit_code": record.exit_code,
         "restarts": record.restarts,
         "port": InstancePorts.model_validate(record.ports).http,
-        "base_url": record.endpoints.get("base_url"),
+        "base_url": record.endpoints.base_url,
         "gpus": list(record.gpus),
         "deployer": record.deployer,
         "created_at": record.created_at,
@@ -143,9 +143,9 @@ def instance_view(record: InstanceRecord, *, with_spec: bool = False) -> dict[st
     view.update(
         status=launcher_status(record.state),
         ready=record.state is InstanceState.RUNNING,
-        base_url=record.endpoints.get("base_url"),
-        readiness_url=record.endpoints.get("readiness_url"),
-        served_names=record.endpoints.get("served_names") or [],
+        base_url=record.endpoints.base_url,
+        readiness_url=record.endpoints.readiness_url,
+        served_names=list(record.endpoints.served_names),
     )
     if with_spec:
         view["spec"] = masked_spec(record.spec)

@@ -32,7 +32,6 @@ from berth.worker.errors import DeployerDown, DeployFailed, InstanceConflict, In
 from berth.worker.admission import LauncherRequest
 from berth.worker.reconcile import check_instance_id, created_changes, owner_value
 from berth.worker.metrics import WorkerMetrics
-from berth.worker.reconcile import join_plan
 from berth.worker.engine import Probe, ReadinessProbe
 from berth.worker.redact import redact_bytes, secret_values
 from berth.worker.reconcile import RecoveryReport, recover
@@ -44,12 +43,6 @@ from berth.worker.store import InstanceState
 logger = logging.getLogger(__name__)
 
 Admit = Callable[[Holdings], Admitted]
-
-
-def _ray_join(plan: ServePlan, spec: DeploymentSpec) -> dict[str, object]:
-    """What the watcher checks before a Ray leader can be ready (see :mod:`berth.worker.ray_join`)."""
-    join = join_plan(plan, spec)
-    return {"ray_join": join} if join else {}
 
 
 def _failure(exc: DeployerError) -> type[WorkerError]:
@@ -234,7 +227,7 @@ class ServeManager:
             gpus=admitted.gpus,
             restart_policy=policy,
             max_restarts=self.settings.max_restarts,
-            endpoints=plan_endpoints(plan) | _ray_join(plan, admitted.spec),
+            endpoints=plan_endpoints(plan, admitted.spec),
         )
 
     def _deploy(self, record: InstanceRecord, plan: ServePlan) -> InstanceRecord:

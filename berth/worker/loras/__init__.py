@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from berth.worker.loras._rules import (EngineRefused, LoraLoad, RUNTIME_ENV, check_lora_name, check_lora_path, runtime_lora_names, runtime_loras, runtime_refusal, serving, taken_by, with_lora, without_lora)
+from berth.worker.loras._rules import (
+    RUNTIME_ENV,
+    EngineRefused,
+    LoraLoad,
+    check_lora_name,
+    check_lora_path,
+    runtime_lora_names,
+    runtime_loras,
+    runtime_refusal,
+    serving,
+    taken_by,
+    with_lora,
+    without_lora,
+)
 
 __all__ = [
-    "(EngineRefused",
+    "EngineRefused",
     "LoraLoad",
     "RUNTIME_ENV",
     "check_lora_name",
@@ -16,5 +29,5 @@ __all__ = [
     "serving",
     "taken_by",
     "with_lora",
-    "without_lora)",
+    "without_lora",
 ]

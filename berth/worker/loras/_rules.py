@@ -6,7 +6,7 @@ vLLM loads and unloads adapters while it serves when started with ``--enable-lor
 in its arguments (with ``--max-loras`` and ``--max-lora-rank`` suited to the adapters), the
 variable in its env. berth adds nothing to the command line on its own.
 
-What an instance has loaded is kept in its durable record (``endpoints["loras"]``, a list of
+What an instance has loaded is kept in its durable record (``endpoints.loras``, a list of
 ``{"name", "path"}``), so that the router finds an adapter's base instance by the adapter's name,
 and so that the adapters are loaded again when the engine comes back: after a restart, and after
 the worker itself restarted and re-adopted the instance (:class:`LoraKeeper`, run by the watcher).
@@ -27,14 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from berth.utils.args import flatten_to_argv
 from berth.worker.errors import InstanceConflict, InvalidRequest, WorkerError
-from berth.worker.store import InstanceRecord
+from berth.worker.store import Endpoints, InstanceRecord
 from berth.worker.store import InstanceState
 
 
 #: The engine variable that enables vLLM's load/unload endpoints.
 RUNTIME_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
-#: The key of the record's ``endpoints`` that lists runtime-loaded adapters.
-RECORD_KEY = "loras"
 MAX_NAME = 128
 MAX_PATH = 4096
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -113,22 +111,20 @@ def runtime_refusal(spec: Mapping[str, Any]) -> str | None:
 
 def runtime_loras(record: InstanceRecord) -> list[dict[str, str]]:
     """The adapters loaded at run time, in load order: ``[{"name", "path"}, ...]``."""
-    entries = record.endpoints.get(RECORD_KEY) or []
-    return [e for e in entries if isinstance(e, Mapping) and isinstance(e.get("name"), str) and isinstance(e.get("path"), str)]
+    return [lora.to_json() for lora in record.endpoints.loras]
 
 
 def runtime_lora_names(record: InstanceRecord) -> list[str]:
-    return [entry["name"] for entry in runtime_loras(record)]
+    return record.endpoints.lora_names()
 
 
-def with_lora(record: InstanceRecord, name: str, path: str) -> dict[str, Any]:
+def with_lora(record: InstanceRecord, name: str, path: str) -> Endpoints:
     """The record's endpoints with ``name`` (re)pointed at ``path``."""
-    kept = [e for e in runtime_loras(record) if e["name"] != name]
-    return {**record.endpoints, RECORD_KEY: [*kept, {"name": name, "path": path}]}
+    return record.endpoints.with_lora(name, path)
 
 
-def without_lora(record: InstanceRecord, name: str) -> dict[str, Any]:
-    return {**record.endpoints, RECORD_KEY: [e for e in runtime_loras(record) if e["name"] != name]}
+def without_lora(record: InstanceRecord, name: str) -> Endpoints:
+    return record.endpoints.without_lora(name)
 
 
 def taken_by(records: Iterable[InstanceRecord], name: str,
@@ -139,7 +135,7 @@ def taken_by(records: Iterable[InstanceRecord], name: str,
 
 def serving(record: InstanceRecord) -> str:
     """The base URL of a running instance; 409 naming its state otherwise."""
-    base_url = record.endpoints.get("base_url")
+    base_url = record.endpoints.base_url
     if record.state is not InstanceState.RUNNING or not base_url:
         raise InstanceConflict(f"instance {record.id!r} is {record.state.value}, not serving: load adapters once it is running")
     return str(base_url)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from berth.worker.reconcile._context import OpLocks, WorkerContext
 from berth.worker.reconcile._deployment import create_workload, plan_endpoints, plan_instance
 from berth.worker.reconcile._lifecycle import MAX_ID_LENGTH, check_instance_id, created_changes, owner_value
-from berth.worker.reconcile._ray_join import join_plan
 from berth.worker.reconcile._recovery import RecoveryReport, recover
 from berth.worker.reconcile._watcher import Watcher
 
@@ -18,7 +17,6 @@ __all__ = [
     "check_instance_id",
     "create_workload",
     "created_changes",
-    "join_plan",
     "owner_value",
     "plan_endpoints",
     "plan_instance",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import logging
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -21,6 +20,8 @@ from berth.schemas.workload import WorkloadStatus
 from berth.worker.reconcile._context import WorkerContext
 from berth.worker.errors import DeployerDown, DeployFailed, InstanceConflict, InvalidRequest, WorkerError
 from berth.worker.reconcile._lifecycle import OWNER_LABEL
+from berth.worker.reconcile._ray_join import join_plan
+from berth.worker.store import Endpoints
 
 
 logger = logging.getLogger(__name__)
@@ -41,12 +42,10 @@ def plan_instance(spec: DeploymentSpec, owner: str) -> ServePlan:
     return plan
 
 
-def plan_endpoints(plan: ServePlan) -> dict[str, Any]:
-    return {
-        "base_url": plan.base_url,
-        "readiness_url": plan.readiness_url,
-        "served_names": list(plan.served_names),
-    }
+def plan_endpoints(plan: ServePlan, spec: DeploymentSpec) -> Endpoints:
+    """Where the planned instance answers, and, for a Ray leader, who must join its head first."""
+    return Endpoints(base_url=plan.base_url, readiness_url=plan.readiness_url,
+                     served_names=tuple(plan.served_names), ray_join=join_plan(plan, spec))
 
 
 def _translate(exc: Exception, deployer: str) -> WorkerError:

@@ -64,7 +64,7 @@ class LoraKeeper:
         wanted = runtime_loras(record)
         if not wanted:
             return True
-        base_url = str(record.endpoints.get("base_url"))
+        base_url = str(record.endpoints.base_url)
         try:
             present = self.engine.loaded(base_url)
             for entry in wanted:

@@ -19,6 +19,7 @@ from berth.backends.plan import ServePlan
 from berth.deployers.base import RAY_HEAD_CONTAINER
 from berth.schemas import DeploymentSpec
 from berth.worker.engine import Readiness
+from berth.worker.store import RayJoin
 
 
 _HEAD_FLAGS = {"--node-ip-address": "ip", "--port": "gcs", "--dashboard-host": "dashboard_host",
@@ -44,8 +45,8 @@ def _followers(spec: DeploymentSpec) -> dict[str, str]:
     return named
 
 
-def join_plan(plan: ServePlan, spec: DeploymentSpec) -> dict[str, Any] | None:
-    """What the watcher checks for a Ray leader (JSON, kept in the record's endpoints), else None."""
+def join_plan(plan: ServePlan, spec: DeploymentSpec) -> RayJoin | None:
+    """What the watcher checks for a Ray leader (kept in the record's endpoints), else None."""
     if plan.role != "leader" or plan.ports.ray is None:
         return None
     head = _head_flags(plan)
@@ -54,8 +55,8 @@ def join_plan(plan: ServePlan, spec: DeploymentSpec) -> dict[str, Any] | None:
         return None
     gcs = head.get("gcs") or str(plan.ports.ray.gcs)
     dashboard = f"{head.get('dashboard_host') or head['ip']}:{head.get('dashboard_port') or plan.ports.ray.dashboard}"
-    return {"head": f"{head['ip']}:{gcs}", "dashboard": f"http://{dashboard}", "leader_ip": head["ip"],
-            "followers": followers}
+    return RayJoin(head=f"{head['ip']}:{gcs}", dashboard=f"http://{dashboard}", leader_ip=head["ip"],
+                   followers=followers)
 
 
 def joined_nodes(body: Any) -> set[str]:
@@ -69,12 +70,11 @@ def joined_nodes(body: Any) -> set[str]:
     return alive
 
 
-def missing_nodes(join: dict[str, Any], alive: Iterable[str]) -> list[str]:
+def missing_nodes(join: RayJoin, alive: Iterable[str]) -> list[str]:
     """The expected nodes not in ``alive``, each named: "leader 10.0.0.17", "follower 10.0.0.18 (worker 8)"."""
     alive = set(alive)
-    missing = [] if join["leader_ip"] in alive else [f"leader {join['leader_ip']}"]
-    followers: dict[str, str] = join["followers"]
-    return missing + [f"follower {ip} ({who})" for ip, who in followers.items() if ip not in alive]
+    missing = [] if join.leader_ip in alive else [f"leader {join.leader_ip}"]
+    return missing + [f"follower {ip} ({who})" for ip, who in join.followers.items() if ip not in alive]
 
 
 class RayJoinCheck:
@@ -83,19 +83,19 @@ class RayJoinCheck:
     def __init__(self, timeout: float = 2.0) -> None:
         self._client = httpx.Client(timeout=timeout, trust_env=False)
 
-    def check(self, join: dict[str, Any], waited: float, limit: float) -> Readiness | None:
+    def check(self, join: RayJoin, waited: float, limit: float) -> Readiness | None:
         """None when every node has joined (go on to the HTTP probe); else why not, failed past ``limit``."""
-        alive = self._alive(join["dashboard"])
+        alive = self._alive(join.dashboard)
         missing = missing_nodes(join, alive or set())
         if not missing:
             return None
-        quiet = "" if alive is not None else f" (its dashboard at {join['dashboard']} does not answer)"
+        quiet = "" if alive is not None else f" (its dashboard at {join.dashboard} does not answer)"
         if waited > limit:
             verb = "has" if len(missing) == 1 else "have"
-            return Readiness(False, f"{', '.join(missing)} {verb} not joined the Ray head at {join['head']}{quiet} "
+            return Readiness(False, f"{', '.join(missing)} {verb} not joined the Ray head at {join.head}{quiet} "
                              f"after {limit:.0f} s", failed=True)
         return Readiness(False, f"waiting for followers: {', '.join(missing)} not yet in the Ray head at "
-                         f"{join['head']}{quiet}")
+                         f"{join.head}{quiet}")
 
     def _alive(self, dashboard: str) -> set[str] | None:
         try:

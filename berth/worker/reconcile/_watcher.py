@@ -27,7 +27,7 @@ from berth.worker.reconcile._lifecycle import backoff_delay, created_changes, ob
 from berth.worker.reconcile._loras import LoraKeeper
 from berth.worker.reconcile._ray_join import RayJoinCheck
 from berth.worker.engine import Readiness
-from berth.worker.store import InstanceRecord
+from berth.worker.store import InstanceRecord, RayJoin
 from berth.worker.store import InstanceState
 
 
@@ -163,14 +163,14 @@ class Watcher:
     def _readiness(self, record: InstanceRecord, status: WorkloadStatus | None) -> Readiness | None:
         if status is None or status.state not in _PROBED or record.state is InstanceState.RUNNING:
             return None
-        base_url = record.endpoints.get("base_url")
+        base_url = record.endpoints.base_url
         if not base_url:
             return Readiness(True)  # a follower serves no HTTP: alive is all it can be
-        if (join := record.endpoints.get("ray_join")) and (waiting := self._followers(record, join)) is not None:
+        if (join := record.endpoints.ray_join) is not None and (waiting := self._followers(record, join)) is not None:
             return waiting
-        return self.ctx.probe.check(base_url, record.endpoints.get("served_names") or [])
+        return self.ctx.probe.check(base_url, list(record.endpoints.served_names))
 
-    def _followers(self, record: InstanceRecord, join: dict[str, Any]) -> Readiness | None:
+    def _followers(self, record: InstanceRecord, join: RayJoin) -> Readiness | None:
         """None once every Ray node of a leader has joined; else who is missing (failed past the timeout)."""
         waited = time.time() - (record.started_at or record.created_at)
         return self._joins.check(join, waited, self.ctx.settings.distributed_join_timeout)

@@ -161,7 +161,7 @@ def adapter_names(record: InstanceRecord) -> list[str]:
 
 def served_model_names(record: InstanceRecord) -> list[str]:
     """Every name a request may use for this instance: served names first, then LoRA adapters."""
-    served = list(record.endpoints.get("served_names") or [])
+    served = list(record.endpoints.served_names)
     return served + [name for name in dict.fromkeys(adapter_names(record)) if name not in served]
 
 
@@ -170,8 +170,8 @@ def pick_instance(records: Iterable[InstanceRecord], model: str) -> InstanceReco
 
     Several replicas of one name: the one whose last start is the oldest (the most likely warm).
     """
-    running = [r for r in records if r.state is InstanceState.RUNNING and r.endpoints.get("base_url")]
-    matches = [r for r in running if model in (r.endpoints.get("served_names") or [])]
+    running = [r for r in records if r.state is InstanceState.RUNNING and r.endpoints.base_url]
+    matches = [r for r in running if model in r.endpoints.served_names]
     matches = matches or [r for r in running if model in adapter_names(r)]
     return min(matches, key=lambda r: (r.ready_at or 0.0, r.id)) if matches else None
 
@@ -227,7 +227,7 @@ def _running(request: Request, instance_id: str) -> InstanceRecord:
     except InstanceNotFound:
         raise RouteError(404, f"instance {instance_id!r} does not exist on this worker",
                          kind="not_found_error", code="instance_not_found") from None
-    if record.state is not InstanceState.RUNNING or not record.endpoints.get("base_url"):
+    if record.state is not InstanceState.RUNNING or not record.endpoints.base_url:
         raise RouteError(503, f"instance {instance_id!r} is {record.state.value}, not serving yet",
                          kind="service_unavailable", code="instance_not_ready", retry_after=5)
     return record
@@ -324,7 +324,7 @@ def _forward_headers(request: Request) -> dict[str, str]:
 
 async def _send(request: Request, record: InstanceRecord, path: str,
                 content: bytes | AsyncIterator[bytes]) -> Response:
-    url = f"{record.endpoints['base_url']}/v1/{path}"
+    url = f"{record.endpoints.base_url}/v1/{path}"
     forward = _forward_headers(request)
     declared = request.headers.get("content-length")
     if declared is not None and not isinstance(content, bytes):

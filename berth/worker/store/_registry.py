@@ -27,6 +27,7 @@ from typing import Any
 
 from berth.worker.errors import InstanceConflict, RegistryUnavailable
 from berth.worker.redact import redact_text, secret_values
+from berth.worker.store._endpoints import Endpoints
 from berth.worker.store._states import InstanceState
 
 
@@ -75,23 +76,31 @@ class InstanceRecord:
     restarts: int = 0
     restart_policy: str = "never"
     max_restarts: int = 0
-    endpoints: dict[str, Any] = field(default_factory=dict)
+    endpoints: Endpoints = field(default_factory=Endpoints)
     created_at: float = 0.0
     updated_at: float = 0.0
     started_at: float | None = None
     ready_at: float | None = None
     revision: int = 0
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.endpoints, Endpoints):  # a stored row's or a caller's JSON shape
+            object.__setattr__(self, "endpoints", Endpoints.from_json(self.endpoints))
+
+    def _json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        data["endpoints"] = self.endpoints.to_json()
+        return data
+
     def summary(self) -> dict[str, Any]:
         """Everything but the spec (which holds env values): safe for events and views."""
-        data = asdict(self)
+        data = self._json()
         data.pop("spec")
-        data["state"] = self.state.value
         return data
 
     def _row(self) -> tuple[Any, ...]:
-        data = asdict(self)
-        data["state"] = self.state.value
+        data = self._json()
         for name in _JSON_COLUMNS:
             data[name] = json.dumps(data[name])
         return tuple(data[name] for name in _COLUMNS)

@@ -610,7 +610,7 @@ class SwapController:
         """The model's instance; None when none runs under its id, or another model's does (created
         through another API: never taken for this model, and a start then answers 409)."""
         record = self.manager.ctx.registry.get(definition.instance_id)
-        names = record.endpoints.get("served_names") if record is not None else None
+        names = list(record.endpoints.served_names) if record is not None else None
         return None if record is None or (names and definition.name not in names) else record
 
     def _by_instance(self) -> dict[str, ModelDefinition]:
@@ -631,7 +631,7 @@ class SwapController:
 
 
 def _base_url(record: InstanceRecord) -> str:
-    base_url = record.endpoints.get("base_url")
+    base_url = record.endpoints.base_url
     if not base_url:
         raise ModelUnavailable(f"instance {record.id!r} serves no HTTP endpoint", _DEFAULT_ETA_S)
     return str(base_url)

@@ -80,7 +80,7 @@ def model_view(
         "sleep_level": definition.sleep_level,
         "idle_timeout": definition.idle_timeout,
         "source": definition.source,
-        "base_url": record.endpoints.get("base_url") if record is not None else None,
+        "base_url": record.endpoints.base_url if record is not None else None,
         "last_used_at": last_used,
         "idle_seconds": round(time.time() - last_used, 1) if last_used else None,
         "last_path": last.path if last is not None else None,
