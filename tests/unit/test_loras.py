@@ -166,7 +166,7 @@ def world(tmp_path, monkeypatch):
     settings = Settings.load(data_dir=tmp_path / "data", poll_interval=0.05, instance_port_range=free_range(100))
     probe = FakeProbe()
     manager = ServeManager(settings, deployer=MemoryDeployer(initial=WorkloadState.RUNNING), probe=probe).start(watch=False)
-    manager.watcher.loras = LoraKeeper(manager.ctx, engine.client())
+    manager._watch.loras = LoraKeeper(manager._context, engine.client())
     with TestClient(create_app(manager, start=False)) as client:
         yield client, manager, engine, probe
 
@@ -176,7 +176,7 @@ def running(world, instance_id, options=RUNTIME_OPTIONS, env=None):
     env = {RUNTIME_ENV: "1"} if env is None else env
     assert client.put(f"/v2/vllm/instances/{instance_id}", json={"options": options, "env_vars": env}).status_code == 201
     probe.ready.add(manager.get(instance_id).endpoints.base_url)
-    manager.watcher.run_once()
+    manager._watch.run_once()
     assert manager.get(instance_id).state is InstanceState.RUNNING
     return manager.get(instance_id)
 
@@ -254,18 +254,18 @@ def test_adapters_are_loaded_again_once_per_engine_start(world, tmp_path):
     assert client.post("/v2/instances/a/loras", json={"name": "sql", "path": path}).status_code == 200
 
     engine.loaded.clear()  # the engine forgot; a new worker process (a new keeper) re-adopts it
-    keeper = manager.watcher.loras = LoraKeeper(manager.ctx, engine.client())
-    manager.watcher.run_once()
+    keeper = manager._watch.loras = LoraKeeper(manager._context, engine.client())
+    manager._watch.run_once()
     assert engine.loaded == {"sql": path}
 
     engine.loaded.clear()
-    manager.watcher.run_once()
+    manager._watch.run_once()
     assert engine.loaded == {}  # this engine start is confirmed: no request per tick
 
-    restarted = manager.ctx.registry.update("a", started_at=(manager.get("a").started_at or 0) + 10)
+    restarted = manager._context.registry.update("a", started_at=(manager.get("a").started_at or 0) + 10)
     engine.down = True
     keeper.ensure(restarted)
     assert engine.loaded == {} and not keeper.confirmed(restarted)  # retried on a later tick
     engine.down = False
-    manager.watcher.run_once()
+    manager._watch.run_once()
     assert engine.loaded == {"sql": path} and keeper.confirmed(manager.get("a"))

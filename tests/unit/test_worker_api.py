@@ -100,7 +100,7 @@ def test_list_detail(client, deployer, flag):
     put(client, "a")
     put(client, "b")
     deployer.set_state("b", WorkloadState.FAILED, exit_code=1, reason="exited with code 1")
-    client.app.state.manager.watcher.run_once()
+    client.app.state.manager._watch.run_once()
     url = "/v2/vllm/instances" + (f"?detail={flag}" if flag else "")
     body = client.get(url).json()
     assert body["total_instances"] == 2 and body["running_instances"] == 1
@@ -383,10 +383,10 @@ def test_watch_is_resumable(client):
 
 def test_watch_refuses_trimmed_revisions(client):
     manager = client.app.state.manager
-    manager.ctx.registry.retention = 100
+    manager._context.registry.retention = 100
     put(client, "a")
     for index in range(250):
-        manager.ctx.registry.update("a", reason=f"r{index}")
+        manager._context.registry.update("a", reason=f"r{index}")
     assert client.get("/v2/instances/watch?since=0").status_code == 410
 
 
@@ -412,7 +412,7 @@ def test_planted_secrets_appear_nowhere(client, deployer):
     put(client, "s", options=f"--model /m --api-key {secret_opt}", env_vars={"HF_TOKEN": secret_env})
     deployer.write_log("s", f"starting with api_key={secret_opt} token={secret_env}\n".encode())
     deployer.set_state("s", WorkloadState.FAILED, exit_code=1, reason=f"bad token {secret_env}")
-    client.app.state.manager.watcher.run_once()
+    client.app.state.manager._watch.run_once()
     answers = [
         client.get("/v2/vllm/instances").text,
         client.get("/v2/vllm/instances/s").text,

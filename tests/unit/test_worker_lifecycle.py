@@ -49,7 +49,7 @@ def launch(manager, instance_id=None, options="--model /models/tiny", **extra):
 
 def settle(manager, rounds=1):
     for _ in range(rounds):
-        manager.watcher.run_once()
+        manager._watch.run_once()
 
 
 def test_starting_until_health_and_models_answer(manager, probe):
@@ -72,13 +72,13 @@ def test_plan_is_recorded_before_the_workload(manager, deployer):
     original = deployer.create
 
     def create(plan):
-        seen["record"] = manager.ctx.registry.get(plan.name)
+        seen["record"] = manager._context.registry.get(plan.name)
         return original(plan)
 
     deployer.create = create
     launch(manager, "b")
     assert seen["record"].state is InstanceState.PENDING
-    assert deployer.created[-1].labels[OWNER_LABEL] == manager.ctx.owner
+    assert deployer.created[-1].labels[OWNER_LABEL] == manager._context.owner
 
 
 def test_failure_is_reported_with_exit_code(manager, deployer):
@@ -123,7 +123,7 @@ def test_restart_with_bounded_backoff(manager, deployer):
         deployer.set_state(record.workload, WorkloadState.FAILED, exit_code=1, reason="exited with code 1")
         settle(manager)
         assert f"restart {attempt} of 3" in manager.get("f").reason
-        assert wait_for(lambda: (manager.watcher.run_once() or manager.get("f").restarts == attempt))
+        assert wait_for(lambda: (manager._watch.run_once() or manager.get("f").restarts == attempt))
         assert manager.get("f").state is InstanceState.STARTING
     deployer.set_state(record.workload, WorkloadState.FAILED, exit_code=1, reason="exited with code 1")
     settle(manager, 5)
@@ -221,7 +221,7 @@ def test_readoption_after_restart_loses_nothing(tmp_path, deployer, probe):
     settle(first)
     gone = launch(first, "gone")
     launch(first, "stopping")
-    first.ctx.registry.update("stopping", state=InstanceState.STOPPING)
+    first._context.registry.update("stopping", state=InstanceState.STOPPING)
     first.close()  # the worker exits (or is killed): workloads keep running
 
     deployer.delete(gone.workload)  # vanished while the worker was down
@@ -246,7 +246,7 @@ def test_readoption_after_restart_loses_nothing(tmp_path, deployer, probe):
 
 def test_orphans_with_our_label_are_stopped_others_left(tmp_path, deployer, probe):
     first = ServeManager(settings(tmp_path), deployer=deployer, probe=probe).start(watch=False)
-    owner = first.ctx.owner
+    owner = first._context.owner
     first.close()
     spec_plan = launch_plan_for(tmp_path, "orphan", owner)
     foreign = launch_plan_for(tmp_path, "foreign", "someone-else")
@@ -388,7 +388,7 @@ def test_create_delete_cycles_leave_nothing(manager, deployer):
         launch(manager, f"cycle-{index}")
         manager.delete(f"cycle-{index}")
     assert manager.list() == [] and deployer.list() == []
-    assert len(manager.ctx.locks) == 0
+    assert len(manager._context.locks) == 0
 
 
 def test_op_locks_are_exclusive_per_id():

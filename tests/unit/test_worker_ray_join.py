@@ -85,7 +85,7 @@ def test_the_plan_names_the_head_and_followers(manager, lead):
 def test_waiting_reason_names_the_missing_follower(manager, lead):
     instance_id, server = lead
     server.alive = {LEADER_IP}
-    manager.watcher.run_once()
+    manager._watch.run_once()
     record = manager.get(instance_id)
     assert record.state is InstanceState.STARTING
     assert record.reason.startswith("waiting for followers: ")
@@ -95,19 +95,19 @@ def test_waiting_reason_names_the_missing_follower(manager, lead):
 def test_all_joined_then_the_http_probe_decides(manager, lead):
     instance_id, server = lead
     server.alive = {LEADER_IP, FOLLOWER_IP}
-    manager.watcher.run_once()
+    manager._watch.run_once()
     record = manager.get(instance_id)
     assert record.state is InstanceState.STARTING and "not ready (fake probe)" in record.reason
-    manager.ctx.probe.ready.add(record.endpoints.base_url)
-    manager.watcher.run_once()
+    manager._context.probe.ready.add(record.endpoints.base_url)
+    manager._watch.run_once()
     assert manager.get(instance_id).state is InstanceState.RUNNING
 
 
 def test_timeout_fails_naming_the_missing_node(manager, lead):
     instance_id, server = lead
     server.alive = {LEADER_IP}
-    manager.ctx.registry.update(instance_id, started_at=manager.get(instance_id).started_at - 31)
-    manager.watcher.run_once()
+    manager._context.registry.update(instance_id, started_at=manager.get(instance_id).started_at - 31)
+    manager._watch.run_once()
     record = manager.get(instance_id)
     head = record.endpoints.ray_join.head
     assert record.state is InstanceState.FAILED
@@ -118,7 +118,7 @@ def test_a_silent_dashboard_is_named_and_counts_as_nobody_joined(manager, lead):
     instance_id, server = lead
     server.shutdown()
     server.server_close()
-    manager.watcher.run_once()
+    manager._watch.run_once()
     reason = manager.get(instance_id).reason
     assert f"leader {LEADER_IP}" in reason and FOLLOWER_IP in reason and "does not answer" in reason
 

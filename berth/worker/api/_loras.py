@@ -69,7 +69,7 @@ def load_lora(instance_id: str, body: LoraLoad, manager: Manager) -> dict[str, A
     instance_id = check_instance_id(instance_id)
     name = check_lora_name(body.name, "name")
     path = check_lora_path(body.path, "path")
-    with manager.ctx.locks.held(instance_id):
+    with manager._context.locks.held(instance_id):
         record = manager.get(instance_id)
         base_url = _loadable(manager, record, name)
         engine = EngineLoras()
@@ -79,14 +79,14 @@ def load_lora(instance_id: str, body: LoraLoad, manager: Manager) -> dict[str, A
             engine.load(base_url, name, path)
         finally:
             engine.close()
-        return _view(manager.ctx.registry.update(instance_id, endpoints=with_lora(record, name, path)))
+        return _view(manager._context.registry.update(instance_id, endpoints=with_lora(record, name, path)))
 
 
 def unload_lora(instance_id: str, name: str, manager: Manager) -> dict[str, Any]:
     """Unload an adapter from the engine and forget it (it is not loaded again on restart)."""
     instance_id = check_instance_id(instance_id)
     name = check_lora_name(name, "name")
-    with manager.ctx.locks.held(instance_id):
+    with manager._context.locks.held(instance_id):
         record = manager.get(instance_id)
         if name not in {e["name"] for e in runtime_loras(record)}:
             raise InstanceNotFound(f"instance {instance_id!r} has no runtime LoRA adapter {name!r}")
@@ -99,7 +99,7 @@ def unload_lora(instance_id: str, name: str, manager: Manager) -> dict[str, Any]
                     raise
             finally:
                 engine.close()
-        return _view(manager.ctx.registry.update(instance_id, endpoints=without_lora(record, name)))
+        return _view(manager._context.registry.update(instance_id, endpoints=without_lora(record, name)))
 
 
 def _loadable(manager: ServeManager, record: InstanceRecord, name: str) -> str:

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any
 
 from berth.backends import ServePlan
 from berth.deployers.base import RUN_CONTAINER, Deployer, DeployerError, DeployerUnavailable, WorkloadNotFound
@@ -106,8 +107,8 @@ class ServeManager:
     def _release_deployer(self) -> None:
         """Close the deployer; stop its helper processes too (the launcher's daemon) when no
         instance may still run."""
-        deployer = self.ctx.deployer
-        if not any(not r.state.terminal for r in self.ctx.registry.all()):
+        deployer = self._context.deployer
+        if not any(not r.state.terminal for r in self._context.registry.all()):
             try:
                 if deployer.shutdown():
                     logger.info("no instance left running: stopped the %s deployer's helpers", deployer.name)
@@ -121,31 +122,60 @@ class ServeManager:
         return self._ctx is not None
 
     @property
-    def ctx(self) -> WorkerContext:
+    def _context(self) -> WorkerContext:
         if self._ctx is None:
             raise RuntimeError("ServeManager.start() has not been called")
         return self._ctx
 
     @property
-    def deployer(self) -> Deployer:
-        return self.ctx.deployer
-
-    @property
-    def watcher(self) -> Watcher:
+    def _watch(self) -> Watcher:
         if self._watcher is None:
             raise RuntimeError("ServeManager.start() has not been called")
         return self._watcher
 
+    @property
+    def deployer(self) -> Deployer:
+        """The deployer (read-only use: tools and tests look at workloads; changes go through the manager)."""
+        return self._context.deployer
+
+    @property
+    def deployer_name(self) -> str:
+        """The name of the deployer new instances go to (``auto`` decides per plan)."""
+        return self._context.deployer.name
+
+    @property
+    def owner(self) -> str:
+        """This worker's owner label value: what marks workloads as this worker's."""
+        return self._context.owner
+
     # -- queries ---------------------------------------------------------------------------
 
     def get(self, instance_id: str) -> InstanceRecord:
-        record = self.ctx.registry.get(instance_id)
+        record = self._context.registry.get(instance_id)
         if record is None:
             raise InstanceNotFound(f"instance {instance_id!r} not found")
         return record
 
+    def find(self, instance_id: str) -> InstanceRecord | None:
+        """The instance's record, or None when there is none."""
+        return self._context.registry.get(instance_id)
+
     def list(self) -> list[InstanceRecord]:
-        return self.ctx.registry.all()
+        return self._context.registry.all()
+
+    def holdings(self) -> Holdings:
+        """Ports and GPUs held by every instance, each mapped to its holder."""
+        return Holdings.of(self._context.registry.all())
+
+    def note(self, instance_id: str, kind: str, data: dict[str, Any]) -> int:
+        """Record an event about an instance (``kind``, a JSON object) without changing it; its revision."""
+        return self._context.registry.note(instance_id, kind, data)
+
+    def refresh(self, instance_id: str, timeout: float = 30.0) -> InstanceRecord | None:
+        """Check the instance's workload and readiness now, through the watcher's one-check-at-a-time
+        rule (a check already running is waited for, not doubled); its record afterwards."""
+        self._watch.refresh(instance_id, timeout)
+        return self.find(instance_id)
 
     def logs(self, instance_id: str, start: int, end: int | None, *, container: str = RUN_CONTAINER) -> LogChunk:
         """Bytes ``start..end`` (inclusive) of an instance's log, its secrets overwritten by ``*``.
@@ -165,7 +195,7 @@ class ServeManager:
 
     def _read_log(self, record: InstanceRecord, container: str, start: int, end: int | None) -> LogChunk:
         try:
-            return self.ctx.deployer.logs(record.workload, container=container, start=start, end=end)
+            return self._context.deployer.logs(record.workload, container=container, start=start, end=end)
         except WorkloadNotFound:
             return LogChunk(data=b"", start=start, total=0)
         except DeployerError as exc:
@@ -175,14 +205,14 @@ class ServeManager:
         return self.logs(instance_id, 0, 0, container=container).total
 
     def events_since(self, revision: int, limit: int = 500) -> list[Event]:
-        return self.ctx.registry.events_since(revision, limit)
+        return self._context.registry.events_since(revision, limit)
 
     @property
     def revision(self) -> int:
-        return self.ctx.registry.revision
+        return self._context.registry.revision
 
     def oldest_revision(self) -> int:
-        return self.ctx.registry.oldest_revision()
+        return self._context.registry.oldest_revision()
 
     # -- create ----------------------------------------------------------------------------
 
@@ -204,23 +234,23 @@ class ServeManager:
 
     def _create(self, instance_id: str, source: str, policy: str, admit: Admit) -> tuple[InstanceRecord, ServePlan]:
         with self._alloc_lock:
-            if self.ctx.registry.get(instance_id) is not None:
+            if self._context.registry.get(instance_id) is not None:
                 raise InstanceConflict(f"instance {instance_id!r} already exists")
-            admitted = admit(Holdings.of(self.ctx.registry.all()))
-            plan = plan_instance(admitted.spec, self.ctx.owner)
-            record = self.ctx.registry.insert(self._new_record(instance_id, source, policy, admitted, plan))
-            self.ctx.locks.acquire(instance_id)  # free: a new id, or a delete about to let go
+            admitted = admit(Holdings.of(self._context.registry.all()))
+            plan = plan_instance(admitted.spec, self._context.owner)
+            record = self._context.registry.insert(self._new_record(instance_id, source, policy, admitted, plan))
+            self._context.locks.acquire(instance_id)  # free: a new id, or a delete about to let go
         try:
             return self._deploy(record, plan), plan
         finally:
-            self.ctx.locks.release(instance_id)
+            self._context.locks.release(instance_id)
 
     def _new_record(self, instance_id: str, source: str, policy: str, admitted: Admitted, plan: ServePlan) -> InstanceRecord:
         return InstanceRecord(
             id=instance_id,
             source=source,
             spec=admitted.spec.model_dump(mode="json", exclude_none=True),
-            deployer=self.ctx.deployer.name,
+            deployer=self._context.deployer.name,
             workload=plan.name,
             reason="creating the workload",
             ports=admitted.ports.stored(),
@@ -232,27 +262,27 @@ class ServeManager:
 
     def _deploy(self, record: InstanceRecord, plan: ServePlan) -> InstanceRecord:
         try:
-            status = create_workload(self.ctx, plan)
+            status = create_workload(self._context, plan)
         except WorkerError:
-            self.ctx.registry.remove(record.id)
+            self._context.registry.remove(record.id)
             raise
         logger.info("instance %s created on the %s deployer", record.id, status.deployer)
-        return self.ctx.registry.update(record.id, deployer=status.deployer, **created_changes(status, time.time()))
+        return self._context.registry.update(record.id, deployer=status.deployer, **created_changes(status, time.time()))
 
     # -- delete ----------------------------------------------------------------------------
 
     def delete(self, instance_id: str) -> InstanceRecord:
         """Stop an instance (grace period, then kill) and forget it; returns its last record."""
-        with self.ctx.locks.held(instance_id):
+        with self._context.locks.held(instance_id):
             record = self.get(instance_id)
-            self.ctx.restarts.cancel(instance_id)
-            self.ctx.registry.update(instance_id, state=InstanceState.STOPPING, reason="stopping on request")
+            self._context.restarts.cancel(instance_id)
+            self._context.registry.update(instance_id, state=InstanceState.STOPPING, reason="stopping on request")
             try:
-                status = self.ctx.deployer.delete(record.workload, timeout=self.settings.stop_timeout)
+                status = self._context.deployer.delete(record.workload, timeout=self.settings.stop_timeout)
             except DeployerError as exc:
-                self.ctx.registry.update(instance_id, state=record.state, reason=f"stop failed: {exc}")
+                self._context.registry.update(instance_id, state=record.state, reason=f"stop failed: {exc}")
                 raise _failure(exc)(f"cannot stop instance {instance_id!r}: {exc}") from exc
-            final = self.ctx.registry.remove(instance_id) or record
+            final = self._context.registry.remove(instance_id) or record
         exit_code = status.exit_code if status is not None else final.exit_code
         logger.info("instance %s deleted", instance_id)
         return replace(final, state=InstanceState.STOPPED, exit_code=exit_code)

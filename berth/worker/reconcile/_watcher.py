@@ -79,6 +79,7 @@ class Watcher:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="berth-watch")
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
+        self._busy_done = threading.Condition(self._busy_lock)
         self._joins = RayJoinCheck(timeout=ctx.settings.probe_timeout)
         self.loras = LoraKeeper(ctx)
 
@@ -116,6 +117,19 @@ class Watcher:
                 jobs.append(job)
         return jobs
 
+    def refresh(self, instance_id: str, timeout: float = 30.0) -> None:
+        """Check one instance now; when a check or restart of it is already running, wait for that one."""
+        job = self._submit(instance_id, self.check)
+        if job is not None:
+            wait([job], timeout=timeout)
+            return
+        deadline = time.monotonic() + timeout
+        with self._busy_done:
+            while instance_id in self._busy and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._busy_done.wait(left):
+                    return
+
     def run_once(self, timeout: float = 30.0) -> None:
         """One tick, waiting for its jobs (tests and tools drive the watcher with this)."""
         wait(self.tick(), timeout=timeout)
@@ -144,6 +158,7 @@ class Watcher:
     def _done(self, instance_id: str) -> None:
         with self._busy_lock:
             self._busy.discard(instance_id)
+            self._busy_done.notify_all()
 
     # -- status and readiness --------------------------------------------------------------
 

@@ -166,7 +166,7 @@ class SwapController:
         if instance_id in self._closed:
             return False
         definition = self.store.by_instance(instance_id)
-        return definition is None or not is_asleep(definition, self.manager.ctx.registry.get(instance_id))
+        return definition is None or not is_asleep(definition, self.manager.find(instance_id))
 
     def activate(self, model: str, timeout: float) -> Activation:
         """:meth:`ensure_ready` for threads: wait up to ``timeout`` s for the model's engine."""
@@ -267,7 +267,7 @@ class SwapController:
         return self._start_path()
 
     def _start_path(self) -> str:
-        return "forked" if self.manager.deployer.name == "launcher" else "cold"
+        return "forked" if self.manager.deployer_name == "launcher" else "cold"
 
     def _create(self, definition: ModelDefinition) -> None:
         if definition.source == "launcher":
@@ -277,7 +277,7 @@ class SwapController:
             spec = DeploymentSpec.model_validate(definition.request)
             self.manager.create_from_spec(spec, shared_gpus=definition.shared_gpus)
         self._forget_sleep(definition)
-        self._event(definition, "starting", deployer=self.manager.deployer.name)
+        self._event(definition, "starting", deployer=self.manager.deployer_name)
 
     def _wake(self, definition: ModelDefinition, record: InstanceRecord) -> None:
         self._busy[definition.name] = "waking"
@@ -307,7 +307,7 @@ class SwapController:
                     f"model {definition.name!r} was not ready within swap_ready_timeout "
                     f"({self.settings.swap_ready_timeout:g} s) and was parked; see `berth logs {record.id}`",
                     self.eta(definition.name))
-            self.manager.watcher.check(record.id)
+            self.manager.refresh(record.id)
             if self._record(definition) == record:
                 time.sleep(_READY_POLL_S)
 
@@ -510,8 +510,8 @@ class SwapController:
     # -- operations (the /v2/models API) ---------------------------------------------------
 
     def register(self, registration: ModelRegistration) -> ModelDefinition:
-        definition = build_definition(registration, self.settings, self.manager.ctx.owner)
-        if self.manager.ctx.registry.get(definition.instance_id) is not None:
+        definition = build_definition(registration, self.settings, self.manager.owner)
+        if self.manager.find(definition.instance_id) is not None:
             raise InstanceConflict(f"instance_id: an instance named {definition.instance_id!r} exists already; "
                                    "choose another instance_id")
         definition = self.store.add(definition)
@@ -609,7 +609,7 @@ class SwapController:
     def _record(self, definition: ModelDefinition) -> InstanceRecord | None:
         """The model's instance; None when none runs under its id, or another model's does (created
         through another API: never taken for this model, and a start then answers 409)."""
-        record = self.manager.ctx.registry.get(definition.instance_id)
+        record = self.manager.find(definition.instance_id)
         names = list(record.endpoints.served_names) if record is not None else None
         return None if record is None or (names and definition.name not in names) else record
 
@@ -627,7 +627,7 @@ class SwapController:
         state, reason = model_state(definition, record) if self.store.get(definition.name) else ("removed", "")
         body = {"model": definition.name, "instance_id": definition.instance_id, "state": state,
                 "reason": reason, **data}
-        self.manager.ctx.registry.note(definition.instance_id, f"model.{what}", body)
+        self.manager.note(definition.instance_id, f"model.{what}", body)
 
 
 def _base_url(record: InstanceRecord) -> str:
