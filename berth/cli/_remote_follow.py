@@ -23,7 +23,6 @@ from berth.cli._remote import Reply, WorkerAPI, WorkerUnreachable
 from berth.utils.backoff import Backoff
 from berth.utils.worker_api import quoted
 
-
 #: Seconds between reads of a log that did not grow: first, last (each wait is 1.5 times the one before).
 IDLE_S = (0.25, 2.0)
 IDLE_FACTOR = 1.5

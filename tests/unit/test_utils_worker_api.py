@@ -8,18 +8,24 @@ import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
 from berth.utils.waiting import WaitTimeout
-from berth.utils.worker_api import WorkerAPI, WorkerAPIError, WorkerUnreachable, error_detail
+from berth.utils.worker_api import (
+    WorkerAPI,
+    WorkerAPIError,
+    WorkerUnreachable,
+    error_detail,
+)
 
 TOKEN = "w-token-123"
 
 
 class _Worker(BaseHTTPRequestHandler):
-    views: dict[str, dict] = {}
-    seen: list[tuple[str, str, str | None, bytes]] = []
+    views: ClassVar[dict[str, dict]] = {}
+    seen: ClassVar[list[tuple[str, str, str | None, bytes]]] = []
 
     def _answer(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
