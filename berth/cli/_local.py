@@ -18,11 +18,13 @@ from rich.table import Table
 from berth.backends.plan import ServePlan
 from berth.cli._app import CLIError, app, console, err_console, load_spec
 from berth.cli._plan import make_plan
-from berth.cli._remote_cmds import remote, remote_logs, remote_ps, remote_run, remote_stop
+from berth.cli._remote import remote
+from berth.cli._remote_cmds import remote_logs, remote_ps, remote_run, remote_stop
 from berth.deployers import AUTO, Deployer, DeployerError, deployer_names
 from berth.deployers import open_deployer as open_local_deployer
 from berth.schemas import WorkloadState, WorkloadStatus
 from berth.utils.readiness import probe_ready
+from berth.utils.waiting import WaitTimeout, wait_until
 
 
 #: ``auto`` and the deployers whose workloads outlive this command (:data:`berth.deployers.REGISTRY`).
@@ -59,20 +61,28 @@ DEPLOYER_OPTION = typer.Option(
 def _wait_ready(deployer: Deployer, plan: ServePlan, timeout: float) -> WorkloadStatus:
     served = plan.served_names[0] if plan.served_names else None
     started = time.monotonic()
+
+    def poll() -> tuple[WorkloadStatus, bool, str]:
+        """(status, ready, why not); an ended workload is done without a probe."""
+        current = deployer.get(plan.name)
+        if current.state.terminal:
+            return current, False, ""
+        ready, why = probe_ready(plan.base_url, served) if plan.base_url else (False, "")
+        return current, ready, why
+
     with console.status(f"starting {plan.name}...") as status:
-        while True:
-            current = deployer.get(plan.name)
-            if current.state.terminal:
-                return current
-            ready, why = probe_ready(plan.base_url, served) if plan.base_url else (False, "")
-            elapsed = time.monotonic() - started
-            if ready:
-                console.print(f"[green]ready[/] in {elapsed:.1f} s: {plan.base_url}/v1")
-                return current
-            if elapsed > timeout:
-                raise CLIError(f"{plan.name} not ready after {timeout:.0f} s ({why}); see `berth logs {plan.name}`")
-            status.update(f"starting {plan.name}: {current.state} ({why or 'waiting'}), {elapsed:.0f} s")
-            time.sleep(1.0)
+        try:
+            current, ready, _ = wait_until(
+                poll, timeout=timeout, interval=1.0, what=f"{plan.name} to be ready",
+                done=lambda seen: seen[0].state.terminal or seen[1],
+                on_wait=lambda seen, elapsed: status.update(
+                    f"starting {plan.name}: {seen[0].state} ({seen[2] or 'waiting'}), {elapsed:.0f} s"))
+        except WaitTimeout as exc:
+            why = exc.last[2]
+            raise CLIError(f"{plan.name} not ready after {timeout:.0f} s ({why}); see `berth logs {plan.name}`") from None
+        if ready:
+            console.print(f"[green]ready[/] in {time.monotonic() - started:.1f} s: {plan.base_url}/v1")
+        return current
 
 
 @app.command()

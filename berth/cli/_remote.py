@@ -1,96 +1,56 @@
-"""Talking to a berth worker's API from the CLI (``berth --worker URL ...``).
+"""Reaching a berth worker's API from the CLI (``berth --worker URL ...``).
 
-Standard library HTTP only: the CLI must stay light, and every call is one request.
+The client is :class:`berth.utils.worker_api.WorkerAPI` (standard library HTTP, one request
+per call); here its errors become the CLI's one-line errors, and the token comes from
+``BERTH_API_TOKEN`` or ``BERTH_API_TOKEN_FILE``.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from dataclasses import dataclass
-from typing import Any
+import os
+from pathlib import Path
 
-from berth.cli._app import CLIError
+from berth.cli._app import CLIError, state
+from berth.utils import worker_api
+from berth.utils.worker_api import Reply  # noqa: F401  (the CLI's name for an answer)
+
+#: How a CLI user passes the worker's token.
+TOKEN_HINT = "set BERTH_API_TOKEN or BERTH_API_TOKEN_FILE to the worker's API token"
 
 
-class WorkerUnreachable(CLIError):
+class WorkerError(worker_api.WorkerAPIError, CLIError):
+    """The worker answered with an error: one line with the worker's own message."""
+
+
+class WorkerUnreachable(worker_api.WorkerUnreachable, CLIError):
     """The worker did not answer (refused, reset, timed out, cut off mid-answer): worth retrying."""
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
+class WorkerAPI(worker_api.WorkerAPI):
+    """A berth worker at ``url`` (``http://127.0.0.1:8001``), its errors CLI errors."""
 
-    def json(self) -> Any:
-        return json.loads(self.body or b"null")
-
-
-class WorkerAPI:
-    """A berth worker at ``url`` (``http://127.0.0.1:8001``), with an optional bearer token."""
+    error_type = WorkerError
+    unreachable_type = WorkerUnreachable
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
-        parsed = urllib.parse.urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise CLIError(f"--worker {url!r} must be an http(s) URL such as http://127.0.0.1:8001")
-        self.url = url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
-
-    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Reply:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers=dict(headers or {}))
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                return Reply(response.status, dict(response.headers), response.read())
-        except urllib.error.HTTPError as exc:
-            return Reply(exc.code, dict(exc.headers or {}), exc.read())
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            raise WorkerUnreachable(
-                f"no berth worker answering at {self.url} ({exc}); start one with `berth serve`") from None
+            super().__init__(url, token, timeout, token_hint=TOKEN_HINT)
+        except ValueError:
+            raise CLIError(f"--worker {url!r} must be an http(s) URL such as http://127.0.0.1:8001") from None
 
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        """A JSON call; a 4xx/5xx becomes one CLI error line with the worker's own message."""
-        reply = self.request(method, path, body)
-        if reply.status >= 400:
-            try:
-                detail = reply.json().get("detail", reply.body.decode(errors="replace"))
-            except (ValueError, AttributeError):
-                detail = reply.body.decode(errors="replace")[:300]
-            raise CLIError(f"worker answered {reply.status}: {detail}")
-        return reply.json()
 
-    @staticmethod
-    def log_path(instance_id: str, container: str = "default") -> str:
-        query = "" if container == "default" else "?" + urllib.parse.urlencode({"container": container})
-        return f"/v2/instances/{urllib.parse.quote(instance_id, safe='')}/log{query}"
+def _token() -> str | None:
+    token = os.environ.get("BERTH_API_TOKEN")
+    path = os.environ.get("BERTH_API_TOKEN_FILE")
+    if not token and path:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CLIError(f"cannot read BERTH_API_TOKEN_FILE {path}: {exc}") from None
+    return token or None
 
-    def log_range(self, instance_id: str, range_header: str | None, container: str = "default") -> Reply:
-        headers = {"Range": range_header} if range_header else {}
-        reply = self.request("GET", self.log_path(instance_id, container), headers=headers)
-        if reply.status in (200, 206, 416):
-            return reply
-        raise CLIError(f"worker answered {reply.status} for the log of {instance_id!r}: {reply.body[:300]!r}")
 
-    def wait_ready(self, instance_id: str, timeout: float, on_update: Any) -> dict[str, Any]:
-        """Poll one instance until it is ready or has ended; returns its last view."""
-        started = time.monotonic()
-        path = f"/v2/instances/{urllib.parse.quote(instance_id, safe='')}"
-        while True:
-            view = self.call("GET", path)
-            if view.get("ready") or view.get("status") == "stopped":
-                return view
-            elapsed = time.monotonic() - started
-            if elapsed > timeout:
-                raise CLIError(f"{instance_id} not ready after {timeout:.0f} s ({view.get('state')}: {view.get('reason')})")
-            on_update(view, elapsed)
-            time.sleep(1.0)
+def remote() -> WorkerAPI | None:
+    """The worker given by ``--worker``/``BERTH_WORKER``, or None to act locally."""
+    url = state.get("worker")
+    return WorkerAPI(str(url), _token()) if url else None

@@ -3,53 +3,34 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-import urllib.parse
-from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from berth.cli._app import CLIError, console, state
+from berth.cli._app import CLIError, console
 from berth.cli._remote import WorkerAPI
 from berth.cli._remote_follow import LogFollow, content_total
 from berth.schemas import DeploymentSpec
-
-
-def _token() -> str | None:
-    token = os.environ.get("BERTH_API_TOKEN")
-    path = os.environ.get("BERTH_API_TOKEN_FILE")
-    if not token and path:
-        try:
-            token = Path(path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise CLIError(f"cannot read BERTH_API_TOKEN_FILE {path}: {exc}") from None
-    return token or None
-
-
-def remote() -> WorkerAPI | None:
-    """The worker given by ``--worker``/``BERTH_WORKER``, or None to act locally."""
-    url = state.get("worker")
-    return WorkerAPI(url, _token()) if url else None
-
-
-def _quoted(instance_id: str) -> str:
-    return urllib.parse.quote(instance_id, safe="")
+from berth.utils.waiting import WaitTimeout
 
 
 def remote_run(api: WorkerAPI, spec: DeploymentSpec, wait: bool, timeout: float) -> None:
     # only what the spec file says: the worker fills in its own config (entrypoint, images...)
-    created = api.call("POST", "/v2/instances", spec.model_dump(mode="json", exclude_unset=True))
+    created = api.create(spec.model_dump(mode="json", exclude_unset=True))
     instance_id = created["instance_id"]
     console.print(f"created {instance_id} on {api.url}")
     if not wait:
         return
     with console.status(f"starting {instance_id}...") as status:
-        view = api.wait_ready(instance_id, timeout, lambda v, t: status.update(
-            f"starting {instance_id}: {v.get('state')} ({v.get('reason') or 'waiting'}), {t:.0f} s"))
+        try:
+            view = api.wait_settled(instance_id, timeout, on_wait=lambda v, t: status.update(
+                f"starting {instance_id}: {v.get('state')} ({v.get('reason') or 'waiting'}), {t:.0f} s"))
+        except WaitTimeout as exc:
+            last = exc.last
+            raise CLIError(f"{instance_id} not ready after {timeout:.0f} s ({last.get('state')}: {last.get('reason')})") from None
     if not view.get("ready"):
         raise CLIError(f"{instance_id} {view.get('state')}: {view.get('reason')}; see `berth logs {instance_id}`")
     console.print(f"[green]ready[/]: {view.get('base_url')}/v1")
@@ -61,12 +42,6 @@ def _uptime(view: dict[str, Any]) -> str:
         return "-"
     seconds = int(time.time() - since)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def _models(api: WorkerAPI) -> list[dict[str, Any]]:
-    """The worker's registered models ([] when it has model swapping off)."""
-    reply = api.request("GET", "/v2/models")
-    return reply.json().get("models", []) if reply.status == 200 else []
 
 
 def _with_models(views: list[dict[str, Any]], models: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -82,7 +57,7 @@ def _with_models(views: list[dict[str, Any]], models: list[dict[str, Any]]) -> l
 
 
 def remote_ps(api: WorkerAPI, as_json: bool) -> None:
-    views = _with_models(api.call("GET", "/v2/instances")["instances"], _models(api))
+    views = _with_models(api.instances(), api.models())
     if as_json:
         typer.echo(json.dumps(views, indent=2))
         return
@@ -122,5 +97,5 @@ def _print_tail(api: WorkerAPI, instance_id: str, container: str, lines: int) ->
 
 
 def remote_stop(api: WorkerAPI, instance_id: str) -> None:
-    api.call("DELETE", f"/v2/instances/{_quoted(instance_id)}")
+    api.delete(instance_id)
     console.print(f"stopped {instance_id}")

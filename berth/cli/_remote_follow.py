@@ -15,16 +15,17 @@ from __future__ import annotations
 import enum
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable
 from typing import BinaryIO
 
-from berth.cli._app import CLIError, err_console
+from berth.cli._app import err_console
 from berth.cli._remote import Reply, WorkerAPI, WorkerUnreachable
-
+from berth.utils.backoff import Backoff
+from berth.utils.worker_api import quoted
 
 #: Seconds between reads of a log that did not grow: first, last (each wait is 1.5 times the one before).
 IDLE_S = (0.25, 2.0)
+IDLE_FACTOR = 1.5
 #: Seconds between tries while the worker does not answer: first, last (doubling).
 RETRY_S = (0.5, 5.0)
 
@@ -60,31 +61,29 @@ class LogFollow:
         self.instance_id = instance_id
         self.offset = offset
         self._log = api.log_path(instance_id, container)
-        self._view = f"/v2/instances/{urllib.parse.quote(instance_id, safe='')}"
+        self._view = f"/v2/instances/{quoted(instance_id)}"
         self._out = out or sys.stdout.buffer
         self._sleep = sleep
         self._outage = False
 
     def run(self) -> None:
         self.api.call("GET", self._view)  # an unknown id is an error, not an empty log
-        idle, retry = IDLE_S[0], RETRY_S[0]
+        idle, retry = Backoff(*IDLE_S, factor=IDLE_FACTOR), Backoff(*RETRY_S)
         while True:
             try:
                 step = self._step()
             except WorkerUnreachable as exc:
                 self._lost(exc)
-                self._sleep(retry)
-                retry = min(retry * 2, RETRY_S[1])
+                self._sleep(retry.next())
                 continue
             self._back()
-            retry = RETRY_S[0]
+            retry.reset()
             if step is _Step.ENDED:
                 return
             if step is _Step.GREW:
-                idle = IDLE_S[0]
+                idle.reset()
                 continue
-            self._sleep(idle)
-            idle = min(idle * 1.5, IDLE_S[1])
+            self._sleep(idle.next())
 
     def _step(self) -> _Step:
         try:
@@ -114,7 +113,7 @@ class LogFollow:
             return True
         if reply.status in (206, 416):
             return False
-        raise CLIError(f"worker answered {reply.status} for the log of {self.instance_id!r}: {reply.body[:300]!r}")
+        raise self.api.error("GET", self._log, reply)
 
     def _stopped(self) -> bool:
         return self._get(self._view).json().get("status") == "stopped"

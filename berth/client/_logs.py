@@ -1,5 +1,6 @@
 """Server logs for people: forwarded live when ``verbose``, and the tail quoted when a start
-fails. Values of secret-looking environment variables are masked in both."""
+fails. Secrets are masked in both, by the worker's rule (:mod:`berth.utils.secrets`): the
+values of secret-looking environment variables and of secret-looking options (``--api-key``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from collections.abc import Iterable, Mapping
 from typing import TextIO
 
 from berth.deployers import Deployer, DeployerError, WorkloadNotFound
-from berth.utils.env import MASK, is_secret_name
+from berth.utils.backoff import Backoff
+from berth.utils import secrets as _secrets
+from berth.utils.secrets import redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -25,16 +28,10 @@ RETRY_MAX_S = 5.0
 GIVE_UP_S = 300.0
 
 
-def secret_values(*envs: Mapping[str, str]) -> list[str]:
-    """Values of secret-looking variables (``HF_TOKEN`` ...) in ``envs``, longest first."""
-    found = {v for env in envs for k, v in env.items() if v and len(v) >= 4 and is_secret_name(k)}
-    return sorted(found, key=len, reverse=True)
-
-
-def mask(text: str, secrets: Iterable[str]) -> str:
-    for value in secrets:
-        text = text.replace(value, MASK)
-    return text
+def secret_values(*envs: Mapping[str, str], args: Iterable[str] = ()) -> list[str]:
+    """Secret values (longest first) of a server's ``envs`` and its options ``args``, by the
+    worker's rule: secret-looking env names (``HF_TOKEN``), secret-looking options (``--api-key``)."""
+    return _secrets.secret_values(envs=envs, args=args)
 
 
 def log_tail(deployer: Deployer, name: str, secrets: Iterable[str], limit: int = TAIL_BYTES) -> str:
@@ -44,7 +41,7 @@ def log_tail(deployer: Deployer, name: str, secrets: Iterable[str], limit: int =
         chunk = deployer.logs(name, start=max(0, total - limit))
     except DeployerError:
         return ""
-    return mask(chunk.data.decode(errors="replace"), secrets)
+    return redact_text(chunk.data.decode(errors="replace"), secrets)
 
 
 class LogForwarder:
@@ -76,7 +73,7 @@ class LogForwarder:
 
     def _run(self) -> None:
         initial, maximum, give_up = self._retry
-        failures, failing_since = 0, None
+        backoff, failing_since = Backoff(initial, maximum), None
         while not self._stop.is_set():
             began, offset = time.monotonic(), self._offset
             try:
@@ -87,13 +84,13 @@ class LogForwarder:
             except DeployerError as exc:
                 now = time.monotonic()
                 if self._offset != offset or now - began >= maximum:  # it worked for a while
-                    failures, failing_since = 0, None
+                    backoff.reset()
+                    failing_since = None
                 failing_since = failing_since or now
                 if now - failing_since >= give_up:
                     self._write(f"log forwarding stopped after {give_up:g} s of failed reads: {exc}".encode())
                     break
-                delay = min(maximum, initial * 2 ** min(failures, 32))
-                failures += 1
+                delay = backoff.next()
                 logger.debug("reading the log of %s failed (%s); again in %.2f s from byte %d",
                              self._name, exc, delay, self._offset)
                 self._stop.wait(delay)
@@ -108,7 +105,7 @@ class LogForwarder:
                 self._write(line)
 
     def _write(self, line: bytes) -> None:
-        text = mask(line.decode(errors="replace"), self._secrets)
+        text = redact_text(line.decode(errors="replace"), self._secrets)
         self._stream.write(f"{self._prefix} {text}{os.linesep}")
 
     def stop(self) -> None:

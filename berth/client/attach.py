@@ -1,6 +1,7 @@
 """Finding servers berth did not start here: a berth worker's instance, by id.
 
-The worker's API (``GET /v2/instances/{id}``) is owned by the worker package; this module only
+The worker's API (``GET /v2/instances/{id}``) is owned by the worker package and read through
+:class:`berth.utils.worker_api.WorkerAPI` (the CLI's and the demo's client too); this module only
 reads the instance's address from its JSON: ``base_url`` when present, else ``readiness_url``
 without its path (``http://10.0.0.5:40000/health`` -> ``http://10.0.0.5:40000``), looked up at
 the top level and under ``status`` and ``plan``. Keep it in step with that API.
@@ -8,18 +9,14 @@ the top level and under ``status`` and ``plan``. Keep it in step with that API.
 
 from __future__ import annotations
 
-import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 from berth.client.errors import ClientError, ServerUnavailable
 from berth.client.transport import normalize_base_url
+from berth.utils.worker_api import WorkerAPI, WorkerAPIError, WorkerUnreachable
 
 __all__ = ["base_url_from_instance", "instance_base_url"]
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def instance_base_url(worker_url: str, instance_id: str | int, timeout: float = 10.0,
@@ -28,19 +25,16 @@ def instance_base_url(worker_url: str, instance_id: str | int, timeout: float = 
 
     ``token`` is the worker's API token, sent as ``Authorization: Bearer`` (never shown).
     """
-    url = f"{normalize_base_url(worker_url)}/v2/instances/{urllib.parse.quote(str(instance_id))}"
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
+    api = WorkerAPI(normalize_base_url(worker_url), token, timeout,
+                    token_hint="pass the worker's token (token=...)", unreachable_hint="is the worker running?")
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            body = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        hint = ("pass the worker's token (token=...)" if exc.code == 401
-                else f"is {instance_id!r} an instance of that worker?")
-        raise ClientError(f"GET {url} answered HTTP {exc.code}; {hint}") from exc
-    except (OSError, ValueError) as exc:
-        raise ServerUnavailable(f"GET {url} failed: {exc}; is the worker running?") from exc
+        body = api.instance(instance_id)
+    except WorkerUnreachable as exc:
+        raise ServerUnavailable(str(exc)) from exc
+    except WorkerAPIError as exc:
+        hint = f"; is {instance_id!r} an instance of that worker?" if exc.status == 404 else ""
+        raise ClientError(f"{exc}{hint}") from exc
+    url = f"{api.url}/v2/instances/{instance_id}"
     return base_url_from_instance(body, url)
 
 

@@ -7,7 +7,6 @@ import dataclasses
 import logging
 import os
 import secrets
-import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -23,8 +22,10 @@ from berth.client.config import LLMConfig, ServeConfig
 from berth.client.errors import ServerStartError
 from berth.client.log_utils import LOG_LEVEL_ENV
 from berth.client.planning import batched_workload, free_port, plan_server
+from berth.client.serve_args import serve_options
 from berth.deployers import Deployer, DeployerError, WorkloadNotFound
 from berth.schemas.workload import WorkloadStatus
+from berth.utils.waiting import WaitTimeout, wait_until
 
 __all__ = ["VLLMServer", "as_llm_config", "new_server_name"]
 
@@ -96,7 +97,8 @@ class VLLMServer:
         self._plan: ServePlan | None = None
         self._started = False
         self._forwarder: LogForwarder | None = None
-        self._secrets = secret_values(self.serve_config.env, os.environ)
+        # the worker's rule: secret env values, and the values of secret options (--api-key)
+        self._secrets = secret_values(self.serve_config.env, os.environ, args=serve_options(self.llm_config))
 
     def __repr__(self) -> str:
         port = self._port if self._port is not None else "auto"
@@ -176,16 +178,21 @@ class VLLMServer:
 
     def _wait_ready(self) -> None:
         timeout = self.serve_config.startup_timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not is_ready(self.base_url, self.model, kind=self.kind):
+
+        def ready() -> bool:
+            if is_ready(self.base_url, self.model, kind=self.kind):
+                return True
             self._fail_if_exited()
-            if deadline is not None and time.monotonic() > deadline:
-                raise ServerStartError(
-                    f"server {self.name} at {self.base_url} was not ready within "
-                    f"startup_timeout={timeout:g} s; raise ServeConfig.startup_timeout if the "
-                    f"model loads slowly.{self._tail()}"
-                )
-            time.sleep(PROBE_INTERVAL)
+            return False
+
+        try:
+            wait_until(ready, timeout=timeout, interval=PROBE_INTERVAL, what=f"server {self.name}")
+        except WaitTimeout:
+            raise ServerStartError(
+                f"server {self.name} at {self.base_url} was not ready within "
+                f"startup_timeout={timeout:g} s; raise ServeConfig.startup_timeout if the "
+                f"model loads slowly.{self._tail()}"
+            ) from None
         logger.info("server %s ready at %s (model %s)", self.name, self.base_url, self.model)
 
     def _fail_if_exited(self) -> None:

@@ -9,7 +9,6 @@ plain dicts and lists; nothing is validated per response.
 from __future__ import annotations
 
 import asyncio
-import random
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +16,7 @@ import aiohttp
 import orjson
 
 from berth.client.errors import ClientError, RequestTimeout, ServerError, ServerUnavailable
+from berth.utils.backoff import Backoff
 
 __all__ = ["Endpoint", "Transport", "normalize_base_url", "pick_model"]
 
@@ -24,6 +24,9 @@ _JSON = "application/json"
 _JSON_HEADERS = {"Content-Type": _JSON}
 #: Cap on one back-off pause between retries, in seconds.
 MAX_BACKOFF = 5.0
+#: Each pause is the back-off delay times a random factor in this range, so that many requests
+#: failing together do not all retry at once.
+JITTER = (0.5, 1.0)
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -117,7 +120,8 @@ class Transport:
     """A pooled ``aiohttp`` session made on first use, on the loop that first uses it.
 
     Connection errors (refused, reset, disconnected) are retried ``max_retries`` times with
-    exponential back-off from ``backoff`` seconds; a request slower than ``timeout`` seconds
+    exponential back-off from ``backoff`` seconds (doubling, capped at :data:`MAX_BACKOFF`, times
+    a random factor in :data:`JITTER`: :class:`berth.utils.backoff.Backoff`); a request slower than ``timeout`` seconds
     raises :class:`RequestTimeout` and is not retried; an HTTP error status raises
     :class:`ServerError` with the server's message.
     """
@@ -133,9 +137,12 @@ class Transport:
     ) -> None:
         if max_retries < 0:
             raise ClientError(f"max_retries must be 0 or more, got {max_retries}")
+        if backoff < 0:
+            raise ClientError(f"retry_backoff must be 0 or more, got {backoff}")
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff = backoff
+        self._pauses = Backoff(backoff, MAX_BACKOFF, jitter=JITTER)
         self._limit = limit
         self._headers = dict(_JSON_HEADERS)
         if api_key:
@@ -198,7 +205,7 @@ class Transport:
             attempt += 1
 
     def _pause(self, attempt: int) -> float:
-        return min(MAX_BACKOFF, self.backoff * (2**attempt)) * (0.5 + random.random() / 2)
+        return self._pauses.delay(attempt)
 
     async def _once(self, method: str, url: str, body: bytes | None) -> bytes:
         # a ready payload skips aiohttp's per-request payload-type lookup

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from berth.demo.model import DEMO_MODEL_NAME, prepare_demo_model
 from berth.demo.worker import LocalWorker
+from berth.utils.waiting import WaitTimeout
 
 __all__ = [
     "CHAT_QUESTION",
@@ -149,20 +150,16 @@ def _deploy(worker: LocalWorker, model_dir: Path) -> None:
 
 
 def _wait_ready(worker: LocalWorker, timeout: float, reporter: Reporter) -> dict[str, Any]:
-    started = time.monotonic()
-    while True:
-        view = worker.call("GET", f"/v2/instances/{INSTANCE_ID}")
-        elapsed = time.monotonic() - started
-        if view.get("ready"):
-            return dict(view)
-        if view.get("status") == "stopped":
-            raise DemoError(f"the instance {view.get('state')}: {view.get('reason') or 'no reason given'}\n"
-                            f"{_log_tail(worker)}")
-        if elapsed > timeout:
-            raise DemoError(f"the instance was not ready after {timeout:.0f} s (state {view.get('state')}); "
-                            f"raise --timeout on a slow machine\n{_log_tail(worker)}")
-        reporter.status(f"waiting for vLLM to load the model: {view.get('state')}, {elapsed:.0f} s")
-        time.sleep(1.0)
+    try:
+        view = worker.api.wait_settled(INSTANCE_ID, timeout, on_wait=lambda seen, elapsed: reporter.status(
+            f"waiting for vLLM to load the model: {seen.get('state')}, {elapsed:.0f} s"))
+    except WaitTimeout as exc:
+        raise DemoError(f"the instance was not ready after {timeout:.0f} s (state {exc.last.get('state')}); "
+                        f"raise --timeout on a slow machine\n{_log_tail(worker)}") from None
+    if not view.get("ready"):
+        raise DemoError(f"the instance {view.get('state')}: {view.get('reason') or 'no reason given'}\n"
+                        f"{_log_tail(worker)}")
+    return dict(view)
 
 
 def _log_tail(worker: LocalWorker) -> str:

@@ -11,7 +11,6 @@ from which :meth:`LocalWorker.from_state` rebuilds the handle that stops it late
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -20,13 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from berth.utils import worker_api
 from berth.utils.ports import BELOW_EPHEMERAL, free_port, free_port_range
+from berth.utils.waiting import WaitTimeout, wait_until
 
 __all__ = ["LocalWorker", "WorkerAPIError", "free_port_block"]
 
@@ -34,11 +33,21 @@ HOST = "127.0.0.1"
 #: Where the demo's worker takes its instances' ports: blocks below Linux's ephemeral range
 #: (32768 and up), so no port the kernel hands out to a client collides with them.
 _PORT_AREA = (20000, BELOW_EPHEMERAL[1])
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+#: Seconds between two looks at a starting worker.
+_START_POLL_S = 0.2
 
 
-class WorkerAPIError(RuntimeError):
+class WorkerAPIError(worker_api.WorkerAPIError, RuntimeError):
     """The worker did not start, or its API refused a request; the message says which and why."""
+
+
+class _Unreachable(worker_api.WorkerUnreachable, WorkerAPIError):
+    """The worker does not answer (also an ``OSError``)."""
+
+
+class _DemoWorkerAPI(worker_api.WorkerAPI):
+    error_type = WorkerAPIError
+    unreachable_type = _Unreachable
 
 
 def free_port_block(size: int = 100) -> str:
@@ -83,6 +92,11 @@ class LocalWorker:
         """The worker's own output (berth's log lines and uvicorn's access log)."""
         return self.data_dir / "worker.log"
 
+    @property
+    def api(self) -> worker_api.WorkerAPI:
+        """The worker's API (its errors are :class:`WorkerAPIError`, the demo's)."""
+        return _DemoWorkerAPI(self.url, timeout=60.0, unreachable_hint=f"see {self.log_path}")
+
     # -- start ---------------------------------------------------------------------------
 
     def start(self, timeout: float = 120.0) -> None:
@@ -104,17 +118,16 @@ class LocalWorker:
         ]
 
     def _wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             if not self.alive():
                 raise WorkerAPIError(f"the worker exited at start; its log ends with:\n{self.log_tail()}")
-            try:
-                if self.request("GET", "/health", timeout=2.0)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise WorkerAPIError(f"the worker did not answer on {self.url} within {timeout:.0f} s; see {self.log_path}")
+            return self.api.health(timeout=2.0)
+
+        try:
+            wait_until(healthy, timeout=timeout, interval=_START_POLL_S, what=f"the worker on {self.url}")
+        except WaitTimeout:
+            raise WorkerAPIError(
+                f"the worker did not answer on {self.url} within {timeout:.0f} s; see {self.log_path}") from None
 
     def alive(self) -> bool:
         if self._process is not None:
@@ -130,38 +143,18 @@ class LocalWorker:
 
     # -- API -----------------------------------------------------------------------------
 
-    def request(
-        self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None,
-        timeout: float = 30.0,
-    ) -> tuple[int, bytes]:
-        """One HTTP request to the worker: (status, body). Raises OSError when it cannot connect."""
-        data = None if body is None else json.dumps(body).encode()
-        sent = {"Content-Type": "application/json", **(headers or {})}
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers=sent)
-        try:
-            with _OPENER.open(req, timeout=timeout) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
     def call(self, method: str, path: str, body: Any = None, timeout: float = 60.0) -> Any:
-        """A request whose answer must be a success; its JSON body."""
-        try:
-            status, data = self.request(method, path, body, timeout=timeout)
-        except OSError as exc:
-            raise WorkerAPIError(f"{method} {path}: the worker does not answer ({exc}); see {self.log_path}") from None
-        if status >= 400:
-            raise WorkerAPIError(f"{method} {path} answered {status}: {_detail(data)}")
-        return json.loads(data) if data else None
+        """A request whose answer must be a success; its JSON body. Raises :class:`WorkerAPIError`."""
+        return self.api.call(method, path, body, timeout=timeout)
 
     def instance_log(self, instance_id: str, tail: int = 1 << 20) -> bytes:
         """The last ``tail`` bytes of an instance's log (empty when there is none)."""
         try:
-            status, data = self.request("GET", f"/v2/vllm/instances/{instance_id}/log",
-                                        headers={"Range": f"bytes=-{tail}"})
-        except OSError:
+            reply = self.api.request("GET", f"/v2/vllm/instances/{worker_api.quoted(instance_id)}/log",
+                                     headers={"Range": f"bytes=-{tail}"})
+        except _Unreachable:
             return b""
-        return data if status in (200, 206) else b""
+        return reply.body if reply.status in (200, 206) else b""
 
     # -- state file (--keep) ---------------------------------------------------------------
 
@@ -192,8 +185,8 @@ class LocalWorker:
 
     def _delete_instances(self) -> None:
         try:
-            self.request("DELETE", "/v2/vllm/instances", timeout=120.0)
-        except OSError:
+            self.api.request("DELETE", "/v2/vllm/instances", timeout=120.0)
+        except _Unreachable:
             pass  # the sweep below still finds what it left
 
     def _terminate(self, grace: float) -> None:
@@ -216,13 +209,6 @@ def _worker_env(instance_ports: str = "") -> dict[str, str]:
         env["BERTH_INSTANCE_PORT_RANGE"] = instance_ports
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def _detail(data: bytes) -> str:
-    try:
-        return str(json.loads(data).get("detail", data[:300].decode("utf-8", "replace")))
-    except (ValueError, AttributeError):
-        return data[:300].decode("utf-8", "replace")
 
 
 def _listening(port: int) -> bool:

@@ -13,7 +13,8 @@ import pytest
 from pydantic import ValidationError
 
 from berth.client import LLMConfig, ServeConfig, ServerStartError, VLLMServer
-from berth.client._logs import LogForwarder, mask, secret_values
+from berth.client._logs import LogForwarder, secret_values
+from berth.utils.secrets import redact_text as mask
 from berth.testing.stub_server import StubServer
 from berth.client.planning import plan_server
 from berth.client.serve_args import kwarg_options, serve_options
@@ -149,3 +150,21 @@ def test_secrets_are_masked_in_forwarded_logs():
         server.shutdown()
     assert "hf_abcdef" not in out.getvalue()
     assert "[s] using ******" in out.getvalue() and "[s] ready" in out.getvalue()
+
+
+def test_api_key_option_is_masked_in_forwarded_logs(capsys):
+    """The client follows the worker's secret rule: option values (``--api-key``), not only env."""
+    deployer = MemoryDeployer()
+    with StubServer() as stub:
+        llm = LLMConfig(model_name=stub.models[0], llm_kwargs={"api_key": "sk-client-secret"})
+        config = ServeConfig(port=stub.port, startup_timeout=5, server="openai", verbose=True)
+        server = VLLMServer(llm, serve_config=config, deployer=deployer).start()
+        deployer.write_log(server.name, b"vllm serve m --api-key sk-client-secret\nready\n")
+        deployer.set_state(server.name, WorkloadState.STOPPED)
+        forwarder = server._forwarder
+        assert forwarder is not None
+        forwarder._thread.join(5)  # the log ends with the workload
+        server.shutdown()
+    err = capsys.readouterr().err
+    assert "sk-client-secret" not in err
+    assert f"[{server.name}] vllm serve m --api-key ******" in err
