@@ -279,8 +279,8 @@ class Registry:
                 )
             with self._cache_lock:
                 self._revision = revision
-        self._maybe_trim()
-        return revision
+            self._maybe_trim()
+            return revision
 
     def _event(self, conn: sqlite3.Connection, kind: str, record: InstanceRecord) -> int:
         revision = self._revision + 1
@@ -299,12 +299,15 @@ class Registry:
         return record
 
     def _maybe_trim(self) -> None:
-        self._since_trim += 1
-        if self._since_trim < 100:
-            return
-        self._since_trim = 0
-        try:
-            with self._transaction() as conn:
-                conn.execute("DELETE FROM events WHERE revision <= ?", (self._revision - self.retention,))
-        except RegistryUnavailable as exc:
-            logger.warning("could not trim old registry events: %s", exc)
+        """Every 100th write, drop events older than the retention. Takes ``_lock`` (its callers
+        already hold it; re-entrant): its transaction is on the shared connection."""
+        with self._lock:
+            self._since_trim += 1
+            if self._since_trim < 100:
+                return
+            self._since_trim = 0
+            try:
+                with self._transaction() as conn:
+                    conn.execute("DELETE FROM events WHERE revision <= ?", (self._revision - self.retention,))
+            except RegistryUnavailable as exc:
+                logger.warning("could not trim old registry events: %s", exc)
