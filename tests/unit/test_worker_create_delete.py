@@ -140,3 +140,23 @@ def test_twenty_creates_of_one_id_one_wins(manager):
         results = list(pool.map(create, range(20)))
     assert sum(result is not None for result in results) == 1
     assert [record.id for record in manager.list()] == ["same"]
+
+
+def test_a_failed_delete_keeps_the_scheduled_restart(manager):
+    record = launch(manager, "f", restart_policy="on-failure", gpu_uuids=[])
+    manager.deployer.set_state(record.workload, WorkloadState.FAILED, exit_code=1, reason="exited with code 1")
+    manager._watch.run_once()
+    assert manager.get("f").state is InstanceState.FAILED
+    assert manager._context.restarts.pending("f")
+
+    def down(name, timeout=None):
+        raise DeployerUnavailable("daemon not reachable")
+
+    manager.deployer.delete = down
+    with pytest.raises(DeployerDown, match="cannot stop instance 'f'"):
+        manager.delete("f")
+    assert manager.get("f").state is InstanceState.FAILED
+    assert manager._context.restarts.pending("f")  # the restart it was due is still coming
+    del manager.deployer.delete
+    manager.delete("f")
+    assert not manager._context.restarts.pending("f")

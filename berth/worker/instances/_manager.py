@@ -304,14 +304,14 @@ class ServeManager:
         """Stop an instance (grace period, then kill) and forget it; returns its last record."""
         with self._context.locks.held(instance_id):
             record = self.get(instance_id)
-            self._context.restarts.cancel(instance_id)
             self._context.registry.update(instance_id, state=InstanceState.STOPPING, reason="stopping on request")
             try:
                 status = self._context.deployer.delete(record.workload, timeout=self.settings.stop_timeout)
-            except DeployerError as exc:
+            except DeployerError as exc:  # it stays as it was, its scheduled restart included
                 self._context.registry.update(instance_id, state=record.state, reason=f"stop failed: {exc}")
                 raise _failure(exc)(f"cannot stop instance {instance_id!r}: {exc}") from exc
             final = self._context.registry.remove(instance_id) or record
+            self._context.restarts.cancel(instance_id)
         exit_code = status.exit_code if status is not None else final.exit_code
         logger.info("instance %s deleted", instance_id)
         return replace(final, state=InstanceState.STOPPED, exit_code=exit_code)
