@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 
 import pytest
 from gpustack_runtime.deployer import Container, ContainerExecution, WorkloadPlan

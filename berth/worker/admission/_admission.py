@@ -71,6 +71,12 @@ def _allocators(settings: Settings) -> tuple[PortAllocator, GPUAllocator]:
     return ports, GPUAllocator(settings.gpu_devices)
 
 
+def free_ports(count: int, settings: Settings, held: Holdings) -> list[int]:
+    """The ``count`` lowest ports of ``instance_port_range`` neither held nor bound on this host."""
+    ports, _ = _allocators(settings)
+    return ports.allocate(count, set(held.ports))
+
+
 def _launcher_gpus(request: LauncherRequest, env: dict[str, str], count: int, settings: Settings,
                    held: Holdings) -> tuple[list[int], bool]:
     """The instance's GPU indexes, and whether they may be shared (named, with sharing allowed)."""

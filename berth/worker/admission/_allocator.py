@@ -27,12 +27,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from berth.backends import ServePlan
-from berth.worker.admission import _admission
-from berth.worker.admission._admission import Admitted, Holdings
+from berth.worker.admission._admission import Admitted, Holdings, free_ports
 from berth.worker.errors import InstanceConflict, InvalidRequest
 from berth.worker.settings import Settings
 from berth.worker.store import InstanceRecord, Registry
-
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +117,7 @@ class Allocator:
 
     def _free_ports(self, count: int) -> list[int]:
         """The lowest ``count`` ports neither held nor bound (probes: called with no lock held)."""
-        ports, _ = _admission._allocators(self._settings)
-        return ports.allocate(count, set(self.holdings().ports))
+        return free_ports(count, self._settings, self.holdings())
 
     def _check_new(self, instance_id: str) -> None:
         if self._registry.get(instance_id) is not None:

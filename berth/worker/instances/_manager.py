@@ -34,7 +34,7 @@ from berth.worker.reconcile import Watcher
 from berth.worker.admission import Admitted, Allocator, Holdings, Placement, admit_launcher, admit_spec
 from berth.worker.instances._deployer_factory import open_deployer
 from berth.worker.reconcile import create_workload, plan_endpoints, plan_instance
-from berth.worker.errors import DeployerDown, DeployFailed, InstanceConflict, InstanceNotFound, WorkerError
+from berth.worker.errors import DeployerDown, DeployFailed, InstanceNotFound, WorkerError
 from berth.worker.admission import LauncherRequest
 from berth.worker.reconcile import check_instance_id, created_changes, owner_value
 from berth.worker.metrics import WorkerMetrics
@@ -258,22 +258,6 @@ class ServeManager:
         finally:
             self._context.locks.release(instance_id)
 
-    # -- reservations ----------------------------------------------------------------------
-
-    def reserve_ports(self, key: str, count: int) -> list[int]:
-        """Keep ``count`` ports of ``instance_port_range`` for an instance not created yet.
-
-        ``key`` is the id the instance will have: creating it may use exactly these ports and
-        consumes the reservation. Idempotent: the same key gets its existing ports back.
-        Reservations are in the registry's file (a restarted worker keeps them) and count in
-        :meth:`holdings`; never a port an instance or another reservation holds, or one bound here.
-        """
-        return self._allocation.reserve(key, count)
-
-    def release_reservation(self, key: str) -> None:
-        """Drop ``key``'s reservation (its instance will not be created); no error when there is none."""
-        self._allocation.release(key)
-
     def _new_record(self, instance_id: str, source: str, policy: str, admitted: Admitted, plan: ServePlan) -> InstanceRecord:
         return InstanceRecord(
             id=instance_id,
@@ -297,6 +281,23 @@ class ServeManager:
             raise
         logger.info("instance %s created on the %s deployer", record.id, status.deployer)
         return self._context.registry.update(record.id, deployer=status.deployer, **created_changes(status, time.time()))
+
+    # -- reservations ----------------------------------------------------------------------
+
+    def reserve_ports(self, key: str, count: int) -> list[int]:
+        """Keep ``count`` ports of ``instance_port_range`` for an instance not created yet.
+
+        ``key`` is the id the instance will have: creating it may use exactly these ports and
+        consumes the reservation (a create that then fails leaves neither record nor reservation).
+        Idempotent: the same key gets its existing ports back, whatever ``count``.
+        Reservations are in the registry's file (a restarted worker keeps them) and count in
+        :meth:`holdings`; never a port an instance or another reservation holds, or one bound here.
+        """
+        return self._allocation.reserve(key, count)
+
+    def release_reservation(self, key: str) -> None:
+        """Drop ``key``'s reservation (its instance will not be created); no error when there is none."""
+        self._allocation.release(key)
 
     # -- delete ----------------------------------------------------------------------------
 
