@@ -113,3 +113,43 @@ def test_locked_database_is_a_clear_503(tmp_path):
         other.close()
     assert registry.get("a").reason == ""  # the cache did not move on without the file
     assert registry.update("a", reason="y").reason == "y"
+
+
+class PausingConnection:
+    """The registry's connection, pausing inside the event trim's transaction until ``go`` is set."""
+
+    def __init__(self, conn):
+        self._conn = conn
+        self.trimming = threading.Event()
+        self.go = threading.Event()
+
+    def execute(self, sql, *args):
+        result = self._conn.execute(sql, *args)
+        if sql.startswith("DELETE FROM events"):
+            self.trimming.set()
+            assert self.go.wait(10), "the test never let the trim go on"
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def test_event_trim_after_a_note_never_overlaps_another_write(tmp_path):
+    registry = Registry(tmp_path, retention=1).open()
+    registry.insert(record())
+    conn = registry._conn = PausingConnection(registry._conn)
+    registry._since_trim = 99  # the next write trims
+    noting = threading.Thread(target=registry.note, args=("a", "parked", {}))
+    noting.start()
+    assert conn.trimming.wait(10)  # the note's trim is inside its transaction now
+    try:
+        free = registry._lock.acquire(blocking=False)  # could another writer begin a transaction now?
+        if free:
+            registry._lock.release()
+            registry.update("a", reason="x")  # it could: its BEGIN meets the trim's open transaction
+    finally:
+        conn.go.set()
+        noting.join(10)
+    assert not free and registry._since_trim == 0
+    assert registry.update("a", reason="x").reason == "x"
+    assert [e.type for e in registry.events_since(0)] == ["parked", "updated"]  # trimmed, then one more

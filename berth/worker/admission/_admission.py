@@ -1,6 +1,9 @@
 """Admitting a request: turn a launcher body or a deployment spec into the final spec of an
 instance on this worker, with its ports and GPUs allocated and checked against what other
-instances hold. Called under the manager's allocation lock; no workload is touched here.
+instances hold and reservations promise. Pure functions of a snapshot of those holdings (they
+probe ports by binding them, so they run with no lock held); the allocator
+(:mod:`berth.worker.admission._allocator`) checks the result again under its lock before it is
+recorded. No workload is touched here.
 
 An instance holds its ports as a whole: every port of the scheduler's list (named or not) and
 its Ray band, as one :class:`~berth.schemas.InstancePorts` stored with its record, so no port of
@@ -9,7 +12,7 @@ it can be handed to another instance until it is deleted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from berth.backends import PlanError, get_backend
@@ -28,15 +31,20 @@ _VISIBLE = "CUDA_VISIBLE_DEVICES"
 
 @dataclass(frozen=True, slots=True)
 class Holdings:
-    """Ports and GPU indexes held by existing instances, each mapped to its holder's id."""
+    """Ports and GPU indexes held by existing instances, each mapped to its holder's id, and
+    ports reserved for instances not created yet, mapped to the reservation's key (the id the
+    instance will have)."""
 
     ports: dict[int, str] = field(default_factory=dict)
     gpus: dict[int, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, records: Iterable[InstanceRecord]) -> Holdings:
+    def of(cls, records: Iterable[InstanceRecord],
+           reservations: Mapping[str, Iterable[int]] | None = None) -> Holdings:
         ports: dict[int, str] = {}
         gpus: dict[int, str] = {}
+        for key, reserved in (reservations or {}).items():
+            ports.update(dict.fromkeys(reserved, key))
         for record in records:
             ports.update(dict.fromkeys(expand_ports(record.ports), record.id))
             gpus.update(dict.fromkeys(record.gpus, record.id))
@@ -45,11 +53,13 @@ class Holdings:
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """A request made concrete: the spec to plan, and the GPUs and ports (Ray band included) it holds."""
+    """A request made concrete: the spec to plan, and the GPUs and ports (Ray band included) it
+    holds; ``shared`` when its GPUs were asked for by name with sharing allowed."""
 
     spec: DeploymentSpec
     gpus: list[int]
     ports: InstancePorts
+    shared: bool = False
 
     @property
     def ray_range(self) -> str | None:
@@ -61,7 +71,15 @@ def _allocators(settings: Settings) -> tuple[PortAllocator, GPUAllocator]:
     return ports, GPUAllocator(settings.gpu_devices)
 
 
-def _launcher_gpus(request: LauncherRequest, env: dict[str, str], count: int, settings: Settings, held: Holdings) -> list[int]:
+def free_ports(count: int, settings: Settings, held: Holdings) -> list[int]:
+    """The ``count`` lowest ports of ``instance_port_range`` neither held nor bound on this host."""
+    ports, _ = _allocators(settings)
+    return ports.allocate(count, set(held.ports))
+
+
+def _launcher_gpus(request: LauncherRequest, env: dict[str, str], count: int, settings: Settings,
+                   held: Holdings) -> tuple[list[int], bool]:
+    """The instance's GPU indexes, and whether they may be shared (named, with sharing allowed)."""
     gpus = GPUAllocator(settings.gpu_devices)
     wanted = request.gpu_uuids
     field_name = "gpu_uuids"
@@ -69,17 +87,17 @@ def _launcher_gpus(request: LauncherRequest, env: dict[str, str], count: int, se
         wanted = [part for part in env.pop(_VISIBLE).split(",") if part.strip()]
         field_name = f"env_vars.{_VISIBLE}"
     if wanted is None:
-        return gpus.pick(count if settings.gpu_devices else 0, held.gpus)
+        return gpus.pick(count if settings.gpu_devices else 0, held.gpus), False
     indexes = gpus.resolve(wanted, field_name)
     gpus.check_free(indexes, held.gpus, field_name, shared=request.allow_shared_gpus)
-    return indexes
+    return indexes, request.allow_shared_gpus
 
 
 def admit_launcher(instance_id: str, request: LauncherRequest, settings: Settings, held: Holdings) -> Admitted:
     """The spec of a launcher-style instance: options read, env checked, port and GPUs given."""
     options = parse_options(request.options)
     env = check_env(request.env_vars, allowed=settings.allowed_env, field="env_vars")
-    gpu_indexes = _launcher_gpus(request, env, options.gpu_count, settings, held)
+    gpu_indexes, shared = _launcher_gpus(request, env, options.gpu_count, settings, held)
     ports, _ = _allocators(settings)
     if options.port is not None:
         ports.check([options.port], held.ports, "options: --port")
@@ -88,7 +106,7 @@ def admit_launcher(instance_id: str, request: LauncherRequest, settings: Setting
         port = ports.allocate(1, set(held.ports))[0]
     spec = build_launcher_spec(instance_id, options, env=env, port=port, gpu_indexes=gpu_indexes, settings=settings,
                                profile=request.profile)
-    return Admitted(spec=spec, gpus=gpu_indexes, ports=InstancePorts.from_list([port]))
+    return Admitted(spec=spec, gpus=gpu_indexes, ports=InstancePorts.from_list([port]), shared=shared)
 
 
 def _merged_config(spec: DeploymentSpec, settings: Settings) -> BerthConfig:
@@ -136,7 +154,8 @@ def admit_spec(spec: DeploymentSpec, settings: Settings, held: Holdings, *, shar
     final = spec.model_copy(update={"config": config, "instance": instance, "model": model})
     indexes = _spec_gpus(final)
     gpus.check_free(indexes, held.gpus, "instance.gpu_indexes", shared=shared_gpus)
-    return Admitted(spec=final, gpus=indexes, ports=InstancePorts.from_list(instance_ports, ray_range=ray_range))
+    return Admitted(spec=final, gpus=indexes, ports=InstancePorts.from_list(instance_ports, ray_range=ray_range),
+                    shared=shared_gpus)
 
 
 def _spec_gpus(spec: DeploymentSpec) -> list[int]:

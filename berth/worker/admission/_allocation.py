@@ -1,9 +1,14 @@
 """Giving instances ports and GPUs without collisions.
 
 Ports come from the worker's instance range (HTTP, data-parallel RPC, distributed init) and Ray
-bands from its Ray pool, skipping every port another instance holds (the registry's, recovered
-ones included) and every port already bound on this host. GPUs are chosen by index or UUID; one
-already held by another instance is refused unless sharing is asked for.
+bands from its Ray pool, skipping every port another instance holds or a reservation promises
+(the registry's, recovered ones included) and every port already bound on this host. GPUs are
+chosen by index or UUID; one already held by another instance is refused unless sharing is
+asked for.
+
+Whether a port is bound is found out by binding it (:func:`~berth.utils.ports.is_port_free`):
+these helpers are called with no lock held, against a snapshot of the holdings; the
+:class:`~berth.worker.admission.Allocator` checks the choice again under its lock.
 """
 
 from __future__ import annotations

@@ -1,19 +1,24 @@
 """``ServeManager``: the node's instances for their whole life.
 
-Create: check the id, admit the request (ports and GPUs allocated), plan it with the backend,
-write it to the registry, *then* hand the workload to the deployer. Watch: a background watcher
-follows status and readiness and restarts failed instances per policy (see
-:mod:`berth.worker._watcher`). Delete: stop with a grace period, holding only that instance's
-lock, so other requests go on. Start: re-adopt what the registry knows and stop orphans (see
-:mod:`berth.worker.recovery`).
+Create: check the id, admit the request (ports and GPUs allocated) and plan it with the backend
+against a snapshot of what is held, write it to the registry by the allocator's compare-and-set
+(admitted again when something it chose was taken meanwhile), *then* hand the workload to the
+deployer. Ports can be reserved for an instance before it is created (:meth:`ServeManager.reserve_ports`).
+Watch: a background watcher follows status and readiness and restarts failed instances per
+policy (see :mod:`berth.worker.reconcile`). Delete: stop with a grace period, holding only that
+instance's lock, so other requests go on. Start: re-adopt what the registry knows and stop
+orphans.
 
-Thread-safe: the API calls it from many threads at once.
+Thread-safe: the API calls it from many threads at once. Its methods block (SQLite, the
+deployer, port probes): callers on an event loop send them to a thread. Locks: the allocator's
+(:class:`~berth.worker.admission.Allocator`) covers only its check-then-write step; each
+instance's operation lock (create, delete, restart of one id never overlap) is held across that
+instance's deployer calls, and only that instance waits on it. No other lock is held across I/O.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -26,10 +31,10 @@ from berth.deployers.base import RUN_CONTAINER, Deployer, DeployerError, Deploye
 from berth.schemas import DeploymentSpec, LogChunk
 from berth.worker.reconcile import WorkerContext
 from berth.worker.reconcile import Watcher
-from berth.worker.admission import Admitted, Holdings, admit_launcher, admit_spec
+from berth.worker.admission import Admitted, Allocator, Holdings, Placement, admit_launcher, admit_spec
 from berth.worker.instances._deployer_factory import open_deployer
 from berth.worker.reconcile import create_workload, plan_endpoints, plan_instance
-from berth.worker.errors import DeployerDown, DeployFailed, InstanceConflict, InstanceNotFound, WorkerError
+from berth.worker.errors import DeployerDown, DeployFailed, InstanceNotFound, WorkerError
 from berth.worker.admission import LauncherRequest
 from berth.worker.reconcile import check_instance_id, created_changes, owner_value
 from berth.worker.metrics import WorkerMetrics
@@ -70,8 +75,8 @@ class ServeManager:
         self.metrics = metrics or WorkerMetrics()
         self._given_deployer = deployer
         self._probe = probe or ReadinessProbe(timeout=settings.probe_timeout)
-        self._alloc_lock = threading.Lock()
         self._ctx: WorkerContext | None = None
+        self._allocator: Allocator | None = None
         self._watcher: Watcher | None = None
         self.recovery = RecoveryReport()
 
@@ -83,6 +88,7 @@ class ServeManager:
         deployer = self._given_deployer or open_deployer(self.settings)
         owner = owner_value(self.settings.data_dir)
         self._ctx = WorkerContext(self.settings, deployer, registry, self._probe, self.metrics, owner)
+        self._allocator = Allocator(self.settings, registry)
         self.metrics.track_instances(lambda: [record.state for record in registry.all()])
         self.recovery = recover(self._ctx)
         self._watcher = Watcher(self._ctx)
@@ -128,6 +134,12 @@ class ServeManager:
         return self._ctx
 
     @property
+    def _allocation(self) -> Allocator:
+        if self._allocator is None:
+            raise RuntimeError("ServeManager.start() has not been called")
+        return self._allocator
+
+    @property
     def _watch(self) -> Watcher:
         if self._watcher is None:
             raise RuntimeError("ServeManager.start() has not been called")
@@ -164,8 +176,9 @@ class ServeManager:
         return self._context.registry.all()
 
     def holdings(self) -> Holdings:
-        """Ports and GPUs held by every instance, each mapped to its holder."""
-        return Holdings.of(self._context.registry.all())
+        """Ports and GPUs held by every instance, each mapped to its holder, and ports reserved for
+        instances not created yet, mapped to the reservation's key."""
+        return self._allocation.holdings()
 
     def note(self, instance_id: str, kind: str, data: dict[str, Any]) -> int:
         """Record an event about an instance (``kind``, a JSON object) without changing it; its revision."""
@@ -233,15 +246,15 @@ class ServeManager:
         return record, plan
 
     def _create(self, instance_id: str, source: str, policy: str, admit: Admit) -> tuple[InstanceRecord, ServePlan]:
-        with self._alloc_lock:
-            if self._context.registry.get(instance_id) is not None:
-                raise InstanceConflict(f"instance {instance_id!r} already exists")
-            admitted = admit(Holdings.of(self._context.registry.all()))
+        def prepare(held: Holdings) -> Placement:  # no lock held: port probes, the model's files
+            admitted = admit(held)
             plan = plan_instance(admitted.spec, self._context.owner)
-            record = self._context.registry.insert(self._new_record(instance_id, source, policy, admitted, plan))
-            self._context.locks.acquire(instance_id)  # free: a new id, or a delete about to let go
+            return Placement(admitted, self._new_record(instance_id, source, policy, admitted, plan), plan)
+
+        # claim: the instance's lock is free (a new id, or a delete about to let go of it)
+        placed = self._allocation.place(instance_id, prepare, claim=self._context.locks.acquire)
         try:
-            return self._deploy(record, plan), plan
+            return self._deploy(placed.record, placed.plan), placed.plan
         finally:
             self._context.locks.release(instance_id)
 
@@ -269,20 +282,37 @@ class ServeManager:
         logger.info("instance %s created on the %s deployer", record.id, status.deployer)
         return self._context.registry.update(record.id, deployer=status.deployer, **created_changes(status, time.time()))
 
+    # -- reservations ----------------------------------------------------------------------
+
+    def reserve_ports(self, key: str, count: int) -> list[int]:
+        """Keep ``count`` ports of ``instance_port_range`` for an instance not created yet.
+
+        ``key`` is the id the instance will have: creating it may use exactly these ports and
+        consumes the reservation (a create that then fails leaves neither record nor reservation).
+        Idempotent: the same key gets its existing ports back, whatever ``count``.
+        Reservations are in the registry's file (a restarted worker keeps them) and count in
+        :meth:`holdings`; never a port an instance or another reservation holds, or one bound here.
+        """
+        return self._allocation.reserve(key, count)
+
+    def release_reservation(self, key: str) -> None:
+        """Drop ``key``'s reservation (its instance will not be created); no error when there is none."""
+        self._allocation.release(key)
+
     # -- delete ----------------------------------------------------------------------------
 
     def delete(self, instance_id: str) -> InstanceRecord:
         """Stop an instance (grace period, then kill) and forget it; returns its last record."""
         with self._context.locks.held(instance_id):
             record = self.get(instance_id)
-            self._context.restarts.cancel(instance_id)
             self._context.registry.update(instance_id, state=InstanceState.STOPPING, reason="stopping on request")
             try:
                 status = self._context.deployer.delete(record.workload, timeout=self.settings.stop_timeout)
-            except DeployerError as exc:
+            except DeployerError as exc:  # it stays as it was, its scheduled restart included
                 self._context.registry.update(instance_id, state=record.state, reason=f"stop failed: {exc}")
                 raise _failure(exc)(f"cannot stop instance {instance_id!r}: {exc}") from exc
             final = self._context.registry.remove(instance_id) or record
+            self._context.restarts.cancel(instance_id)
         exit_code = status.exit_code if status is not None else final.exit_code
         logger.info("instance %s deleted", instance_id)
         return replace(final, state=InstanceState.STOPPED, exit_code=exit_code)

@@ -4,11 +4,23 @@ Every instance is written here *before* its workload is created, and every chang
 global revision and appends an event, so a worker killed with ``kill -9`` finds each instance
 again on start and a watcher can resume from any revision still retained.
 
-One connection, shared by the worker's threads under a lock; WAL journal; a busy timeout so a
-reader in another process (``sqlite3 registry.db``) does not fail writes. Reads are served from
-an in-memory copy kept in step with the file. The stored spec keeps secret env values (an
-instance cannot be restarted without them); the file is created ``0600`` in a ``0700`` dir,
-and events carry only the summary (no spec, no env).
+The same file keeps port *reservations*: ports promised to an instance that does not exist yet
+(GPUStack assigns an instance its ports before it asks for it to start), under a key, the id
+the instance will have. They survive a restart, take no revision and make no event; creating
+the instance consumes its reservation in the transaction that records it.
+
+Locks: ``_lock`` (re-entrant) guards the one connection and every transaction on it, the
+revision counter and the trim counter: every write, the event trim included, runs its whole
+transaction under it, so two threads' transactions never overlap on the shared connection.
+``_cache_lock`` guards the in-memory copy (records, reservations, revision) that reads are
+served from, so a read never waits on the file; it is only ever taken for dict work, never
+around I/O, and never while waiting for ``_lock``. WAL journal; a busy timeout so a reader in
+another process (``sqlite3 registry.db``) does not fail writes. Callers on an event loop send
+writes to a thread: a write is an SQLite commit.
+
+The stored spec keeps secret env values (an instance cannot be restarted without them); the
+file is created ``0600`` in a ``0700`` dir, and events carry only the summary (no spec, no env).
+A file written by an earlier berth opens as it is: tables are created only when missing.
 """
 
 from __future__ import annotations
@@ -34,7 +46,7 @@ from berth.worker.store._states import InstanceState
 logger = logging.getLogger(__name__)
 
 REGISTRY_FILE = "registry.db"
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2: the reservations table
 _JSON_COLUMNS = ("spec", "ports", "gpus", "identity", "endpoints")
 _COLUMNS = (
     "id", "revision", "source", "spec", "state", "reason", "exit_code", "ports", "gpus", "deployer",
@@ -53,6 +65,9 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE TABLE IF NOT EXISTS events (
     revision INTEGER PRIMARY KEY AUTOINCREMENT, instance_id TEXT NOT NULL, type TEXT NOT NULL,
     data TEXT NOT NULL, at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reservations (
+    key TEXT PRIMARY KEY, ports TEXT NOT NULL, created_at REAL NOT NULL
 );
 PRAGMA user_version = {_SCHEMA_VERSION};
 """
@@ -146,6 +161,7 @@ class Registry:
         self._cache_lock = threading.Lock()  # the in-memory copy: reads never wait on the file
         self._conn: sqlite3.Connection | None = None
         self._cache: dict[str, InstanceRecord] = {}
+        self._reserved: dict[str, tuple[int, ...]] = {}
         self._revision = 0
         self._since_trim = 0
 
@@ -169,6 +185,8 @@ class Registry:
         conn = self._connection()
         rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM instances ORDER BY created_at").fetchall()
         self._cache = {row["id"]: InstanceRecord._from_row(row) for row in rows}
+        rows = conn.execute("SELECT key, ports FROM reservations ORDER BY created_at").fetchall()
+        self._reserved = {row["key"]: tuple(json.loads(row["ports"])) for row in rows}
         last = conn.execute("SELECT MAX(revision) FROM events").fetchone()[0]
         self._revision = max([int(last or 0), *(r.revision for r in self._cache.values())])
 
@@ -212,6 +230,11 @@ class Registry:
         with self._cache_lock:
             return self._revision
 
+    def reservations(self) -> dict[str, tuple[int, ...]]:
+        """Ports reserved for instances not created yet, by key (the id the instance will have)."""
+        with self._cache_lock:
+            return dict(self._reserved)
+
     def oldest_revision(self) -> int:
         """The oldest revision still retained (events before it were trimmed)."""
         with self._lock:
@@ -231,7 +254,8 @@ class Registry:
     # -- writes ------------------------------------------------------------------------------
 
     def insert(self, record: InstanceRecord) -> InstanceRecord:
-        """Record a new instance; :class:`InstanceConflict` when the id is taken."""
+        """Record a new instance, consuming the reservation kept under its id (if any) in the same
+        transaction; :class:`InstanceConflict` when the id is taken."""
         with self._lock:
             if record.id in self._cache:
                 raise InstanceConflict(f"instance {record.id!r} already exists")
@@ -241,7 +265,37 @@ class Registry:
                 record = replace(record, revision=self._event(conn, "created", record))
                 marks = ", ".join("?" for _ in _COLUMNS)
                 conn.execute(f"INSERT INTO instances ({', '.join(_COLUMNS)}) VALUES ({marks})", record._row())
+                conn.execute("DELETE FROM reservations WHERE key = ?", (record.id,))
+            with self._cache_lock:
+                self._reserved.pop(record.id, None)
             return self._commit(record)
+
+    def reserve(self, key: str, ports: list[int]) -> tuple[int, ...]:
+        """Keep ``ports`` for ``key``; a key already holding a reservation keeps its own (returned).
+
+        Which ports are free is the caller's business (the allocator checks under its lock).
+        """
+        with self._lock:
+            existing = self._reserved.get(key)
+            if existing is not None:
+                return existing
+            with self._transaction() as conn:
+                conn.execute("INSERT INTO reservations (key, ports, created_at) VALUES (?, ?, ?)",
+                             (key, json.dumps(list(ports)), time.time()))
+            with self._cache_lock:
+                self._reserved[key] = tuple(ports)
+            return tuple(ports)
+
+    def release(self, key: str) -> bool:
+        """Drop ``key``'s reservation; False when there was none."""
+        with self._lock:
+            if key not in self._reserved:
+                return False
+            with self._transaction() as conn:
+                conn.execute("DELETE FROM reservations WHERE key = ?", (key,))
+            with self._cache_lock:
+                self._reserved.pop(key, None)
+            return True
 
     def update(self, instance_id: str, **changes: Any) -> InstanceRecord:
         """Apply ``changes`` to an instance; raises KeyError when it is unknown."""
@@ -279,8 +333,8 @@ class Registry:
                 )
             with self._cache_lock:
                 self._revision = revision
-        self._maybe_trim()
-        return revision
+            self._maybe_trim()
+            return revision
 
     def _event(self, conn: sqlite3.Connection, kind: str, record: InstanceRecord) -> int:
         revision = self._revision + 1
@@ -299,12 +353,15 @@ class Registry:
         return record
 
     def _maybe_trim(self) -> None:
-        self._since_trim += 1
-        if self._since_trim < 100:
-            return
-        self._since_trim = 0
-        try:
-            with self._transaction() as conn:
-                conn.execute("DELETE FROM events WHERE revision <= ?", (self._revision - self.retention,))
-        except RegistryUnavailable as exc:
-            logger.warning("could not trim old registry events: %s", exc)
+        """Every 100th write, drop events older than the retention. Takes ``_lock`` (its callers
+        already hold it; re-entrant): its transaction is on the shared connection."""
+        with self._lock:
+            self._since_trim += 1
+            if self._since_trim < 100:
+                return
+            self._since_trim = 0
+            try:
+                with self._transaction() as conn:
+                    conn.execute("DELETE FROM events WHERE revision <= ?", (self._revision - self.retention,))
+            except RegistryUnavailable as exc:
+                logger.warning("could not trim old registry events: %s", exc)
