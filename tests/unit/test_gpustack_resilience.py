@@ -20,7 +20,7 @@ from tests.unit.test_gpustack_agent import WORKER_ID, _instance, base, world  # 
 
 
 def _running_here(world) -> dict[str, Any]:  # noqa: F811 - the fixture's value
-    manager, server, sync, probe = world
+    _, server, sync, _ = world
     server.objects["model-instances"][11] = _instance("scheduled")
     asyncio.run(sync.reconcile(_instance("scheduled")))
     starting = server.objects["model-instances"][11] | {"state": "starting", "resolved_path": "/models/tiny"}
