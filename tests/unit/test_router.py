@@ -174,7 +174,7 @@ def test_models_lists_served_names_and_adapters(world):
 
 
 def test_header_route_streams_the_body_through(world):
-    world["app"].state.header_routes["X-Test-Instance"] = lambda value: value if value == "base" else None
+    world["app"].state.services.header_routes["X-Test-Instance"] = lambda value: value if value == "base" else None
     try:
         def chunks():
             yield b'{"model": "whatever", '
@@ -189,12 +189,12 @@ def test_header_route_streams_the_body_through(world):
         unknown = world["http"].post("/v1/chat/completions", headers={"X-Test-Instance": "other"}, json={})
         assert unknown.status_code == 404 and _error(unknown)["code"] == "instance_not_found"
     finally:
-        world["app"].state.header_routes.pop("X-Test-Instance")
+        world["app"].state.services.header_routes.pop("X-Test-Instance")
 
 
 def test_activator_brings_models_up_and_hears_of_every_request(world):
     activator = world["activator"]
-    world["app"].state.model_activator = activator
+    world["app"].state.services.activator = activator
     try:
         http = world["http"]
         assert http.post("/v1/chat/completions", json={"model": "lazy"}).json()["model"] == "lazy"
@@ -208,7 +208,7 @@ def test_activator_brings_models_up_and_hears_of_every_request(world):
         unknown = http.post("/v1/chat/completions", json={"model": "nobody"})
         assert unknown.status_code == 404 and "nobody" in _error(unknown)["message"]
     finally:
-        world["app"].state.model_activator = None
+        world["app"].state.services.activator = None
         world["manager"].delete("lazy-1")
 
 

@@ -88,7 +88,7 @@ def world(tmp_path_factory) -> Iterator[dict]:
                              max_inference_body_bytes=BOUND)
     manager = ServeManager(settings, deployer=MemoryDeployer(initial=WorkloadState.RUNNING), probe=probe)
     app = create_app(manager)
-    app.state.header_routes[HEADER] = lambda value: "base" if value == "model-tiny-1.main" else None
+    app.state.services.header_routes[HEADER] = lambda value: "base" if value == "model-tiny-1.main" else None
     port = free_port()
     servers = [_serve(app, port)]
     http_client = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=60)

@@ -338,7 +338,7 @@ def test_swap_can_be_turned_off(tmp_path):
     app = create_app(manager)
     with TestClient(app) as test_client:
         assert test_client.get("/v2/models").status_code == 404
-    assert getattr(app.state, "model_activator", None) is None
+    assert app.state.services.activator is None and app.state.services.swap is None
 
 
 def test_berth_ps_shows_parked_and_sleeping_models():

@@ -73,10 +73,10 @@ def test_sleep_and_wake_as_api_operations(tmp_path, http):
         assert asleep.status_code == 200 and asleep.json()["state"] == "asleep"
         assert http.get(f"{first['base_url']}/is_sleeping").json() == {"is_sleeping": True}
         assert client.get("/v2/instances/s").json()["state"] == "running"  # the process lives on
-        assert client.app.state.swap.routable("s") is False  # the router asks the activator instead
+        assert client.app.state.services.swap.routable("s") is False  # the router asks the activator instead
         again = wake(client, "s")
         assert again["path"] == "woken" and again["base_url"] == first["base_url"]
-        assert client.app.state.swap.routable("s") is True
+        assert client.app.state.services.swap.routable("s") is True
         assert chat(http, again["base_url"], "s") == "s says ok"
         assert client.post("/v2/models/s/sleep", params={"level": 3}).status_code == 422
         client.post("/v2/models/s/park")
@@ -92,7 +92,7 @@ def test_a_budget_of_one_sleeps_the_other_engine_and_no_request_reaches_a_sleepe
             view = wake(client, name)
             paths.append(view["path"])
             urls[name] = view["base_url"]
-            client.app.state.swap.touch(view["instance_id"])  # as the router does
+            client.app.state.services.swap.touch(view["instance_id"])  # as the router does
             assert chat(http, view["base_url"], name) == f"{name} says ok"
             time.sleep(0.6)  # past the in-transit grace: the request is done
             other = "b" if name == "a" else "a"
@@ -113,7 +113,7 @@ def test_an_eviction_waits_for_the_request_in_flight(tmp_path, http):
         time.sleep(0.6)
         answers: list[str] = []
         request = threading.Thread(target=lambda: answers.append(chat(http, view["base_url"], "slow")))
-        client.app.state.swap.touch("slow")
+        client.app.state.services.swap.touch("slow")
         request.start()
         time.sleep(0.2)
         started = time.monotonic()
@@ -166,7 +166,7 @@ def test_a_sleeping_model_is_still_asleep_after_a_worker_restart(tmp_path, http)
         assert client.post("/v2/models/nap/sleep").json()["state"] == "asleep"
     with make_client(tmp_path) as client:  # re-adopted; this one stops it on exit
         assert client.get("/v2/models/nap").json()["state"] == "asleep"
-        assert client.app.state.swap.routable("nap") is False
+        assert client.app.state.services.swap.routable("nap") is False
         again = wake(client, "nap")
         assert (again["path"], again["base_url"]) == ("woken", base_url)
         assert chat(http, base_url, "nap") == "nap says ok"

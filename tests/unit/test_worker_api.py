@@ -100,7 +100,7 @@ def test_list_detail(client, deployer, flag):
     put(client, "a")
     put(client, "b")
     deployer.set_state("b", WorkloadState.FAILED, exit_code=1, reason="exited with code 1")
-    client.app.state.manager._watch.run_once()
+    client.app.state.services.manager._watch.run_once()
     url = "/v2/vllm/instances" + (f"?detail={flag}" if flag else "")
     body = client.get(url).json()
     assert body["total_instances"] == 2 and body["running_instances"] == 1
@@ -335,7 +335,7 @@ def test_spec_create_get_list_delete(client, deployer):
     assert response.status_code == 201, response.text
     body = response.json()
     http_port = body["named_ports"]["http"]  # the first port of the range free on this machine now
-    start, end = parse_port_range(client.app.state.manager.settings.instance_port_range)
+    start, end = parse_port_range(client.app.state.services.manager.settings.instance_port_range)
     assert body["instance_id"] == "spec-1" and start <= http_port <= end
     assert body["readiness_url"] == f"http://127.0.0.1:{http_port}/health"
     assert body["plan"]["env"]["HF_TOKEN"] == "******"
@@ -382,7 +382,7 @@ def test_watch_is_resumable(client):
 
 
 def test_watch_refuses_trimmed_revisions(client):
-    manager = client.app.state.manager
+    manager = client.app.state.services.manager
     manager._context.registry.retention = 100
     put(client, "a")
     for index in range(250):
@@ -412,7 +412,7 @@ def test_planted_secrets_appear_nowhere(client, deployer):
     put(client, "s", options=f"--model /m --api-key {secret_opt}", env_vars={"HF_TOKEN": secret_env})
     deployer.write_log("s", f"starting with api_key={secret_opt} token={secret_env}\n".encode())
     deployer.set_state("s", WorkloadState.FAILED, exit_code=1, reason=f"bad token {secret_env}")
-    client.app.state.manager._watch.run_once()
+    client.app.state.services.manager._watch.run_once()
     answers = [
         client.get("/v2/vllm/instances").text,
         client.get("/v2/vllm/instances/s").text,

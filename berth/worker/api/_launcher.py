@@ -1,11 +1,15 @@
 """The launcher-compatible API: ``/``, ``/health`` and ``/v2/vllm/instances``, as the seed's
-API reference documents them, field for field and status code for status code."""
+API reference documents them, field for field and status code for status code.
+
+Creates and deletes block (admission, a stop's grace period): they go to a thread under the
+app's limiter (:meth:`Services.blocking`); reads of the registry's in-memory copy stay on the loop.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
 
 from berth.worker.api._logs import LOG_RESPONSES, read_log
@@ -22,7 +26,7 @@ from berth.worker.api._models import (
     launcher_view,
 )
 from berth.worker.api._deps import ERROR_RESPONSES as _ERRORS
-from berth.worker.api._deps import Manager
+from berth.worker.api._deps import Manager, Svc
 from berth.worker.errors import InvalidRequest
 from berth.worker.reconcile import check_instance_id
 
@@ -53,15 +57,15 @@ async def health() -> Health:
 
 @router.post("/v2/vllm/instances", status_code=201, response_model=Created, responses=_ERRORS,
              summary="Create an instance with a generated id")
-def create_instance(body: LauncherRequest, manager: Manager) -> Created:
-    record = manager.create_from_launcher(body)
+async def create_instance(body: LauncherRequest, services: Svc) -> Created:
+    record = await services.blocking(services.manager.create_from_launcher, body)
     return Created(instance_id=record.id)
 
 
 @router.put("/v2/vllm/instances/{instance_id}", status_code=201, response_model=Created, responses=_ERRORS,
             summary="Create an instance with the given id (409 if it exists)")
-def create_named_instance(instance_id: str, body: LauncherRequest, manager: Manager) -> Created:
-    record = manager.create_from_launcher(body, check_instance_id(instance_id))
+async def create_named_instance(instance_id: str, body: LauncherRequest, services: Svc) -> Created:
+    record = await services.blocking(services.manager.create_from_launcher, body, check_instance_id(instance_id))
     return Created(instance_id=record.id)
 
 
@@ -84,15 +88,15 @@ async def get_instance_status(instance_id: str, manager: Manager) -> dict[str, A
 
 @router.delete("/v2/vllm/instances/{instance_id}", response_model=Terminated, responses=_ERRORS,
                summary="Stop and delete one instance")
-def delete_instance(instance_id: str, manager: Manager) -> Terminated:
-    manager.delete(check_instance_id(instance_id))
+async def delete_instance(instance_id: str, services: Svc) -> Terminated:
+    await services.blocking(services.manager.delete, check_instance_id(instance_id))
     return Terminated(instance_id=instance_id)
 
 
 @router.delete("/v2/vllm/instances", response_model=AllStopped, responses=_ERRORS,
                summary="Stop and delete every instance")
-def delete_all_instances(manager: Manager) -> AllStopped:
-    stopped = [Terminated(instance_id=record.id) for record in manager.delete_all()]
+async def delete_all_instances(services: Svc) -> AllStopped:
+    stopped = [Terminated(instance_id=record.id) for record in await services.blocking(services.manager.delete_all)]
     return AllStopped(stopped_instances=stopped, total_stopped=len(stopped))
 
 
@@ -100,8 +104,7 @@ def delete_all_instances(manager: Manager) -> AllStopped:
             summary="Raw log bytes, by RFC 9110 byte range")
 async def get_instance_logs(
     instance_id: str,
-    request: Request,
-    manager: Manager,
+    services: Svc,
     range_header: Annotated[str | None, Header(alias="Range")] = None,
 ) -> Response:
-    return await read_log(request, manager, check_instance_id(instance_id), range_header)
+    return await read_log(services, check_instance_id(instance_id), range_header)

@@ -1,7 +1,8 @@
 """The log endpoint both APIs share: RFC 9110 byte ranges over an instance's log.
 
-Log reads run in worker threads under a limiter of their own (:data:`LOG_READ_THREADS`), apart
-from the threads that create and delete use: however many clients follow logs, at most that
+Log reads run in worker threads under a limiter of their own (the services' ``log_reads``, of
+:data:`~berth.worker.api._deps.LOG_READ_THREADS`; GPUStack's ``serveLogs`` reads under the same one), apart from the
+threads that create and delete use: however many clients follow logs, at most that
 many reads run at once, the rest wait their turn without holding a thread, and the event loop
 that answers list and status is never crowded out by runnable reader threads. A follower has
 one read in flight at a time and gets at most 1 MiB per answer, so a slow one costs only itself.
@@ -9,18 +10,13 @@ one read in flight at a time and gets at most 1 MiB per answer, so a slow one co
 
 from __future__ import annotations
 
-import anyio
 import anyio.to_thread
-from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from berth.deployers.base import RUN_CONTAINER
+from berth.worker.api._deps import Services
 from berth.worker.api._log_ranges import MAX_READ, RangeError, Window, parse_range, window
 from berth.worker.instances import ServeManager
-
-
-#: Log reads that may run at once (each a ``pread`` or one engine call).
-LOG_READ_THREADS = 4
 
 OCTETS = "application/octet-stream"
 LOG_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -36,19 +32,11 @@ def _unsatisfiable(total: int) -> Response:
     return Response(status_code=416, headers={"Content-Range": f"bytes */{total}"})
 
 
-def log_reads(app: FastAPI) -> anyio.CapacityLimiter:
-    """The app's limiter of log reads (one per app, made on first use)."""
-    limiter = getattr(app.state, "log_reads", None)
-    if limiter is None:
-        limiter = app.state.log_reads = anyio.CapacityLimiter(LOG_READ_THREADS)
-    return limiter
-
-
-async def read_log(request: Request, manager: ServeManager, instance_id: str, range_header: str | None,
+async def read_log(services: Services, instance_id: str, range_header: str | None,
                    container: str = RUN_CONTAINER) -> Response:
-    """:func:`log_response` in a worker thread, under the app's log-read limiter."""
-    return await anyio.to_thread.run_sync(log_response, manager, instance_id, range_header, container,
-                                          limiter=log_reads(request.app))
+    """:func:`log_response` in a worker thread, under the services' log-read limiter."""
+    return await anyio.to_thread.run_sync(log_response, services.manager, instance_id, range_header, container,
+                                          limiter=services.log_reads)
 
 
 def log_response(manager: ServeManager, instance_id: str, range_header: str | None,

@@ -2,8 +2,27 @@
 and the OpenAPI page at ``/docs``.
 
 Every error is JSON ``{"detail": "..."}`` naming the field: malformed bodies 422 (never 500),
-unknown ids 404, conflicts 409, oversized bodies 413, missing or wrong token 401. Handlers reach
-the :class:`ServeManager` through ``app.state``; the app starts and closes it with its lifespan.
+unknown ids 404, conflicts 409, oversized bodies 413, missing or wrong token 401.
+
+**Services.** :func:`create_app` makes everything the handlers use, once, in one typed
+:class:`~berth.worker.api.Services` object (``app.state.services``: the manager, the thread
+limiters, the routing headers, the swap controller, the GPUStack agent, the router's client);
+handlers take their dependencies from it and nothing is made lazily inside a handler.
+
+**Lifespan.** One lifespan, here, starts in this order and stops in the reverse: the manager,
+the swap controller, the GPUStack agent, the router's HTTP client, the background trims.
+
+**Threads and the event loop.** Request handlers run on the event loop and never block it.
+Anything that takes a lock shared with threads, touches SQLite, or does blocking I/O (a
+deployer call, a stop's grace period, a file read) is sent to a thread with
+``anyio.to_thread.run_sync`` under one of the app's own limiters, passed explicitly:
+``services.threads`` (:data:`~berth.worker.api.THREADS`) for handler work, ``services.log_reads``
+(:data:`~berth.worker.api.LOG_READ_THREADS`) for every log read, berth's and GPUStack's; anyio's
+default limiter is left as it is. Reads of the registry's in-memory copy are cheap and stay on
+the loop. State touched from both the loop and threads belongs to one object guarded by one
+``threading.Lock``, and no lock is held across slow I/O (HTTP to an engine, SQLite commits where
+avoidable, deployer calls, sleeps, drain waits): read under the lock, do the I/O outside it, then
+compare-and-set under the lock (on the record's ``revision``, say).
 """
 
 from __future__ import annotations
@@ -15,28 +34,25 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import anyio.to_thread
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from berth import __version__
-from berth.worker.api import instances_router, install_swap, launcher_router, loras_router
+from berth.worker.api import Services, instances_router, launcher_router, loras_router, swap_router
 from berth.worker.app._middleware import BearerAuth, BodyLimit, RequestMetrics
 from berth.worker.app._runtime import trim_malloc
 from berth.worker.errors import WorkerError
 from berth.worker.metrics import CONTENT_TYPE
-from berth.worker.routing import ROUTER_PREFIX
-from berth.worker.routing import router as inference_router
+from berth.worker.gpustack import GPUSTACK_PATHS, GPUStackAgent, health_router, router as gpustack_router
 from berth.worker.instances import ServeManager
+from berth.worker.routing import ROUTER_PREFIX, RouterServices, engine_stream_client
+from berth.worker.routing import router as inference_router
+from berth.worker.swap import SwapController
 
 
 logger = logging.getLogger(__name__)
-#: Threads for blocking handlers (create, delete: a delete waits out its grace period); log
-#: reads have a limiter of their own (:mod:`berth.worker.api_logs`).
-_THREADS = 100
 _GPUSTACK_HEADER = "X-GPUStack-Model-Instance"
 BearerAuthCheck = Callable[[str, bytes], bool]
 #: Seconds an idle client connection is kept open. Longer than clients keep idle connections
@@ -114,57 +130,81 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the worker's log"}, status_code=500)
 
 
-def _lifespan(manager: ServeManager, start: bool, close: bool):  # type: ignore[no-untyped-def]
+def _lifespan(services: Services, start: bool, close: bool):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        limiter = anyio.to_thread.current_default_thread_limiter()
-        limiter.total_tokens = max(limiter.total_tokens, _THREADS)
-        if start:
-            await run_in_threadpool(manager.start)
-        agent = getattr(app.state, "gpustack", None)
-        if agent is not None:
-            await agent.start()
-        trimming = asyncio.create_task(_trim_memory())
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            await _start_all(services, stack, start, close)
             yield
-        finally:
-            trimming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await trimming
-            if agent is not None:
-                await agent.stop()
-            client = getattr(app.state, "router_client", None)
-            if client is not None:
-                await client.aclose()
-            if close:
-                await run_in_threadpool(manager.close)
 
     return lifespan
 
 
-def _join_gpustack(app: FastAPI, manager: ServeManager) -> BearerAuthCheck | None:
-    """With ``gpustack_url`` set: the agent, GPUStack's worker endpoints and its routing header."""
-    if not manager.settings.gpustack_url:
-        return None
-    from berth.worker import gpustack
+async def _start_all(services: Services, stack: contextlib.AsyncExitStack, start: bool, close: bool) -> None:
+    """Start everything in order; ``stack`` stops what started, in the reverse order."""
+    manager = services.manager
+    if start:
+        await services.blocking(manager.start)
+    if close:
+        stack.push_async_callback(services.blocking, manager.close)
+    if services.swap is not None:
+        await services.blocking(services.swap.start)
+        stack.push_async_callback(services.blocking, services.swap.close)
+    if services.gpustack is not None:
+        await services.gpustack.start()
+        stack.push_async_callback(services.gpustack.stop)
+    services.http = engine_stream_client()
+    stack.push_async_callback(_close_http, services)
+    trimming = asyncio.create_task(_trim_memory(services))
+    stack.push_async_callback(_cancel, trimming)
 
-    agent = gpustack.GPUStackAgent(manager)
-    app.state.gpustack = agent
-    app.state.header_routes[_GPUSTACK_HEADER] = agent.header_route
-    app.include_router(gpustack.health_router)
-    app.include_router(gpustack.router)
+
+async def _close_http(services: Services) -> None:
+    client, services.http = services.http, None
+    if client is not None:
+        await client.aclose()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _services(manager: ServeManager) -> Services:
+    """Every service the handlers use, made now (no I/O: the lifespan starts them)."""
+    services = Services(manager)
+    if manager.settings.swap_enabled:
+        services.swap = services.activator = SwapController(manager)
+    if manager.settings.gpustack_url:
+        services.gpustack = GPUStackAgent(manager, services.threads, services.log_reads)
+        services.header_routes[_GPUSTACK_HEADER] = services.gpustack.header_route
+    return services
+
+
+def router_view(services: Services) -> RouterServices:
+    """The services as the router reads them (a type check: :class:`Services` has what it needs)."""
+    return services
+
+
+def _gpustack_admits(app: FastAPI, agent: GPUStackAgent | None) -> BearerAuthCheck | None:
+    """With an agent: GPUStack's worker endpoints, and its token admitted on GPUStack's paths."""
+    if agent is None:
+        return None
+    app.include_router(health_router)
+    app.include_router(gpustack_router)
 
     def admits(path: str, presented: bytes) -> bool:
-        return path.startswith(gpustack.GPUSTACK_PATHS) and agent.accepts(presented)
+        return path.startswith(GPUSTACK_PATHS) and agent.accepts(presented)
 
     return admits
 
 
-async def _trim_memory() -> None:
+async def _trim_memory(services: Services) -> None:
     """Every :data:`TRIM_EVERY_S`, on a thread (the call holds the allocator, not the GIL)."""
     while True:
         await asyncio.sleep(TRIM_EVERY_S)
-        if not await run_in_threadpool(trim_malloc):
+        if not await services.blocking(trim_malloc):
             return
 
 
@@ -174,15 +214,16 @@ def create_app(manager: ServeManager, *, start: bool = True, close: bool = True)
     Closing belongs to the lifespan: uvicorn re-raises SIGTERM after its shutdown, so code after
     ``uvicorn.run`` may never run.
     """
+    services = _services(manager)
     app = FastAPI(title="berth worker", version=__version__, description=_DESCRIPTION,
-                  lifespan=_lifespan(manager, start, close))
-    app.state.manager = manager
-    app.state.header_routes = {}
+                  lifespan=_lifespan(services, start, close))
+    app.state.services = services
     app.include_router(launcher_router)
     app.include_router(instances_router)
     app.include_router(loras_router)
-    install_swap(app, manager)
-    gpustack_admits = _join_gpustack(app, manager)
+    if services.swap is not None:
+        app.include_router(swap_router)
+    gpustack_admits = _gpustack_admits(app, services.gpustack)
     app.include_router(inference_router)
     app.add_api_route("/metrics", _metrics, methods=["GET"], response_class=Response, tags=["worker"],
                       summary="Prometheus metrics")
@@ -199,5 +240,5 @@ def create_app(manager: ServeManager, *, start: bool = True, close: bool = True)
 
 
 async def _metrics(request: Request) -> Response:
-    manager: ServeManager = request.app.state.manager
-    return Response(manager.metrics.render(), media_type=CONTENT_TYPE)
+    services: Services = request.app.state.services
+    return Response(services.manager.metrics.render(), media_type=CONTENT_TYPE)

@@ -14,8 +14,15 @@ Started by the worker's app when ``gpustack_url`` is set, it runs on the app's e
 4. **report**: berth's instance states pushed to GPUStack every ``poll_interval``.
 
 A server that is down, slow or answering 5xx is retried with exponential back-off (one log line
-per outage); the instances keep serving meanwhile. Nothing here changes how berth runs engines:
-it calls :class:`~berth.worker.serve_manager.ServeManager`'s public methods.
+per outage); the instances keep serving meanwhile. Any other failure of a step (an instance berth
+cannot translate, a line of the stream that is not JSON, an identity that cannot be saved) is
+logged once per distinct failure (the traceback at debug) and retried with back-off too: no loop
+ever ends but by :meth:`GPUStackAgent.stop`. Nothing here changes how berth runs engines: it calls
+:class:`~berth.worker.instances.ServeManager`'s public methods.
+
+Concurrency: everything here runs on the app's event loop; blocking work (the manager's calls,
+reading the host's status, the identity file) goes to threads under the limiter the app passes
+(``limiter``), never anyio's or asyncio's default pool.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ import platform
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import anyio
+import anyio.to_thread
 
 from berth.schemas import Worker
 from berth.worker.gpustack._client import Backoff, GPUStackClient, ServerRefused, ServerUnavailable
@@ -41,24 +51,52 @@ from berth.worker.instances import ServeManager
 logger = logging.getLogger(__name__)
 
 _AUTH_LOST = (401, 403)
+_RETRYABLE = (ServerUnavailable, ServerRefused)
+#: Distinct failures a loop remembers having logged (a run of new ones each gets one line).
+_REMEMBERED = 32
 
 
 class NotJoined(RuntimeError):
     """The worker has no GPUStack identity yet (never registered, server unreachable so far)."""
 
 
+class Failures:
+    """What a loop logs of its unexpected failures: a warning the first time each one (type and
+    message) is seen since the loop last worked, its traceback at debug every time."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._seen: set[str] = set()
+
+    def unexpected(self, exc: BaseException) -> None:
+        key = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if key not in self._seen:
+            logger.warning("GPUStack %s failed unexpectedly (%s); retrying with back-off", self.what, key)
+            if len(self._seen) < _REMEMBERED:
+                self._seen.add(key)
+        logger.debug("GPUStack %s failure", self.what, exc_info=exc)
+
+    def cleared(self) -> None:
+        self._seen.clear()
+
+
 class GPUStackAgent:
     """This worker's membership of one GPUStack cluster. Construct (no I/O), :meth:`start`, :meth:`stop`."""
 
-    def __init__(self, manager: ServeManager) -> None:
+    def __init__(self, manager: ServeManager, limiter: anyio.CapacityLimiter | None = None,
+                 log_reads: anyio.CapacityLimiter | None = None) -> None:
+        """``limiter``: threads for blocking work; ``log_reads``: threads for the log reads of its
+        routes (the app's limiters; anyio's default when None)."""
         settings = manager.settings
         if not settings.gpustack_url:
             raise ValueError("gpustack_url is not set")
         self.manager = manager
         self.settings = settings
+        self.limiter = limiter
+        self.log_reads = log_reads
         self.client = GPUStackClient(settings.gpustack_url)
         self.identity: Identity | None = None
-        self.instances = InstanceSync(manager, self.client, self.worker)
+        self.instances = InstanceSync(manager, self.client, self.worker, limiter)
         self._cpu = CPUSampler()
         self._tasks: list[asyncio.Task[None]] = []
         self._resyncing = asyncio.Lock()
@@ -84,9 +122,12 @@ class GPUStackAgent:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    async def _in_thread(self, call: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(call, *args, limiter=self.limiter, abandon_on_cancel=True)
+
     async def start(self) -> None:
         assert self.settings.gpustack_url is not None
-        self.identity = await asyncio.to_thread(load_identity, self.settings.data_dir, self.settings.gpustack_url)
+        self.identity = await self._in_thread(load_identity, self.settings.data_dir, self.settings.gpustack_url)
         if self.identity is not None:
             self.client.token = self.identity.token
             logger.info("GPUStack: re-joining %s as worker %d (%s)", self.settings.gpustack_url,
@@ -116,21 +157,24 @@ class GPUStackAgent:
         await asyncio.gather(*tasks)
 
     def _files(self) -> FileSync:
-        return FileSync(self.client, self.worker().id or 0)
+        return FileSync(self.client, self.worker().id or 0, self.limiter)
 
     # -- joining ---------------------------------------------------------------------------------
 
     async def _join_with_retries(self) -> None:
-        backoff = Backoff()
+        backoff, failures = Backoff(), Failures("registration")
         while True:
             try:
                 await self._join()
                 return
-            except (ServerUnavailable, ServerRefused) as exc:
+            except _RETRYABLE as exc:
                 delay = backoff.next()
                 logger.warning("GPUStack: cannot register with %s (%s); retrying in %.0f s",
                                self.settings.gpustack_url, exc, delay)
-                await asyncio.sleep(delay)
+            except Exception as exc:  # noqa: BLE001 - joining must go on whatever failed
+                delay = backoff.next()
+                failures.unexpected(exc)
+            await asyncio.sleep(delay)
 
     def _name(self) -> str:
         if self.settings.worker_name:
@@ -140,14 +184,14 @@ class GPUStackAgent:
     async def _join(self) -> None:
         """Register (again); keep the identity GPUStack answers with."""
         uuid = self.identity.worker_uuid if self.identity else ""
-        body = await asyncio.to_thread(registration_body, self.settings, self._cpu, uuid)
+        body = await self._in_thread(registration_body, self.settings, self._cpu, uuid)
         body |= {"name": self._name(), "labels": {"os": platform.system().lower(), "arch": platform.machine(),
                                                     "berth": "true"}}
         answer = await self._register(body)
         identity = Identity(server_url=self.settings.gpustack_url or "", worker_id=int(answer["id"]),
                             worker_uuid=str(answer["worker_uuid"]), worker_name=str(answer["name"]),
                             token=str(answer["token"]))
-        await asyncio.to_thread(save_identity, self.settings.data_dir, identity)
+        await self._in_thread(save_identity, self.settings.data_dir, identity)
         self.identity, self.client.token = identity, identity.token
         logger.info("GPUStack: joined %s as worker %d (%s)", self.settings.gpustack_url, identity.worker_id,
                     identity.worker_name)
@@ -170,22 +214,26 @@ class GPUStackAgent:
     # -- loops -----------------------------------------------------------------------------------
 
     async def _every(self, name: str, step: Callable[[], Awaitable[None]], interval: float) -> None:
-        backoff, failing = Backoff(initial=interval, maximum=max(30.0, interval)), False
+        backoff, failing, failures = Backoff(initial=interval, maximum=max(30.0, interval)), False, Failures(name)
         while True:
             try:
                 await step()
-            except (ServerUnavailable, ServerRefused) as exc:
+            except _RETRYABLE as exc:
                 if not failing:
                     logger.warning("GPUStack %s failed: %s (retrying with back-off; instances keep serving)", name, exc)
                 failing = True
                 await self._maybe_rejoin(exc)
                 await asyncio.sleep(backoff.next())
                 continue
-            except Exception:  # noqa: BLE001 - one bad step must not end the loop
-                logger.exception("GPUStack %s step failed", name)
+            except Exception as exc:  # noqa: BLE001 - one bad step must not end the loop
+                failures.unexpected(exc)
+                failing = True
+                await asyncio.sleep(backoff.next())
+                continue
             if failing:
                 logger.info("GPUStack %s works again", name)
             failing = False
+            failures.cleared()
             backoff.reset()
             await asyncio.sleep(interval)
 
@@ -204,7 +252,7 @@ class GPUStackAgent:
 
     async def _status(self) -> None:
         uuid = self.identity.worker_uuid if self.identity else ""
-        body = await asyncio.to_thread(registration_body, self.settings, self._cpu, uuid)
+        body = await self._in_thread(registration_body, self.settings, self._cpu, uuid)
         await self.client.call("POST", "/worker-status", body=body)
 
     async def _resync(self) -> None:
@@ -220,29 +268,34 @@ class GPUStackAgent:
 
     async def _watch(self, kind: str, resync: Callable[[], Awaitable[None]],
                      handle: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        backoff, failing = Backoff(maximum=15.0), False
+        backoff, failing, failures = Backoff(maximum=15.0), False, Failures(f"{kind} watch")
         while True:
             try:
                 await resync()
                 if failing:
                     logger.info("GPUStack %s watch reconnected", kind)
                 failing = False
+                failures.cleared()
                 async for event in self.client.watch(kind):
                     backoff.reset()
                     await self._handle(kind, handle, event)
-            except (ServerUnavailable, ServerRefused) as exc:
+            except _RETRYABLE as exc:
                 delay = backoff.next()
                 log = logger.debug if failing else logger.warning
                 log("GPUStack %s watch interrupted (%s); reconnecting with back-off", kind, exc)
                 failing = True
                 await self._maybe_rejoin(exc)
                 await asyncio.sleep(delay)
+            except Exception as exc:  # noqa: BLE001 - a resync or a line that fails must not end the watch
+                failing = True
+                failures.unexpected(exc)
+                await asyncio.sleep(backoff.next())
 
     @staticmethod
     async def _handle(kind: str, handle: Callable[[dict[str, Any]], Awaitable[None]], event: dict[str, Any]) -> None:
         try:
             await handle(event)
-        except (ServerUnavailable, ServerRefused):
+        except _RETRYABLE:
             raise
         except Exception:  # noqa: BLE001 - one bad event must not end the watch
             logger.exception("GPUStack %s event %s failed", kind, event.get("id"))

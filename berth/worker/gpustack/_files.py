@@ -9,11 +9,13 @@ size; a missing path, or a hub source, is reported ``error`` saying so.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from pathlib import Path
 from typing import Any
+
+import anyio
+import anyio.to_thread
 
 from berth.worker.gpustack._client import GPUStackClient, ServerRefused
 
@@ -50,9 +52,10 @@ def check_local_model(file: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
 class FileSync:
     """Answers GPUStack's model files assigned to this worker."""
 
-    def __init__(self, client: GPUStackClient, worker_id: int) -> None:
+    def __init__(self, client: GPUStackClient, worker_id: int, limiter: anyio.CapacityLimiter | None = None) -> None:
         self.client = client
         self.worker_id = worker_id
+        self._limiter = limiter
 
     async def on_event(self, event: dict[str, Any]) -> None:
         if event.get("type") in (1, 2):
@@ -65,7 +68,8 @@ class FileSync:
     async def handle(self, file: dict[str, Any]) -> None:
         if file.get("worker_id") != self.worker_id or file.get("state") != "downloading":
             return
-        state, message, fields = await asyncio.to_thread(check_local_model, file)
+        state, message, fields = await anyio.to_thread.run_sync(check_local_model, file, limiter=self._limiter,
+                                                                abandon_on_cancel=True)
 
         def change(current: dict[str, Any]) -> dict[str, Any] | None:
             if current.get("state") != "downloading":

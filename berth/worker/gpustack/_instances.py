@@ -3,11 +3,16 @@
 GPUStack -> berth (:meth:`InstanceSync.reconcile`, for each instance event and every resync):
 
 * ``scheduled`` on this worker: (re)start requested. Any old berth instance is stopped, ports are
-  taken from berth's instance range and reported with ``initializing``.
+  reserved with the manager (:meth:`ServeManager.reserve_ports`, keyed by the berth id, durable;
+  the create of that instance consumes the reservation) and reported with ``initializing``.
 * ``initializing``/``downloading``: GPUStack checks the model files (see :mod:`.files`); berth waits.
 * ``starting`` (files ready, ``resolved_path`` set): berth plans and creates ``gpustack-<id>``
   on those ports; a refusal is reported as ``error`` with berth's message.
-* deleted, or no longer assigned here: the berth instance is stopped and forgotten.
+* deleted, or no longer assigned here: the berth instance is stopped, its reservation released.
+  The stop holds for that assignment only: a stale snapshot never revives it, but GPUStack
+  placing the instance here again (its state back to ``scheduled``, ``initializing``,
+  ``downloading`` or ``starting``) is a new assignment and starts it. What is kept per instance
+  (locks, stops) is dropped once GPUStack no longer lists the instance.
 
 berth -> GPUStack (:meth:`InstanceSync.report`, every poll interval): ``running`` once berth's
 readiness says so (``/health`` 200 and ``/v1/models`` lists the name), ``error`` naming the
@@ -22,15 +27,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from pydantic import ValidationError
 
 from berth.schemas import Worker
 from berth.schemas.errors import validation_messages
-from berth.worker.admission import Holdings
-from berth.worker.admission import PortAllocator
 from berth.worker.errors import InstanceNotFound, WorkerError
 from berth.worker.gpustack._client import GPUStackClient, ServerRefused
 from berth.worker.gpustack._translate import (
@@ -52,24 +59,41 @@ logger = logging.getLogger(__name__)
 
 SCHEDULED, INITIALIZING, DOWNLOADING, STARTING = "scheduled", "initializing", "downloading", "starting"
 RUNNING, ERROR, UNREACHABLE = "running", "error", "unreachable"
-_WAITING = (INITIALIZING, DOWNLOADING)
+#: How far an assignment got: a snapshot at an earlier step than the one a stop saw is a new assignment.
+_STEP = {SCHEDULED: 0, INITIALIZING: 1, DOWNLOADING: 2, STARTING: 3}
+_RUN_STEP = len(_STEP)
+
+
+def _step(state: Any) -> int:
+    return _STEP.get(state, _RUN_STEP) if isinstance(state, str) else _RUN_STEP
 
 
 def _distributed(instance: dict[str, Any]) -> bool:
     return bool((instance.get("distributed_servers") or {}).get("subordinate_workers"))
 
 
-class InstanceSync:
-    """GPUStack's instances for worker ``worker_id`` against ``manager``'s. Runs on one event loop."""
+@dataclass(slots=True)
+class _Held:
+    """One instance's lock and how many coroutines hold or wait for it (the entry goes at zero)."""
 
-    def __init__(self, manager: ServeManager, client: GPUStackClient, worker: Callable[[], Worker]) -> None:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class InstanceSync:
+    """GPUStack's instances for worker ``worker_id`` against ``manager``'s. Runs on one event loop;
+    the manager's blocking calls go to threads under ``limiter`` (the app's; anyio's default if None)."""
+
+    def __init__(self, manager: ServeManager, client: GPUStackClient, worker: Callable[[], Worker],
+                 limiter: anyio.CapacityLimiter | None = None) -> None:
         self.manager = manager
         self.client = client
         self._worker = worker
+        self._limiter = limiter
         self.known: dict[int, dict[str, Any]] = {}
-        self._reserved: dict[int, list[int]] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._stopped: set[int] = set()  #: deleted in GPUStack and stopped here: never reported again
+        self._locks: dict[int, _Held] = {}
+        #: stopped here, with the step the assignment had reached: that assignment is never restarted
+        self._stopped: dict[int, int] = {}
 
     @property
     def worker_id(self) -> int:
@@ -77,8 +101,21 @@ class InstanceSync:
         assert worker_id is not None
         return worker_id
 
-    def _lock(self, instance_id: int) -> asyncio.Lock:
-        return self._locks.setdefault(instance_id, asyncio.Lock())
+    @asynccontextmanager
+    async def _lock(self, instance_id: int) -> AsyncIterator[None]:
+        """One coroutine at a time per instance; the entry lives only while someone holds or waits."""
+        held = self._locks.setdefault(instance_id, _Held())
+        held.users += 1
+        try:
+            async with held.lock:
+                yield
+        finally:
+            held.users -= 1
+            if held.users == 0:
+                del self._locks[instance_id]
+
+    async def _in_thread(self, call: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(call, *args, limiter=self._limiter, abandon_on_cancel=True)
 
     def _record(self, instance_id: int) -> InstanceRecord | None:
         try:
@@ -104,37 +141,47 @@ class InstanceSync:
 
     async def resync(self, instances: list[dict[str, Any]]) -> None:
         """Reconcile every instance GPUStack lists; stop the berth ones it no longer has here."""
-        mine = {i["id"]: i for i in instances if role_of(i, self.worker_id) is not Role.NONE}
+        listed = {i["id"]: i for i in instances}
+        mine = {i: v for i, v in listed.items() if role_of(v, self.worker_id) is not Role.NONE}
         for instance_id in set(self.local_ids()) - set(mine):
             await self.forget(instance_id, "no longer assigned to this worker in GPUStack")
         for instance in mine.values():
             await self.reconcile(instance)
+        for instance_id in set(self._stopped) - set(listed):  # gone from GPUStack: never seen again
+            self._stopped.pop(instance_id, None)
 
     async def forget(self, instance_id: int, why: str) -> None:
+        """Stop the instance's berth part for the assignment GPUStack last showed here."""
         async with self._lock(instance_id):
-            self._stopped.add(instance_id)
-            self.known.pop(instance_id, None)
-            self._reserved.pop(instance_id, None)
-            if self._record(instance_id) is not None:
-                logger.info("GPUStack instance %d: %s; stopping %s", instance_id, why, berth_id(instance_id))
-                await self._delete(instance_id)
+            self._stopped[instance_id] = _step((self.known.get(instance_id) or {}).get("state"))
+            await self._forget_unlocked(instance_id, why)
 
     async def _delete(self, instance_id: int) -> None:
         try:
-            await asyncio.to_thread(self.manager.delete, berth_id(instance_id))
+            await self._in_thread(self.manager.delete, berth_id(instance_id))
         except InstanceNotFound:
             pass
+
+    def _still_stopped(self, instance: dict[str, Any]) -> bool:
+        """Whether a stop holds for this snapshot: yes unless it shows a new assignment here, an
+        earlier step than the stopped one reached (a stale snapshot shows that step or a later one)."""
+        instance_id, state = instance["id"], instance.get("state")
+        if instance_id not in self._stopped:
+            return False
+        if _step(state) < self._stopped[instance_id]:
+            logger.info("GPUStack instance %d: assigned to this worker again (%s)", instance_id, state)
+            del self._stopped[instance_id]
+            return False
+        return True
 
     async def reconcile(self, instance: dict[str, Any]) -> None:
         instance_id = instance["id"]
         async with self._lock(instance_id):
-            if instance_id in self._stopped:
+            if self._still_stopped(instance):
                 return
             role = role_of(instance, self.worker_id)
             if role is Role.NONE:
-                self.known.pop(instance_id, None)
-                if self._record(instance_id) is not None:
-                    await self._delete(instance_id)
+                await self._forget_unlocked(instance_id, "no longer assigned to this worker in GPUStack")
                 return
             self.known[instance_id] = instance
             if role is Role.MAIN:
@@ -149,8 +196,6 @@ class InstanceSync:
             if record is not None:
                 await self._delete(instance_id)
             await self._initialize(instance)
-        elif state in _WAITING and instance.get("ports"):
-            self._reserved.setdefault(instance_id, list(instance["ports"]))
         elif state == STARTING and record is None:
             await self._create(instance, Role.MAIN)
         elif state in (RUNNING, STARTING) and record is not None:
@@ -160,21 +205,15 @@ class InstanceSync:
         elif state == UNREACHABLE and record is not None and record.state is InstanceState.RUNNING:
             await self._put_main(instance_id, RUNNING, "")
 
-    def _allocate(self, instance: dict[str, Any]) -> list[int]:
-        settings = self.manager.settings
-        held = set(Holdings.of(self.manager.list()).ports)
-        held.update(p for i, ports in self._reserved.items() if i != instance["id"] for p in ports)
-        allocator = PortAllocator(settings.instance_port_range, settings.ray_port_range, settings.ray_band_size)
-        return allocator.allocate(3 if _distributed(instance) else 1, held)
-
     async def _initialize(self, instance: dict[str, Any]) -> None:
-        instance_id = instance["id"]
+        """A new assignment: the old reservation goes, ports are reserved afresh and reported."""
+        instance_id, key = instance["id"], berth_id(instance["id"])
         try:
-            ports = await asyncio.to_thread(self._allocate, instance)
+            await self._in_thread(self.manager.release_reservation, key)
+            ports = await self._in_thread(self.manager.reserve_ports, key, 3 if _distributed(instance) else 1)
         except WorkerError as exc:
             await self._put_main(instance_id, ERROR, f"berth could not allocate ports: {exc}")
             return
-        self._reserved[instance_id] = ports
 
         def change(current: dict[str, Any]) -> dict[str, Any]:
             return current | {"state": INITIALIZING, "state_message": "", "port": ports[0], "ports": ports}
@@ -191,14 +230,13 @@ class InstanceSync:
         try:
             model = await self.client.call("GET", f"/models/{instance['model_id']}")
             spec = to_spec(Assignment(instance=instance, model=model, worker=self._worker(), model_path=model_path))
-            await asyncio.to_thread(self.manager.create_from_spec, spec)
+            await self._in_thread(self.manager.create_from_spec, spec)
         except ValidationError as exc:
             await self._fail(instance, role, "berth cannot accept the instance: " + "; ".join(validation_messages(exc)))
             return False
         except WorkerError as exc:
             await self._fail(instance, role, f"berth refused to start the instance: {exc}")
             return False
-        self._reserved.pop(instance_id, None)
         logger.info("GPUStack instance %d: started as %s (%s)", instance_id, berth_id(instance_id), role.value)
         return True
 
@@ -245,15 +283,16 @@ class InstanceSync:
         except ServerRefused as exc:
             if exc.status != 404:
                 raise
-            await self._forget_unlocked(instance_id)
+            await self._forget_unlocked(instance_id, "deleted in GPUStack")
             return
         if isinstance(updated, dict):
             self.known[instance_id] = updated
 
-    async def _forget_unlocked(self, instance_id: int) -> None:
+    async def _forget_unlocked(self, instance_id: int, why: str) -> None:
         self.known.pop(instance_id, None)
-        self._reserved.pop(instance_id, None)
+        await self._in_thread(self.manager.release_reservation, berth_id(instance_id))
         if self._record(instance_id) is not None:
+            logger.info("GPUStack instance %d: %s; stopping %s", instance_id, why, berth_id(instance_id))
             await self._delete(instance_id)
 
     # -- subordinate workers ---------------------------------------------------------------------

@@ -8,17 +8,23 @@
 
 All but ``/healthz`` need this worker's GPUStack token (what the server sends) or berth's own API
 token, whether or not berth's API token is configured. The inference proxy (``/v1/*`` with
-``X-GPUStack-Model-Instance``) is berth's router (:mod:`berth.worker.router`).
+``X-GPUStack-Model-Instance``) is berth's router (:mod:`berth.worker.routing`).
+
+Handlers run on the event loop; file checks go to threads under the agent's limiter, log reads
+under the app's one log-read limiter (the agent's ``log_reads``, the same the API's log
+endpoints use), so GPUStack's readers never add to the reads running at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import hmac
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
+
+import anyio.to_thread
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -26,7 +32,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from berth.worker.errors import InvalidRequest, WorkerError
 from berth.worker.gpustack._agent import GPUStackAgent
 from berth.worker.gpustack._files import weight_size
-from berth.worker.gpustack._logs import follow_log, line_window
+from berth.worker.gpustack._logs import follow_log, read_page
 from berth.worker.gpustack._translate import berth_id
 
 
@@ -37,6 +43,15 @@ CONFIG_FILES = frozenset({
     "generation_config.json", "adapter_config.json", "preprocessor_config.json",
 })
 _MAX_CONFIG_BYTES = 16 << 20
+T = TypeVar("T")
+
+
+class JoinedServices(Protocol):
+    """What these routes read of the app's services (:class:`berth.worker.api.Services`, which
+    sits above this package and so is not imported here)."""
+
+    @property
+    def gpustack(self) -> GPUStackAgent | None: ...
 
 
 class Unauthorized(WorkerError):
@@ -54,14 +69,22 @@ class NotOnWorker(WorkerError):
 
 
 def _agent(request: Request) -> GPUStackAgent:
-    return request.app.state.gpustack
+    services: JoinedServices = request.app.state.services
+    agent = services.gpustack
+    if agent is None:  # the routes are included only with an agent: never reached
+        raise NotOnWorker("this worker is not a GPUStack worker (gpustack_url is not set)")
+    return agent
+
+
+async def _in_thread(request: Request, call: Callable[..., T], *args: Any) -> T:
+    return await anyio.to_thread.run_sync(call, *args, limiter=_agent(request).limiter)
 
 
 def require_token(request: Request) -> None:
     """This worker's GPUStack token, or berth's API token, as ``Authorization: Bearer``."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     presented = value.strip().encode() if scheme.lower() == "bearer" else b""
-    own = request.app.state.manager.settings.api_token
+    own = _agent(request).settings.api_token
     if presented and (_agent(request).accepts(presented)
                       or (own is not None and hmac.compare_digest(presented, own.get_secret_value().encode()))):
         return
@@ -84,9 +107,14 @@ def _absolute(path: str) -> Path:
 
 
 @router.get("/files/file-exists", summary="Whether a path exists on this worker")
-async def file_exists(path: Annotated[str, Query(description="Absolute path to check.")]) -> dict[str, Any]:
-    resolved = await asyncio.to_thread(_absolute, path)
-    exists = await asyncio.to_thread(resolved.exists)
+async def file_exists(request: Request,
+                      path: Annotated[str, Query(description="Absolute path to check.")]) -> dict[str, Any]:
+    return await _in_thread(request, _existence, path)
+
+
+def _existence(path: str) -> dict[str, Any]:
+    resolved = _absolute(path)
+    exists = resolved.exists()
     return {"exists": exists, "path": str(resolved), "is_file": exists and resolved.is_file(),
             "is_dir": exists and resolved.is_dir()}
 
@@ -106,8 +134,9 @@ def _read_config(path: str) -> Any:
 
 
 @router.get("/files/model-config", summary="A model config file (config.json, tokenizer_config.json...) as JSON")
-async def model_config(path: Annotated[str, Query(description="Absolute path of the config file.")]) -> Any:
-    return await asyncio.to_thread(_read_config, path)
+async def model_config(request: Request,
+                       path: Annotated[str, Query(description="Absolute path of the config file.")]) -> Any:
+    return await _in_thread(request, _read_config, path)
 
 
 def _weights(path: str) -> int:
@@ -118,13 +147,14 @@ def _weights(path: str) -> int:
 
 
 @router.get("/files/model-weight-size", summary="Bytes of the weight files in a model directory")
-async def model_weight_size(path: Annotated[str, Query(description="Absolute model directory.")]) -> dict[str, int]:
-    return {"size": await asyncio.to_thread(_weights, path)}
+async def model_weight_size(request: Request,
+                            path: Annotated[str, Query(description="Absolute model directory.")]) -> dict[str, int]:
+    return {"size": await _in_thread(request, _weights, path)}
 
 
 def _instance(request: Request, instance_id: int) -> str:
     name = berth_id(instance_id)
-    request.app.state.manager.get(name)  # InstanceNotFound (404) when this worker runs no part of it
+    _agent(request).manager.get(name)  # InstanceNotFound (404) when this worker runs no part of it
     return name
 
 
@@ -139,12 +169,13 @@ async def serve_logs(
     limit: Annotated[int, Query(gt=0, le=100000, description="Lines in a page.")] = 1000,
 ) -> Response:
     name = _instance(request, instance_id)
-    manager = request.app.state.manager
+    agent = _agent(request)
     if offset is None:
-        return StreamingResponse(follow_log(manager, name, tail, follow), media_type="application/octet-stream")
+        return StreamingResponse(follow_log(agent.manager, name, tail, follow, agent.log_reads),
+                                 media_type="application/octet-stream")
     if follow or tail > 0:
         return JSONResponse({"detail": "offset cannot be combined with tail or follow"}, status_code=400)
-    page = await asyncio.to_thread(line_window, manager, name, offset, limit)
+    page = await read_page(agent.manager, name, offset, limit, agent.log_reads)
     headers = {"X-Log-Offset": str(page.offset), "X-Log-Line-Count": str(page.line_count),
                "X-Log-Total-Lines": str(page.total_lines)}
     return Response(page.data, media_type="application/octet-stream", headers=headers)
@@ -152,6 +183,6 @@ async def serve_logs(
 
 @router.get("/serveLogOptions/{instance_id}", summary="The restarts whose logs can be read (berth keeps the current one)")
 async def serve_log_options(request: Request, instance_id: int) -> dict[str, Any]:
-    record = request.app.state.manager.get(_instance(request, instance_id))
+    record = _agent(request).manager.get(_instance(request, instance_id))
     started = datetime.datetime.fromtimestamp(record.started_at or record.created_at, tz=datetime.UTC)
     return {"restarts": [{"previous": False, "started_at": started.isoformat(), "containers": []}]}

@@ -2,8 +2,8 @@
 
 The router (``/v1/*`` on the worker's port) finds a *running* instance for a request by
 GPUStack's instance header or by the request's ``model``. When none runs, it asks the worker's
-:class:`ModelActivator` (``app.state.model_activator``, absent when no swap policy is
-configured) to make one ready: start a parked model, wake a sleeping one. The activator raises
+:class:`ModelActivator` (the services' ``activator``, None when model swapping is off) to
+make one ready: start a parked model, wake a sleeping one. The activator raises
 :class:`ModelUnavailable` when the model exists but cannot be ready in time (the router answers
 503 with ``Retry-After``) and :class:`UnknownModel` when no such model is defined (404).
 """

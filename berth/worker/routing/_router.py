@@ -4,12 +4,12 @@ of every instance this worker runs.
 A request goes to one *running* instance, chosen
 
 1. by a routing header a scheduler sets (GPUStack's ``X-GPUStack-Model-Instance``): whoever
-   registered the header in ``app.state.header_routes`` maps its value to a berth instance id;
+   registered the header in the services' ``header_routes`` maps its value to a berth instance id;
 2. else by the request's ``model`` (JSON body, or the ``model`` query parameter of a GET): the
    served names of running instances, and the LoRA adapters they load (``--lora-modules``, a
    GPUStack ``lora_list``, or loaded at run time, see :mod:`berth.worker.loras`), which route to
    their base instance;
-3. else, when ``app.state.model_activator`` is set (see :mod:`berth.worker.activation`), by
+3. else, when the services' ``activator`` is set (see :mod:`berth.worker.routing._activation`), by
    asking it to bring the model up within ``router_activation_timeout`` seconds.
 
 Bodies are bounded by ``max_inference_body_bytes``, not by the control API's ``max_body_bytes``
@@ -22,6 +22,10 @@ Answers are streamed back chunk by chunk as the engine sends them, so server-sen
 the client token by token. Errors are OpenAI's shape, ``{"error": {"message", "type", "param",
 "code"}}``: 400 no model named, 404 no such model, 413 a body over the bound, 502 the engine did
 not answer, 503 (with ``Retry-After``) the model cannot serve in time.
+
+Everything here runs on the event loop and never blocks it: the records come from the
+registry's in-memory copy, and the engines are reached through the services' one pooled async
+client (see :mod:`berth.worker.routing._services`), opened at start-up and closed at shutdown.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -40,7 +44,8 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
 from berth.utils.args import flatten_to_argv, is_parameter_key
-from berth.worker.routing._activation import ModelActivator, ModelUnavailable, RouteGate, UnknownModel
+from berth.worker.routing._activation import ModelUnavailable, RouteGate, UnknownModel
+from berth.worker.routing._services import HeaderRoute, RouterServices
 from berth.worker.errors import InstanceNotFound, retry_after_header
 from berth.worker.loras import runtime_lora_names
 from berth.worker.store import InstanceRecord
@@ -48,9 +53,6 @@ from berth.worker.store import InstanceState
 
 
 logger = logging.getLogger(__name__)
-
-#: ``header value -> berth instance id`` (None: the value names no instance of this worker).
-HeaderRoute = Callable[[str], "str | None"]
 
 router = APIRouter(tags=["inference"])
 #: Every path under it is this router's; it bounds their bodies itself (``max_inference_body_bytes``).
@@ -179,9 +181,15 @@ def pick_instance(records: Iterable[InstanceRecord], model: str) -> InstanceReco
 # -- resolution ------------------------------------------------------------------------------
 
 
+def services_of(request: Request) -> RouterServices:
+    """The app's services (made by ``create_app``), as the router sees them."""
+    services: RouterServices = request.app.state.services
+    return services
+
+
 def _header_target(request: Request) -> str | None:
     """The instance a registered routing header names; RouteError when it names none here."""
-    routes: Mapping[str, HeaderRoute] = getattr(request.app.state, "header_routes", None) or {}
+    routes: Mapping[str, HeaderRoute] = services_of(request).header_routes
     for header, resolve in routes.items():
         value = request.headers.get(header)
         if value is None:
@@ -223,7 +231,7 @@ def _body_model(content_type: str, body: bytes) -> str | None:
 
 def _running(request: Request, instance_id: str) -> InstanceRecord:
     try:
-        record = request.app.state.manager.get(instance_id)
+        record = services_of(request).manager.get(instance_id)
     except InstanceNotFound:
         raise RouteError(404, f"instance {instance_id!r} does not exist on this worker",
                          kind="not_found_error", code="instance_not_found") from None
@@ -234,8 +242,8 @@ def _running(request: Request, instance_id: str) -> InstanceRecord:
 
 
 async def _by_model(request: Request, model: str) -> InstanceRecord:
-    manager = request.app.state.manager
-    activator: ModelActivator | None = getattr(request.app.state, "model_activator", None)
+    services = services_of(request)
+    manager, activator = services.manager, services.activator
     records = manager.list()
     if isinstance(activator, RouteGate):  # sleeping or evicted engines: through ensure_ready
         records = [r for r in records if activator.routable(r.id)]
@@ -261,7 +269,7 @@ async def _by_model(request: Request, model: str) -> InstanceRecord:
 
 def _body_bound(request: Request) -> int:
     """``max_inference_body_bytes``; RouteError at once when the declared length is over it."""
-    limit: int = request.app.state.manager.settings.max_inference_body_bytes
+    limit: int = services_of(request).manager.settings.max_inference_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and not declared.isdigit():
         raise RouteError(400, "Content-Length is not a number", kind="invalid_request_error",
@@ -304,19 +312,17 @@ async def _read(request: Request, limit: int) -> bytes:
 
 
 def _client(request: Request) -> httpx.AsyncClient:
-    client = getattr(request.app.state, "router_client", None)
+    """The services' pooled client (opened at start-up); 503 while the worker starts or stops."""
+    client = services_of(request).http
     if client is None:
-        # No overall deadline: a long generation is not a failure. Connecting is bounded.
-        timeout = httpx.Timeout(connect=10.0, read=None, write=None, pool=None)
-        client = httpx.AsyncClient(timeout=timeout, trust_env=False, limits=httpx.Limits(max_connections=None))
-        request.app.state.router_client = client
+        raise RouteError(503, "the worker is starting or stopping; retry", kind="service_unavailable",
+                         code="worker_not_serving", retry_after=2)
     return client
 
 
 def _forward_headers(request: Request) -> dict[str, str]:
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP and k.lower() != "authorization"}
-    routes = getattr(request.app.state, "header_routes", None) or {}
-    for header in routes:
+    for header in services_of(request).header_routes:
         headers.pop(header, None)
         headers.pop(header.lower(), None)
     return headers
@@ -329,10 +335,10 @@ async def _send(request: Request, record: InstanceRecord, path: str,
     declared = request.headers.get("content-length")
     if declared is not None and not isinstance(content, bytes):
         forward["content-length"] = declared  # a streamed body keeps its length (else: chunked)
-    upstream = _client(request).build_request(
-        request.method, url, params=request.query_params, headers=forward, content=content)
+    client = _client(request)
+    upstream = client.build_request(request.method, url, params=request.query_params, headers=forward, content=content)
     try:
-        answer = await _client(request).send(upstream, stream=True)
+        answer = await client.send(upstream, stream=True)
     except httpx.HTTPError as exc:
         raise RouteError(502, f"instance {record.id!r} did not answer ({type(exc).__name__}); it may be "
                          "restarting, retry", kind="service_unavailable", code="upstream_unreachable",
@@ -345,7 +351,7 @@ async def _send(request: Request, record: InstanceRecord, path: str,
 
 
 def _touch(request: Request, instance_id: str) -> None:
-    activator = getattr(request.app.state, "model_activator", None)
+    activator = services_of(request).activator
     if activator is not None:
         try:
             activator.touch(instance_id)
@@ -385,15 +391,14 @@ for _method in _METHODS:
 
 
 def _has_routing_header(request: Request) -> bool:
-    routes = getattr(request.app.state, "header_routes", None) or {}
-    return any(header in request.headers for header in routes)
+    return any(header in request.headers for header in services_of(request).header_routes)
 
 
 def _models(request: Request) -> JSONResponse:
     """Every name a running instance answers to, in OpenAI's list shape."""
     data: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for record in request.app.state.manager.list():
+    for record in services_of(request).manager.list():
         if record.state is not InstanceState.RUNNING:
             continue
         for name in served_model_names(record):
