@@ -19,7 +19,6 @@ from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings, create_app
 from berth.testing.fakes import FakeProbe
-from berth.worker.admission import PortAllocator
 from berth.worker.gpustack._client import ServerRefused
 from berth.worker.gpustack._files import FileSync, check_local_model
 from berth.worker.gpustack._identity import Identity, load_identity, save_identity
@@ -117,31 +116,6 @@ class FakeGPUStack:
         return [copy.deepcopy(o) for o in self.objects[kind].values()]
 
 
-class ReservingManager(ServeManager):
-    """Stand-in for the manager's durable port reservations (``reserve_ports``/``release_reservation``,
-    helper A's): in memory, idempotent per key, consumed by the create of that instance."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.reservations: dict[str, list[int]] = {}
-
-    def reserve_ports(self, key: str, count: int) -> list[int]:
-        if key not in self.reservations:
-            held = set(self.holdings().ports) | {p for ports in self.reservations.values() for p in ports}
-            settings = self.settings
-            allocator = PortAllocator(settings.instance_port_range, settings.ray_port_range, settings.ray_band_size)
-            self.reservations[key] = allocator.allocate(count, held)
-        return list(self.reservations[key])
-
-    def release_reservation(self, key: str) -> None:
-        self.reservations.pop(key, None)
-
-    def create_from_spec(self, spec, *, shared_gpus=False):  # type: ignore[no-untyped-def]
-        created = super().create_from_spec(spec, shared_gpus=shared_gpus)
-        self.reservations.pop(spec.instance.name, None)
-        return created
-
-
 @pytest.fixture
 def base(tmp_path):
     """The first port of a block of 100 nothing on this machine holds (never a fixed number)."""
@@ -153,7 +127,7 @@ def world(tmp_path, base):
     settings = Settings.load(data_dir=tmp_path / "data", poll_interval=0.02, instance_port_range=f"{base}-{base + 99}",
                              gpu_devices=[FIXTURE], worker_name="w")
     probe = FakeProbe()
-    manager = ReservingManager(settings, deployer=MemoryDeployer(initial=WorkloadState.RUNNING), probe=probe).start()
+    manager = ServeManager(settings, deployer=MemoryDeployer(initial=WorkloadState.RUNNING), probe=probe).start()
     server = FakeGPUStack()
     worker = settings.to_worker().model_copy(update={"id": WORKER_ID})
     sync = InstanceSync(manager, server, lambda: worker)  # type: ignore[arg-type]

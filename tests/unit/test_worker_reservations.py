@@ -21,7 +21,7 @@ from berth.utils.ports import parse_port_range
 from berth.worker import LauncherRequest, ServeManager, Settings
 from berth.worker.admission import _admission as admission
 from berth.worker.admission._allocation import GPUAllocator, PortAllocator
-from berth.worker.admission._allocator import Allocator, Placement
+from berth.worker.admission._allocator import TRIES, Allocator, Placement
 from berth.worker.errors import InstanceConflict, InvalidRequest
 from berth.worker.reconcile import plan_instance
 from berth.worker.reconcile._lifecycle import OWNER_LABEL, owner_value
@@ -174,9 +174,9 @@ def test_placement_gives_up_naming_what_collided(manager, low):
         tries.append(held)
         return Placement(admitted, record, plan)
 
-    with pytest.raises(InstanceConflict, match=f"instance 'q': port {low} \\(now held by 'k'\\).* 5 times"):
+    with pytest.raises(InstanceConflict, match=f"instance 'q': port {low} \\(now held by 'k'\\).* {TRIES} times"):
         manager._allocation.place("q", stale, claim=lambda instance_id: None)
-    assert len(tries) == 5 and manager.find("q") is None
+    assert len(tries) == TRIES and manager.find("q") is None
 
 
 OLD_SCHEMA = """

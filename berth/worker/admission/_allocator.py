@@ -15,7 +15,10 @@ written": a set lookup against the holdings and one SQLite commit (the record or
 itself; the check would mean nothing without it). Port probes (binding each candidate),
 planning (reading the model's config, creating cache dirs) and deployer calls all run before
 it, with no lock held; when something chosen was taken meanwhile, the work is redone against a
-fresh snapshot, at most :data:`TRIES` times. Releasing only frees, so it takes no lock here (the
+fresh snapshot, at most :data:`TRIES` times. A collision always means another request won
+something since the snapshot (a given port or GPU that is already held fails admission itself),
+so the retries of one request are bounded by how many others run at once; :data:`TRIES` only
+stops a pathological storm. Releasing only frees, so it takes no lock here (the
 registry's own lock orders its writes). Callers on an event loop send all of this to a thread.
 """
 
@@ -34,7 +37,7 @@ from berth.worker.store import InstanceRecord, Registry
 
 logger = logging.getLogger(__name__)
 
-TRIES = 5
+TRIES = 64
 MAX_RESERVED_PORTS = 64
 
 
