@@ -179,10 +179,20 @@ def _path_in(component: tuple[str, ...], graph: dict[str, set[str]]) -> str:
 
 def test_the_graph_reads_every_kind_of_import() -> None:
     graph = import_graph()
-    # relative (from . import x), a TYPE_CHECKING import, a function-local import
-    assert "berth.deployers.base" in graph["berth.deployers.memory"]
+    assert "berth.deployers.base" in graph["berth.deployers.memory"]  # at the top
     assert "berth.deployers.base" in graph["berth.backends.base"]  # under TYPE_CHECKING
+    assert "berth.utils.args" in graph["berth.schemas.models"]  # inside a function
+    assert "berth.worker.gpustack" in graph["berth.worker.api"]  # from a package, a module
     assert all(target.startswith("berth") for targets in graph.values() for target in targets)
+
+
+def test_relative_imports_are_resolved() -> None:
+    source = "from . import a\nfrom .. import b\nfrom ..c import d\nif X:\n    import berth.e\n"
+    tree = ast.parse(source)
+    assert list(_imported_names(tree, "berth.p.q", is_package=False)) == [
+        ("berth.p", ("a",)), ("berth", ("b",)), ("berth.c", ("d",)), ("berth.e", ()),
+    ]
+    assert list(_imported_names(ast.parse("from . import a"), "berth.p", is_package=True)) == [("berth.p", ("a",))]
 
 
 def test_tarjan_finds_circles_and_self_imports() -> None:
