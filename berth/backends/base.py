@@ -258,7 +258,7 @@ class InferenceServer(ABC):
         indexes = [d.index for d in self.selected_devices()]
         return deployment_variables(
             model_path=self.model_path,
-            port=self.instance.port,
+            port=self.instance_ports().http,
             worker_ip=self.worker.ip,
             model_name=self.instance.model_name,
             gpu_count=len(indexes),
@@ -363,7 +363,13 @@ class InferenceServer(ABC):
                     paths.append(parent)
         return [ContainerMount(path=path) for path in paths]
 
+    def instance_ports(self) -> InstancePorts:
+        """The instance's ports by meaning: the one reading of ``instance.ports`` (else
+        ``instance.port``) that the plan's ``--port`` and the ``{{port}}`` placeholder share."""
+        return InstancePorts.from_list(self.instance.ports, fallback=self.instance.port)
+
     def named_ports(self, *, distributed: bool) -> InstancePorts:
+        """:meth:`instance_ports`, checked to hold what the plan needs."""
         ports = list(self.instance.ports or [])
         if not ports and self.instance.port is None:
             raise PlanError("instance.ports is empty: the scheduler must assign at least the HTTP port")
@@ -372,7 +378,7 @@ class InferenceServer(ABC):
                 "instance.ports must hold at least 2 ports for a distributed instance "
                 "([http, ..., distributed-init])"
             )
-        return InstancePorts.from_list(ports, fallback=self.instance.port)
+        return self.instance_ports()
 
     def total_vram_claim(self) -> int:
         """Bytes of VRAM the scheduler claimed for this instance on this worker."""

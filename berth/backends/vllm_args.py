@@ -69,16 +69,23 @@ _SPECULATIVE_METHOD = {
 }
 
 
-def read_model_config(model_path: str) -> dict[str, Any] | None:
-    """The model's ``config.json``, or None when there is none to read (hub ids, GGUF files)."""
-    path = os.path.join(model_path, "config.json")
+def read_json_object(path: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(the JSON object in ``path``, None), else (None, why it could not be read)."""
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except (OSError, ValueError) as exc:
-        logger.debug("no usable %s: %s", path, exc)
-        return None
-    return data if isinstance(data, dict) else None
+        return None, str(exc)
+    return (data, None) if isinstance(data, dict) else (None, "not a JSON object")
+
+
+def read_model_config(model_path: str) -> dict[str, Any] | None:
+    """The model's ``config.json``, or None when there is none to read (hub ids, GGUF files)."""
+    path = os.path.join(model_path, "config.json")
+    data, problem = read_json_object(path)
+    if problem:
+        logger.debug("no usable %s: %s", path, problem)
+    return data
 
 
 def _text_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -237,14 +244,9 @@ def max_lora_rank(paths: list[str]) -> tuple[int | None, list[str]]:
     warnings: list[str] = []
     for path in paths:
         config_path = os.path.join(path, "adapter_config.json")
-        try:
-            with open(config_path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except (OSError, ValueError) as exc:
-            warnings.append(f"LoRA rank not read from {config_path}: {exc}")
-            continue
-        if not isinstance(data, dict):
-            warnings.append(f"LoRA rank not read from {config_path}: not a JSON object")
+        data, problem = read_json_object(config_path)
+        if data is None:
+            warnings.append(f"LoRA rank not read from {config_path}: {problem}")
             continue
         pattern = data.get("rank_pattern")
         ranks = [data["r"]] if isinstance(data.get("r"), int) else []

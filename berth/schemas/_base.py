@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class StrictModel(BaseModel):
@@ -27,3 +30,15 @@ class GPUStackModel(BaseModel):
                     where = f"{prefix}.{name}[{i}]" if isinstance(value, list) else f"{prefix}.{name}"
                     found.extend(item.unknown_fields(where))
         return found
+
+
+def port_field(description: str) -> Any:
+    """An optional TCP port: None, or 1..65535."""
+    return Field(default=None, ge=1, le=65535, description=description)
+
+
+def check_ports(ports: Iterable[int]) -> None:
+    """Raise ``ValueError`` naming the first port outside 1..65535."""
+    for port in ports:
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is outside 1..65535")

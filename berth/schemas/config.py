@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from berth.schemas._base import StrictModel
+from berth.schemas._base import StrictModel, port_field
 from berth.utils.ports import parse_port_range
 
 __all__ = ["DEFAULT_IMAGES", "DEFAULT_RAY_PORT_RANGE", "BerthConfig"]
@@ -31,10 +31,9 @@ class BerthConfig(StrictModel):
         description="Ports for one Ray node: GCS, dashboard, agents, metrics, node and object "
         "managers, runtime-env agent, then the worker port range (at least 12 ports).",
     )
-    ray_head_port: int | None = Field(
-        default=None, ge=1, le=65535,
-        description="Follower only: the leader's Ray GCS port, when the leader's Ray range "
-        "starts elsewhere than this worker's (default: this worker's range start).",
+    ray_head_port: int | None = port_field(
+        "Follower only: the leader's Ray GCS port, when the leader's Ray range "
+        "starts elsewhere than this worker's (default: this worker's range start)."
     )
     images: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_IMAGES),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from berth.schemas._base import GPUStackModel
+from berth.schemas._base import GPUStackModel, check_ports, port_field
 from berth.utils.ports import parse_port_range
 
 __all__ = [
@@ -97,10 +97,7 @@ class ModelInstance(GPUStackModel):
         description="As the scheduler sends them: [http, dp_rpc?, ..., distributed] "
         "(second = data-parallel RPC, last = distributed init, for distributed instances).",
     )
-    port: int | None = Field(
-        default=None, ge=1, le=65535,
-        description="The serving port when ports is empty; also {{port}} in placeholders.",
-    )
+    port: int | None = port_field("The serving port when ports is empty; also {{port}} in placeholders.")
     distributed_servers: DistributedServers | None = Field(default=None)
     computed_resource_claim: ComputedResourceClaim | None = Field(default=None)
     mounted_loras: list[MountedLoRA] | None = Field(
@@ -117,9 +114,7 @@ class ModelInstance(GPUStackModel):
     @field_validator("ports")
     @classmethod
     def _ports_in_range(cls, value: list[int] | None) -> list[int] | None:
-        for port in value or []:
-            if not 1 <= port <= 65535:
-                raise ValueError(f"port {port} is outside 1..65535")
+        check_ports(value or [])
         return value
 
     @property
@@ -143,25 +138,16 @@ class InstancePorts(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    http: int | None = Field(default=None, ge=1, le=65535, description="OpenAI-compatible API port.")
-    dp_rpc: int | None = Field(default=None, ge=1, le=65535, description="Data-parallel RPC port (ZMQ).")
-    distributed: int | None = Field(
-        default=None,
-        ge=1,
-        le=65535,
-        description="The last port: distributed init (VLLM_PORT) under Ray, the data-parallel "
-        "master (VLLM_DP_MASTER_PORT) under vLLM's mp multi-node mode.",
+    http: int | None = port_field("OpenAI-compatible API port.")
+    dp_rpc: int | None = port_field("Data-parallel RPC port (ZMQ).")
+    distributed: int | None = port_field(
+        "The last port: distributed init (VLLM_PORT) under Ray, the data-parallel "
+        "master (VLLM_DP_MASTER_PORT) under vLLM's mp multi-node mode."
     )
-    master: int | None = Field(
-        default=None, ge=1, le=65535,
-        description="mp multi-node: torch's TCPStore master port (--master-port); third port.",
-    )
-    vllm_base: int | None = Field(
-        default=None,
-        ge=1,
-        le=65535,
-        description="mp multi-node, data parallel only: the base of vLLM's own port range "
-        "(VLLM_PORT); fourth port, when the list holds more than three.",
+    master: int | None = port_field("mp multi-node: torch's TCPStore master port (--master-port); third port.")
+    vllm_base: int | None = port_field(
+        "mp multi-node, data parallel only: the base of vLLM's own port range "
+        "(VLLM_PORT); fourth port, when the list holds more than three."
     )
     extra: tuple[int, ...] = Field(
         default=(), description="Ports the scheduler sent beyond the named ones, in its order."
@@ -173,9 +159,7 @@ class InstancePorts(BaseModel):
     @field_validator("extra")
     @classmethod
     def _extra_in_range(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        for port in value:
-            if not 1 <= port <= 65535:
-                raise ValueError(f"port {port} is outside 1..65535")
+        check_ports(value)
         return value
 
     @field_validator("ray_range")

@@ -184,8 +184,27 @@ def test_placeholders_in_env_and_parameters():
     assert "model.env['ODD']: no value for {{nope}}; left as written" in plan.warnings
 
 
+def test_port_placeholder_reads_the_plans_http_port():
+    """Bug 11: ports given only as a list (no ``port``) fill ``{{port}}`` with the same HTTP
+    port the plan serves on, in env, backend parameters and the run command alike."""
+    plan = make_plan(
+        model={"env": {"SIDE": "tcp://{{worker_ip}}:{{port}}"}, "backend_parameters": ["--side-port={{port}}"]},
+        instance={"ports": [40000, 40001]},
+    )
+    assert plan.ports.http == 40000
+    assert plan.env["SIDE"] == "tcp://10.0.0.1:40000"
+    assert "--side-port=40000" in plan.args
+    assert plan.args[plan.args.index("--port") + 1] == "40000"
+    run = make_plan(model={"run_command": "{{model_path}} --port {{port}}"}, instance={"ports": [40500]})
+    assert run.args[:3] == ["/models/org/m", "--port", "40500"]
+    assert run.base_url == "http://10.0.0.1:40500"
+
+
 def test_run_command_replaces_the_model_path():
-    plan = make_plan(model={"run_command": "{{model_path}} --port {{port}} --trust-remote-code"}, instance={"port": 41000})
+    plan = make_plan(
+        model={"run_command": "{{model_path}} --port {{port}} --trust-remote-code"},
+        instance={"ports": [], "port": 41000},
+    )
     assert plan.args == [
         "/models/org/m", "--port", "41000", "--trust-remote-code", "--enable-prompt-tokens-details",
         "--host", "10.0.0.1", "--served-model-name", "m",

@@ -1,12 +1,13 @@
-"""Small JSON state files written atomically, where run directories live by default, and a
-program's standard streams sent to its log file."""
+"""Small JSON state files written atomically (and the records kept in them), where run
+directories live by default, and a program's standard streams sent to its log file."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from typing import Any
+from dataclasses import asdict, fields
+from typing import Any, Self
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:
@@ -39,6 +40,23 @@ def unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+class JsonRecord:
+    """A dataclass kept in a JSON state file: :meth:`to_dict` for :func:`write_json`, and
+    :meth:`from_dict`, which drops the keys the class does not know (a file written by another
+    version of berth reads back). Missing keys take the fields' defaults; a missing required
+    one raises ``TypeError``."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def default_run_dir(kind: str) -> str:

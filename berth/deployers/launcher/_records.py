@@ -10,17 +10,16 @@ gone. Neither the environment nor the options are kept (either may hold secrets,
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
-from berth.deployers._stdlib.files import read_json, unlink, write_json
+from berth.deployers._stdlib.files import JsonRecord, read_json, unlink, write_json
 from berth.deployers._stdlib.names import NAME_PATTERN, check_name
 
 INSTANCES_DIR = "instances"
 
 
 @dataclass
-class InstanceRecord:
+class InstanceRecord(JsonRecord):
     """One instance as the daemon sees it; ``exit_code``/``signal`` are set once it ended."""
 
     name: str
@@ -38,14 +37,6 @@ class InstanceRecord:
     @property
     def alive(self) -> bool:
         return self.finished_at is None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> InstanceRecord:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
     def ended(self, status: int, when: float) -> None:
         """Record a ``waitpid`` status."""

@@ -17,10 +17,9 @@ disk: the deployer hands them to the shim through a pipe.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
-from berth.deployers._stdlib.files import read_json, write_json
+from berth.deployers._stdlib.files import JsonRecord, read_json, write_json
 
 #: Set in every process's environment to ``<workload dir>:<container>``; finds stragglers that
 #: left both the process group and the session (a daemonising grandchild).
@@ -29,7 +28,7 @@ WORKLOAD_FILE = "workload.json"
 
 
 @dataclass(slots=True)
-class ContainerState:
+class ContainerState(JsonRecord):
     """What a shim knows about the process it supervises."""
 
     shim_pid: int | None = None
@@ -50,14 +49,6 @@ class ContainerState:
     @property
     def finished(self) -> bool:
         return self.finished_at is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ContainerState:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def state_path(workload_dir: str, container: str) -> str:
