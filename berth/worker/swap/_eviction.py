@@ -167,7 +167,7 @@ class Evictor:
             return []
         if record is not None:
             return list(record.gpus)
-        return predicted_gpus(definition, self._transitions.settings, self._transitions.manager.holdings())
+        return predicted_gpus(definition, self._transitions.manager)
 
     def _usage(self, snapshot: _Snapshot) -> dict[int, float]:
         """GiB held per GPU: awake engines, engines being evicted, and starts granted."""
