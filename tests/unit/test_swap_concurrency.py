@@ -13,7 +13,10 @@ import pytest
 
 from berth.worker.routing import ModelUnavailable
 from tests.support.swap_engine import FakeEngine, Gate
-from tests.unit.test_swap import age, register, state, world  # noqa: F401 - world is a fixture
+from tests.unit import test_swap
+from tests.unit.test_swap import age, register, state
+
+world = test_swap.world  # the same fixture: controllers over the memory deployer, closed at the end
 
 
 def promptly(call: Callable[[], Any], timeout: float = 2.0) -> Any:
