@@ -20,6 +20,7 @@ from berth.worker.admission._launcher_spec import LauncherRequest
 from berth.worker.engine._readiness import Readiness
 from berth.worker.swap import ModelRegistration, SwapController
 from tests.support.ports import free_range
+from tests.support.swap_engine import FakeEngine
 
 
 class GatedProbe:
@@ -48,11 +49,11 @@ def world(tmp_path):
     """(controller, manager, deployer, probe) factory; everything closed at the end."""
     made = []
 
-    def make(probe=None, initial=WorkloadState.RUNNING, **extra):
+    def make(probe=None, initial=WorkloadState.RUNNING, engine=None, **extra):
         deployer = MemoryDeployer(initial=initial)
         probe = probe or GatedProbe()
         manager = ServeManager(settings(tmp_path, **extra), deployer=deployer, probe=probe).start(watch=False)
-        swap = SwapController(manager).start(policy=False)
+        swap = SwapController(manager, engine=engine or FakeEngine()).start(policy=False)
         made.append((swap, manager))
         return swap, manager, deployer, probe
 
@@ -69,6 +70,11 @@ def register(swap, name, options=None, **extra):
 
 def state(swap, name):
     return swap.state_of(name)[0]
+
+
+def age(swap, name, seconds):
+    """The model's last request ``seconds`` further in the past."""
+    swap._state.use(name, swap._state.used_at(name) - seconds)
 
 
 # -- definitions ---------------------------------------------------------------------------
@@ -186,7 +192,7 @@ def test_budget_of_one_parks_the_other_model(world):
     register(swap, "b")
     for name in ["a", "b", "a", "b"]:
         swap.activate(name, 5)
-        swap._used[name] -= 5  # the last request is done
+        age(swap, name, 5)  # the last request is done
         other = "b" if name == "a" else "a"
         assert (state(swap, name), state(swap, other)) == ("running", "parked")
     text = manager.metrics.render().decode()
@@ -200,22 +206,23 @@ def test_budget_evicts_the_least_recently_used(world):
         register(swap, name)
     swap.activate("a", 5)
     swap.activate("b", 5)
-    swap._used["a"], swap._used["b"] = time.time() - 5, time.time() - 10
+    swap._state.use("a", time.time() - 5)
+    swap._state.use("b", time.time() - 10)
     swap.touch("a")  # a request for a: b is now the least recently used
-    swap._used["a"] -= 5
+    age(swap, "a", 5)
     swap.activate("c", 5)
     assert [state(swap, n) for n in "abc"] == ["running", "parked", "running"]
 
 
 def test_pinned_and_busy_models_are_not_evicted(world, monkeypatch):
-    from berth.worker.swap import _controller as controller
+    from berth.worker.swap import _transitions as transitions
     # "just routed" must still hold when the next line runs on a busy machine, however late that is
-    monkeypatch.setattr(controller, "IN_TRANSIT_S", 60.0)
+    monkeypatch.setattr(transitions, "IN_TRANSIT_S", 60.0)
     swap, *_ = world(swap_max_engines=1)
     register(swap, "pinned", pinned=True)
     register(swap, "other")
     swap.activate("pinned", 5)
-    swap._used["pinned"] -= 5
+    age(swap, "pinned", 5)
     with pytest.raises(ModelUnavailable, match="budget of 1 engines") as caught:
         swap.activate("other", 5)
     assert caught.value.retry_after >= 1
@@ -223,7 +230,7 @@ def test_pinned_and_busy_models_are_not_evicted(world, monkeypatch):
     swap.touch("pinned")  # a request just routed to it: still in transit
     with pytest.raises(ModelUnavailable):
         swap.activate("other", 5)
-    swap._used["pinned"] -= 61
+    age(swap, "pinned", 61)
     assert swap.activate("other", 5).path == "cold" and state(swap, "pinned") == "parked"
 
 
@@ -234,11 +241,11 @@ def test_idle_models_are_parked_and_pinned_ones_kept(world):
     register(swap, "pinned", pinned=True)
     for name in ("idle", "quick", "pinned"):
         swap.activate(name, 5)
-        swap._used[name] -= 5
+        age(swap, name, 5)
     swap.run_policy()
     assert [state(swap, n) for n in ("idle", "quick", "pinned")] == ["running", "parked", "running"]
-    swap._used["idle"] -= 60
-    swap._used["pinned"] -= 60
+    age(swap, "idle", 60)
+    age(swap, "pinned", 60)
     swap.run_policy()
     assert [state(swap, n) for n in ("idle", "pinned")] == ["parked", "running"]
     assert 'berth_model_evictions_total{action="park",reason="idle"} 2.0' in manager.metrics.render().decode()
@@ -274,7 +281,9 @@ def test_sleep_needs_a_sleep_level(world):
 @pytest.fixture
 def client(tmp_path):
     manager = ServeManager(settings(tmp_path, swap_max_engines=1), deployer=MemoryDeployer(), probe=GatedProbe())
-    with TestClient(create_app(manager)) as test_client:
+    app = create_app(manager)
+    app.state.swap._transitions.engine = FakeEngine()  # every engine idle: the memory deployer's have no /metrics
+    with TestClient(app) as test_client:
         yield test_client
 
 
@@ -380,7 +389,8 @@ def test_memory_budget_evicts_on_the_gpu_until_the_model_fits(world):
     register_gpu(swap, "c", gpu_memory_gib=30)
     swap.activate("a", 5)
     swap.activate("b", 5)  # 60 of 70 GiB: both fit
-    swap._used["a"], swap._used["b"] = time.time() - 20, time.time() - 10
+    swap._state.use("a", time.time() - 20)
+    swap._state.use("b", time.time() - 10)
     swap.activate("c", 5)  # 90 > 70: the least recently used (a) goes, 50 GiB remain
     assert [state(swap, n) for n in "abc"] == ["parked", "running", "running"]
 

@@ -61,13 +61,22 @@ class ModelDefinition:
 
 
 class DefinitionStore:
-    """The definitions, in SQLite with an in-memory copy; thread-safe. :meth:`open` does the I/O."""
+    """The definitions, in SQLite with an in-memory copy; thread-safe. :meth:`open` does the I/O.
+
+    Two locks, so that a read never waits on the file: writers take ``_write_lock`` (one at a
+    time, with the connection), write the row, then swap the changed definition into the copy
+    under ``_cache_lock``, which is held only for that swap and for reads. The inference router
+    reads (:meth:`by_instance`) on the event loop; a commit in progress never stalls it.
+    """
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.path = Path(data_dir) / SWAP_FILE
-        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # writers, and the connection
+        self._cache_lock = threading.Lock()  # the in-memory copy: held for reads and swaps only
         self._conn: sqlite3.Connection | None = None
         self._cache: dict[str, ModelDefinition] = {}
+        self._by_instance: dict[str, ModelDefinition] = {}
+        self.opened = False
 
     def open(self) -> DefinitionStore:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -78,60 +87,69 @@ class DefinitionStore:
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(_SCHEMA)
         rows = conn.execute("SELECT data FROM model_definitions").fetchall()
-        self._cache = {d.name: d for d in (ModelDefinition(**json.loads(row[0])) for row in rows)}
-        self._conn = conn
+        with self._write_lock:
+            self._swap({d.name: d for d in (ModelDefinition(**json.loads(row[0])) for row in rows)})
+            self._conn = conn
+        self.opened = True
         return self
 
     def close(self) -> None:
-        with self._lock:
+        with self._write_lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
 
-    # -- reads -------------------------------------------------------------------------------
+    # -- reads (the copy only) ---------------------------------------------------------------
 
     def get(self, name: str) -> ModelDefinition | None:
-        with self._lock:
+        with self._cache_lock:
             return self._cache.get(name)
 
     def all(self) -> list[ModelDefinition]:
-        with self._lock:
-            return sorted(self._cache.values(), key=lambda d: d.created_at)
+        with self._cache_lock:
+            values = list(self._cache.values())
+        return sorted(values, key=lambda d: d.created_at)
 
     def by_instance(self, instance_id: str) -> ModelDefinition | None:
-        with self._lock:
-            return next((d for d in self._cache.values() if d.instance_id == instance_id), None)
+        with self._cache_lock:
+            return self._by_instance.get(instance_id)
 
-    # -- writes ------------------------------------------------------------------------------
+    # -- writes (the file first, then the copy) ----------------------------------------------
 
     def add(self, definition: ModelDefinition) -> ModelDefinition:
         """Store a new definition; :class:`InstanceConflict` when its name or instance id is taken."""
-        with self._lock:
-            if definition.name in self._cache:
+        with self._write_lock:
+            if self.get(definition.name) is not None:
                 raise InstanceConflict(f"name: model {definition.name!r} is already registered")
-            if any(d.instance_id == definition.instance_id for d in self._cache.values()):
+            if self.by_instance(definition.instance_id) is not None:
                 raise InstanceConflict(f"instance_id: {definition.instance_id!r} is another model's instance")
             self._write("INSERT INTO model_definitions (name, instance_id, data) VALUES (?, ?, ?)",
                         (definition.name, definition.instance_id, json.dumps(asdict(definition))))
-            self._cache[definition.name] = definition
+            self._swap({**self._cache, definition.name: definition})
             return definition
 
     def update(self, name: str, **changes: Any) -> ModelDefinition:
         """Apply ``changes``; KeyError when the model is not registered."""
-        with self._lock:
+        with self._write_lock:
             definition = replace(self._cache[name], **changes, updated_at=time.time())
             self._write("UPDATE model_definitions SET data = ? WHERE name = ?",
                         (json.dumps(asdict(definition)), name))
-            self._cache[name] = definition
+            self._swap({**self._cache, name: definition})
             return definition
 
     def remove(self, name: str) -> ModelDefinition | None:
-        with self._lock:
+        with self._write_lock:
             definition = self._cache.get(name)
             if definition is not None:
                 self._write("DELETE FROM model_definitions WHERE name = ?", (name,))
-                del self._cache[name]
+                self._swap({k: v for k, v in self._cache.items() if k != name})
             return definition
+
+    def _swap(self, definitions: dict[str, ModelDefinition]) -> None:
+        """Make ``definitions`` the copy readers see (caller holds ``_write_lock``)."""
+        by_instance = {d.instance_id: d for d in definitions.values()}
+        with self._cache_lock:
+            self._cache, self._by_instance = definitions, by_instance
 
     def _write(self, sql: str, values: tuple[Any, ...]) -> None:
         if self._conn is None:

@@ -1,12 +1,12 @@
 """Pure rules of model swapping: a model's state from its definition and instance, which
 engines count against the budget, what an idle model gets, and who is evicted first.
 
-Nothing here does I/O; :mod:`berth.worker.swap.controller` applies what these return.
+Nothing here does I/O; the controller and its evictor apply what these return.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,16 +42,22 @@ def model_state(definition: ModelDefinition, record: InstanceRecord | None) -> t
     return "failed", record.reason or f"the engine {record.state.value}"
 
 
+def awake_ids(
+    records: Iterable[InstanceRecord], definitions: Mapping[str, ModelDefinition], also: Set[str] = frozenset()
+) -> set[str]:
+    """Instances whose engines hold the accelerator: active ones (registered or not) not asleep,
+    and those in ``also`` (engines being evicted: they hold it until they are gone)."""
+    found = set()
+    for record in records:
+        definition = definitions.get(record.id)
+        if record.id in also or (record.state.active and (definition is None or not is_asleep(definition, record))):
+            found.add(record.id)
+    return found
+
+
 def awake_engines(records: Iterable[InstanceRecord], definitions: Mapping[str, ModelDefinition]) -> int:
     """Engines holding the accelerator: active instances (any, registered or not) not asleep."""
-    count = 0
-    for record in records:
-        if not record.state.active:
-            continue
-        definition = definitions.get(record.id)
-        if definition is None or not is_asleep(definition, record):
-            count += 1
-    return count
+    return len(awake_ids(records, definitions))
 
 
 def eviction_for(definition: ModelDefinition, asleep: bool) -> Eviction:
@@ -102,13 +108,17 @@ def claimed_gib(record: InstanceRecord, gpu: int, definition: ModelDefinition | 
     return float(value) / _GIB if isinstance(value, (int, float)) else 0.0
 
 
-def gpu_usage(records: Iterable[InstanceRecord], definitions: Mapping[str, ModelDefinition]) -> dict[int, float]:
-    """GiB held per GPU by awake engines (sleeping ones have given their memory back)."""
+def gpu_usage(
+    records: Iterable[InstanceRecord], definitions: Mapping[str, ModelDefinition], also: Set[str] = frozenset()
+) -> dict[int, float]:
+    """GiB held per GPU by awake engines (sleeping ones have given their memory back), and by
+    those in ``also`` (being evicted)."""
+    records = list(records)
+    awake = awake_ids(records, definitions, also)
     usage: dict[int, float] = {}
     for record in records:
-        definition = definitions.get(record.id)
-        if not record.state.active or (definition is not None and is_asleep(definition, record)):
+        if record.id not in awake:
             continue
         for gpu in record.gpus:
-            usage[gpu] = usage.get(gpu, 0.0) + claimed_gib(record, gpu, definition)
+            usage[gpu] = usage.get(gpu, 0.0) + claimed_gib(record, gpu, definitions.get(record.id))
     return usage

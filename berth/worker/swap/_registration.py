@@ -6,6 +6,9 @@ spec, exactly what the instance APIs take. berth makes the model's name its serv
 ``--enable-sleep-mode`` and ``VLLM_SERVER_DEV_MODE=1`` (vLLM's sleep endpoints). The result is
 admitted and planned once against an empty worker, so a definition that could never start is
 refused now, naming the field, rather than at its first request.
+
+:func:`predicted_gpus` runs the same admission later, for the memory budget: a prediction of
+where a start would land, not a reservation (see its docstring).
 """
 
 from __future__ import annotations
@@ -19,11 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from berth.schemas import DeploymentSpec
 from berth.utils.args import find_parameter, has_parameter
-from berth.worker.admission import Admitted, Holdings, admit_launcher, admit_spec
-from berth.worker.reconcile import plan_instance
+from berth.worker.admission import Admitted, Holdings, LauncherRequest, admit_launcher, admit_spec, parse_options
 from berth.worker.errors import InvalidRequest, WorkerError
-from berth.worker.admission import LauncherRequest, parse_options
-from berth.worker.reconcile import MAX_ID_LENGTH, check_instance_id
+from berth.worker.instances import ServeManager
+from berth.worker.reconcile import MAX_ID_LENGTH, check_instance_id, plan_instance
 from berth.worker.settings import Settings
 from berth.worker.swap._definitions import ModelDefinition
 
@@ -157,11 +159,18 @@ def check_startable(definition: ModelDefinition, settings: Settings, owner: str)
     return admitted
 
 
-def predicted_gpus(definition: ModelDefinition, settings: Settings, held: Holdings) -> list[int]:
+def predicted_gpus(definition: ModelDefinition, manager: ServeManager) -> list[int]:
     """The GPUs a start of the definition would get now ([] when it would be refused: the start
-    itself then says why)."""
+    itself then says why).
+
+    A prediction, for the memory budget: admission is run again here, against
+    ``manager.holdings()`` (every instance's ports and GPUs, GPUStack's reservations included),
+    but outside the manager's allocation lock, so an instance created meanwhile may make the real
+    start land elsewhere or be refused. The start admits for real under that lock; nothing here
+    holds anything.
+    """
     try:
-        return _admit(definition, settings, held, shared=definition.shared_gpus).gpus
+        return _admit(definition, manager.settings, manager.holdings(), shared=definition.shared_gpus).gpus
     except WorkerError:
         return []
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,10 +14,6 @@ from berth.worker.redact import masked_spec
 from berth.worker.store import InstanceRecord
 from berth.worker.swap._definitions import ModelDefinition
 from berth.worker.swap._policy import model_state
-
-if TYPE_CHECKING:
-    from berth.worker.swap._controller import Activation
-
 
 
 class ModelView(BaseModel):
@@ -67,8 +63,11 @@ def model_view(
     *,
     transition: str | None,
     last_used: float | None,
-    last: Activation | None,
+    last_path: str | None,
+    last_seconds: float | None,
 ) -> dict[str, Any]:
+    """The API's view of a model: its definition, its instance (None: parked), its transition under
+    way, its last request and how its last activation went (path, seconds)."""
     state, reason = model_state(definition, record)
     return {
         "name": definition.name,
@@ -83,7 +82,7 @@ def model_view(
         "base_url": record.endpoints.base_url if record is not None else None,
         "last_used_at": last_used,
         "idle_seconds": round(time.time() - last_used, 1) if last_used else None,
-        "last_path": last.path if last is not None else None,
-        "last_seconds": round(last.seconds, 3) if last is not None else None,
+        "last_path": last_path,
+        "last_seconds": round(last_seconds, 3) if last_seconds is not None else None,
         "request": masked_request(definition),
     }
