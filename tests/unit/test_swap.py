@@ -282,7 +282,7 @@ def test_sleep_needs_a_sleep_level(world):
 def client(tmp_path):
     manager = ServeManager(settings(tmp_path, swap_max_engines=1), deployer=MemoryDeployer(), probe=GatedProbe())
     app = create_app(manager)
-    app.state.swap._transitions.engine = FakeEngine()  # every engine idle: the memory deployer's have no /metrics
+    app.state.services.swap._transitions.engine = FakeEngine()  # every engine idle: the memory deployer's have no /metrics
     with TestClient(app) as test_client:
         yield test_client
 
