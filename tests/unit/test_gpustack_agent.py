@@ -405,9 +405,9 @@ def test_a_failing_loop_backs_off_logs_once_and_recovers(tmp_path, caplog):
 
 
 def test_backoff_doubles_up_to_its_ceiling_with_jitter_and_resets():
-    from berth.worker.gpustack._client import Backoff
+    from berth.worker.gpustack._client import server_backoff
 
-    backoff = Backoff(initial=1.0, maximum=8.0)
+    backoff = server_backoff(initial=1.0, maximum=8.0)
     delays = [backoff.next() for _ in range(6)]
     for delay, nominal in zip(delays, [1, 2, 4, 8, 8, 8]):
         assert 0.8 * nominal <= delay <= 1.2 * nominal

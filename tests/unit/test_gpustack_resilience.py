@@ -11,7 +11,8 @@ from typing import Any
 
 from berth.worker import ServeManager, Settings
 from berth.worker.gpustack import _agent
-from berth.worker.gpustack._client import Backoff, ServerUnavailable
+from berth.utils.backoff import Backoff
+from berth.worker.gpustack._client import ServerUnavailable
 from berth.worker.gpustack._identity import Identity, save_identity
 from tests.unit.test_gpustack_agent import WORKER_ID, _instance, base, world  # noqa: F401 - fixtures
 

@@ -39,7 +39,7 @@ import anyio
 import anyio.to_thread
 
 from berth.schemas import Worker
-from berth.worker.gpustack._client import Backoff, GPUStackClient, ServerRefused, ServerUnavailable
+from berth.worker.gpustack._client import GPUStackClient, ServerRefused, ServerUnavailable, server_backoff
 from berth.worker.gpustack._files import FileSync
 from berth.worker.gpustack._identity import Identity, load_identity, save_identity
 from berth.worker.gpustack._instances import InstanceSync
@@ -162,7 +162,7 @@ class GPUStackAgent:
     # -- joining ---------------------------------------------------------------------------------
 
     async def _join_with_retries(self) -> None:
-        backoff, failures = Backoff(), Failures("registration")
+        backoff, failures = server_backoff(), Failures("registration")
         while True:
             try:
                 await self._join()
@@ -214,7 +214,7 @@ class GPUStackAgent:
     # -- loops -----------------------------------------------------------------------------------
 
     async def _every(self, name: str, step: Callable[[], Awaitable[None]], interval: float) -> None:
-        backoff, failing, failures = Backoff(initial=interval, maximum=max(30.0, interval)), False, Failures(name)
+        backoff, failing, failures = server_backoff(initial=interval, maximum=max(30.0, interval)), False, Failures(name)
         while True:
             try:
                 await step()
@@ -268,7 +268,7 @@ class GPUStackAgent:
 
     async def _watch(self, kind: str, resync: Callable[[], Awaitable[None]],
                      handle: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        backoff, failing, failures = Backoff(maximum=15.0), False, Failures(f"{kind} watch")
+        backoff, failing, failures = server_backoff(maximum=15.0), False, Failures(f"{kind} watch")
         while True:
             try:
                 await resync()

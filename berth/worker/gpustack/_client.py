@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+
+from berth.utils.backoff import Backoff
 
 
 logger = logging.getLogger(__name__)
@@ -32,19 +33,13 @@ class ServerRefused(Exception):
         self.status = status
 
 
-class Backoff:
-    """Delays of ``initial * 2**n`` seconds up to ``maximum``, with +-20 % jitter; :meth:`reset` on success."""
+#: GPUStack's retries spread by +-20 % so a cluster's workers do not all call back at once.
+JITTER = (0.8, 1.2)
 
-    def __init__(self, initial: float = 1.0, maximum: float = 30.0) -> None:
-        self.initial, self.maximum, self._failures = initial, maximum, 0
 
-    def next(self) -> float:
-        delay = min(self.maximum, self.initial * 2 ** min(self._failures, 16))
-        self._failures += 1
-        return delay * random.uniform(0.8, 1.2)
-
-    def reset(self) -> None:
-        self._failures = 0
+def server_backoff(initial: float = 1.0, maximum: float = 30.0) -> Backoff:
+    """The one back-off rule (:mod:`berth.utils.backoff`) with the jitter retries to a server want."""
+    return Backoff(initial=initial, maximum=maximum, jitter=JITTER)
 
 
 def _message(response: httpx.Response) -> str:
