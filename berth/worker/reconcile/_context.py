@@ -1,5 +1,13 @@
-"""What the manager, the watcher and recovery share: settings, deployer, registry, probe,
-metrics, per-instance operation locks and the restart schedule."""
+"""What the manager, the watcher and recovery share: settings, deployer, registry, probe, the one
+engine client, metrics, per-instance operation locks, the restart schedule and the adapter-name
+claims.
+
+Locks, and what they guard: an :class:`OpLocks` entry serialises the lifecycle operations of one
+instance (create, delete, restart) and is held across their deployer calls; nothing else takes
+it. Every record write is a compare-and-set on the record's revision (the watcher's, the LoRA
+operations'), so no one needs the operation lock to write safely: an operation bumps the
+revision before its slow part. The restart schedule and the claims each have one short lock,
+never held across I/O."""
 
 from __future__ import annotations
 
@@ -10,10 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from berth.deployers.base import Deployer
+from berth.worker.engine import EngineClient, Probe
+from berth.worker.loras import NameClaims
 from berth.worker.metrics import WorkerMetrics
-from berth.worker.engine import Probe
-from berth.worker.store import Registry
 from berth.worker.settings import Settings
+from berth.worker.store import Registry
 
 
 @dataclass
@@ -64,6 +73,11 @@ class OpLocks:
         finally:
             self.release(instance_id)
 
+    def busy(self, instance_id: str) -> bool:
+        """Whether an operation holds (or waits for) ``instance_id``'s lock right now."""
+        with self._guard:
+            return instance_id in self._held
+
     def __len__(self) -> int:
         with self._guard:
             return len(self._held)
@@ -105,5 +119,7 @@ class WorkerContext:
     probe: Probe
     metrics: WorkerMetrics
     owner: str
+    engine: EngineClient = field(default_factory=EngineClient)
     locks: OpLocks = field(default_factory=OpLocks)
     restarts: RestartSchedule = field(default_factory=RestartSchedule)
+    lora_claims: NameClaims = field(default_factory=NameClaims)
