@@ -3,11 +3,11 @@ engine client, metrics, per-instance operation locks, the restart schedule and t
 claims.
 
 Locks, and what they guard: an :class:`OpLocks` entry serialises the lifecycle operations of one
-instance (create, delete, restart) and is held across their deployer calls; nothing else takes
-it. Every record write is a compare-and-set on the record's revision (the watcher's, the LoRA
-operations'), so no one needs the operation lock to write safely: an operation bumps the
-revision before its slow part. The restart schedule and the claims each have one short lock,
-never held across I/O."""
+instance (create, delete, restart); they hold it across their deployer calls and rewrite the
+record under it. The watcher takes it only without waiting, to write what it observed; the LoRA
+operations never take it: their record writes, and the watcher's, are compare-and-sets on the
+record's revision (``Registry.update_if``). The restart schedule and the adapter-name claims
+each have one short lock over memory, never held across I/O."""
 
 from __future__ import annotations
 
@@ -72,11 +72,6 @@ class OpLocks:
             yield
         finally:
             self.release(instance_id)
-
-    def busy(self, instance_id: str) -> bool:
-        """Whether an operation holds (or waits for) ``instance_id``'s lock right now."""
-        with self._guard:
-            return instance_id in self._held
 
     def __len__(self) -> int:
         with self._guard:

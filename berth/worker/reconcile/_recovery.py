@@ -3,9 +3,9 @@
 For every instance in the registry the deployer is asked, with the recorded identity, about its
 workload: one still alive is adopted (its readiness is checked again by the watcher), one the
 deployer cannot be asked about yet keeps its state with a "re-adoption pending" reason (the
-watcher's first successful observation replaces it), one that
-vanished is marked failed with the reason (and restarted if its policy says so), a delete that
-the previous worker did not finish is finished. Then every workload carrying this worker's owner
+watcher's first successful observation replaces it), one that vanished is marked failed with
+the reason (and restarted if its policy says so), a delete that the previous worker did not
+finish is finished. Then every workload carrying this worker's owner
 label but no registry entry is reported and stopped; workloads of other berth workers are left
 alone.
 """
