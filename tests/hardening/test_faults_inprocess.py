@@ -23,7 +23,7 @@ from berth.deployers.base import Deployer, DeployerUnavailable
 from berth.deployers.process import ProcessDeployer
 from berth.schemas import LogChunk, WorkloadStatus
 from berth.worker import ServeManager, Settings, create_app
-from berth.worker.engine._readiness import ReadinessProbe
+from berth.worker.engine import ReadinessProbe
 from tests.hardening._answers import assert_clean_answer
 from tests.hardening._serve import STAND_IN, free_block, free_port, kill_strays, listening_ports, stray_processes
 

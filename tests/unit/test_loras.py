@@ -5,6 +5,7 @@ in-process transport), and loading again after an engine (re)start."""
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 
 import httpx
@@ -13,12 +14,10 @@ from fastapi.testclient import TestClient
 
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
-from berth.worker import ServeManager, Settings, create_app
-from berth.worker.api import _loras as api_loras
-from berth.worker.errors import InvalidRequest
 from berth.testing.fakes import FakeProbe
-from berth.worker.engine._loras import EngineLoras
-from berth.worker.reconcile._loras import LoraKeeper
+from berth.worker import ServeManager, Settings, create_app
+from berth.worker.engine import EngineClient
+from berth.worker.errors import InvalidRequest
 from berth.worker.loras._rules import (
     RUNTIME_ENV,
     check_lora_name,
@@ -28,8 +27,9 @@ from berth.worker.loras._rules import (
     with_lora,
     without_lora,
 )
-from berth.worker.store._registry import InstanceRecord
+from berth.worker.reconcile._loras import LoraKeeper
 from berth.worker.routing._router import pick_instance, served_model_names
+from berth.worker.store._registry import InstanceRecord
 from berth.worker.store._states import InstanceState
 from tests.support.ports import free_range
 
@@ -42,6 +42,13 @@ class FakeEngine:
         self.calls: list[tuple[str, dict]] = []
         self.refuse: tuple[int, str] | None = None
         self.down = False
+        self.gate: tuple[threading.Event, threading.Event] | None = None  # (arrived, go): holds one load
+
+    def _hold(self) -> None:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            gate[0].set()
+            assert gate[1].wait(10)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if self.down:
@@ -58,6 +65,7 @@ class FakeEngine:
                 return httpx.Response(404, json={"detail": message})
             return httpx.Response(status, json={"error": {"message": message, "code": status}})
         if path == "/v1/load_lora_adapter":
+            self._hold()
             if body["lora_name"] in self.loaded:
                 return httpx.Response(400, json={"error": {"message": "already been loaded"}})
             self.loaded[body["lora_name"]] = body["lora_path"]
@@ -68,8 +76,8 @@ class FakeEngine:
             return httpx.Response(200, text="Success")
         return httpx.Response(404)
 
-    def client(self) -> EngineLoras:
-        return EngineLoras(httpx.Client(transport=httpx.MockTransport(self.handle)))
+    def client(self) -> EngineClient:
+        return EngineClient(transport=httpx.MockTransport(self.handle))
 
 
 def adapter_dir(tmp_path, name="adapter"):
@@ -162,11 +170,10 @@ RUNTIME_OPTIONS = "--model /models/tiny --enable-lora --max-loras 2 --served-mod
 @pytest.fixture
 def world(tmp_path, monkeypatch):
     engine = FakeEngine()
-    monkeypatch.setattr(api_loras, "EngineLoras", engine.client)
     settings = Settings.load(data_dir=tmp_path / "data", poll_interval=0.05, instance_port_range=free_range(100))
     probe = FakeProbe()
     manager = ServeManager(settings, deployer=MemoryDeployer(initial=WorkloadState.RUNNING), probe=probe).start(watch=False)
-    manager._watch.loras = LoraKeeper(manager._context, engine.client())
+    manager._context.engine = engine.client()
     with TestClient(create_app(manager, start=False)) as client:
         yield client, manager, engine, probe
 
@@ -254,7 +261,7 @@ def test_adapters_are_loaded_again_once_per_engine_start(world, tmp_path):
     assert client.post("/v2/instances/a/loras", json={"name": "sql", "path": path}).status_code == 200
 
     engine.loaded.clear()  # the engine forgot; a new worker process (a new keeper) re-adopts it
-    keeper = manager._watch.loras = LoraKeeper(manager._context, engine.client())
+    keeper = manager._watch.loras = LoraKeeper(manager._context)
     manager._watch.run_once()
     assert engine.loaded == {"sql": path}
 
@@ -269,3 +276,51 @@ def test_adapters_are_loaded_again_once_per_engine_start(world, tmp_path):
     engine.down = False
     manager._watch.run_once()
     assert engine.loaded == {"sql": path} and keeper.confirmed(manager.get("a"))
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+
+def held_load(client, engine, instance_id, name, path):
+    """Start a load whose engine call waits; returns (thread, answers, go) once the engine has it."""
+    arrived, go = threading.Event(), threading.Event()
+    engine.gate = (arrived, go)
+    answers = []
+    thread = threading.Thread(target=lambda: answers.append(
+        client.post(f"/v2/instances/{instance_id}/loras", json={"name": name, "path": path})))
+    thread.start()
+    assert arrived.wait(10)
+    return thread, answers, go
+
+
+def test_one_adapter_name_loads_into_one_instance_even_concurrently(world, tmp_path):
+    client, manager, engine, _ = world
+    running(world, "a")
+    running(world, "b")
+    path = str(adapter_dir(tmp_path))
+    thread, answers, go = held_load(client, engine, "a", "x", path)  # a's load is in the engine now
+    try:
+        second = client.post("/v2/instances/b/loras", json={"name": "x", "path": path})
+    finally:
+        go.set()
+        thread.join(10)
+    assert second.status_code == 409 and "'x'" in second.json()["detail"], second.text
+    assert answers[0].status_code == 200, answers[0].text
+    assert [r.id for r in manager.list() if "x" in runtime_lora_names(r)] == ["a"]
+    assert len(manager._context.lora_claims) == 0  # claims released
+
+
+def test_a_failure_observed_during_a_load_is_recorded_and_the_load_answers_409(world, tmp_path):
+    client, manager, engine, _ = world
+    record = running(world, "a")
+    thread, answers, go = held_load(client, engine, "a", "x", str(adapter_dir(tmp_path)))
+    try:
+        manager.deployer.set_state(record.workload, WorkloadState.FAILED, exit_code=1, reason="crashed")
+        manager._watch.run_once()  # the load's engine call holds no instance lock: the failure is written
+        observed = manager.get("a").state
+    finally:
+        go.set()
+        thread.join(10)
+    assert observed is InstanceState.FAILED
+    assert answers[0].status_code == 409 and "changed" in answers[0].json()["detail"], answers[0].text
+    assert runtime_lora_names(manager.get("a")) == [] and engine.loaded == {}  # undone in the engine

@@ -12,13 +12,14 @@ import pytest
 
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
-from berth.worker import ServeManager, Settings
 from berth.testing.fakes import FakeProbe
-from berth.worker.reconcile._ray_join import joined_nodes, missing_nodes
+from berth.worker import ServeManager, Settings
+from berth.worker.engine import joined_nodes
+from berth.worker.reconcile._ray_join import missing_nodes
 from berth.worker.store import RayJoin
 from berth.worker.store._states import InstanceState
-from tests.support.ray_cluster import FOLLOWER_IP, LEADER_IP, Model, free_band, spec
 from tests.support.ports import free_range
+from tests.support.ray_cluster import FOLLOWER_IP, LEADER_IP, Model, free_band, spec
 
 
 class Dashboard(ThreadingHTTPServer):
@@ -30,7 +31,7 @@ class Dashboard(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: Dashboard
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         if urlsplit(self.path).path != "/nodes":
             self.send_error(404)
             return

@@ -5,7 +5,9 @@ The same operations under both APIs, for instances of either origin:
 A load is checked (name, path, the instance's runtime-LoRA options, no other instance of this
 worker already answering to the name), done by the engine, then written to the instance's
 record, so the ``/v1`` router sends ``model=<name>`` to it and the adapter is loaded again when
-the engine or the worker restarts (see :mod:`berth.worker.loras`).
+the engine or the worker restarts (see :mod:`berth.worker.loras`). The work is
+``ServeManager.load_lora``/``unload_lora``'s; the handlers are plain functions, so FastAPI runs
+them on its thread pool and the engine calls never block the event loop.
 """
 
 from __future__ import annotations
@@ -17,25 +19,9 @@ from pydantic import BaseModel, Field
 
 from berth.worker.api._deps import ERROR_RESPONSES as _ERRORS
 from berth.worker.api._deps import Manager
-from berth.worker.errors import InstanceConflict, InstanceNotFound
+from berth.worker.loras import LoraLoad, runtime_loras
 from berth.worker.reconcile import check_instance_id
-from berth.worker.engine import EngineLoras
-from berth.worker.loras import (
-    EngineRefused,
-    LoraLoad,
-    check_lora_name,
-    check_lora_path,
-    runtime_loras,
-    runtime_refusal,
-    serving,
-    taken_by,
-    with_lora,
-    without_lora,
-)
 from berth.worker.store import InstanceRecord
-from berth.worker.routing import served_model_names
-from berth.worker.instances import ServeManager
-
 
 router = APIRouter(tags=["loras"])
 _PREFIXES = ("/v2/instances", "/v2/vllm/instances")
@@ -66,53 +52,12 @@ def load_lora(instance_id: str, body: LoraLoad, manager: Manager) -> dict[str, A
 
     Loading a name again with another path replaces it. 409 when the instance is not running, was
     not started for runtime LoRA, or another instance already answers to the name."""
-    instance_id = check_instance_id(instance_id)
-    name = check_lora_name(body.name, "name")
-    path = check_lora_path(body.path, "path")
-    with manager._context.locks.held(instance_id):
-        record = manager.get(instance_id)
-        base_url = _loadable(manager, record, name)
-        engine = EngineLoras()
-        try:
-            if name in {e["name"] for e in runtime_loras(record)}:
-                engine.unload(base_url, name)  # vLLM refuses a second load of a name
-            engine.load(base_url, name, path)
-        finally:
-            engine.close()
-        return _view(manager._context.registry.update(instance_id, endpoints=with_lora(record, name, path)))
+    return _view(manager.load_lora(check_instance_id(instance_id), body.name, body.path))
 
 
 def unload_lora(instance_id: str, name: str, manager: Manager) -> dict[str, Any]:
     """Unload an adapter from the engine and forget it (it is not loaded again on restart)."""
-    instance_id = check_instance_id(instance_id)
-    name = check_lora_name(name, "name")
-    with manager._context.locks.held(instance_id):
-        record = manager.get(instance_id)
-        if name not in {e["name"] for e in runtime_loras(record)}:
-            raise InstanceNotFound(f"instance {instance_id!r} has no runtime LoRA adapter {name!r}")
-        if record.state.active and record.endpoints.base_url:
-            engine = EngineLoras()
-            try:
-                engine.unload(serving(record), name)
-            except EngineRefused as exc:
-                if exc.status_code != 404:  # 404: the engine has it no more (restarted): forget it
-                    raise
-            finally:
-                engine.close()
-        return _view(manager._context.registry.update(instance_id, endpoints=without_lora(record, name)))
-
-
-def _loadable(manager: ServeManager, record: InstanceRecord, name: str) -> str:
-    refusal = runtime_refusal(record.spec)
-    if refusal:
-        raise InstanceConflict(f"instance {record.id!r}: {refusal}")
-    base_url = serving(record)
-    if name in served_model_names(record) and name not in {e["name"] for e in runtime_loras(record)}:
-        raise InstanceConflict(f"name: {name!r} is already a served name or --lora-modules adapter of {record.id!r}")
-    other = taken_by((r for r in manager.list() if r.id != record.id), name, served_model_names)
-    if other is not None:
-        raise InstanceConflict(f"name: instance {other.id!r} already answers to {name!r}; pick another adapter name")
-    return base_url
+    return _view(manager.unload_lora(check_instance_id(instance_id), name))
 
 
 for _prefix in _PREFIXES:

@@ -38,7 +38,8 @@ from berth.worker.errors import DeployerDown, DeployFailed, InstanceNotFound, Wo
 from berth.worker.admission import LauncherRequest
 from berth.worker.reconcile import check_instance_id, created_changes, owner_value
 from berth.worker.metrics import WorkerMetrics
-from berth.worker.engine import Probe, ReadinessProbe
+from berth.worker.engine import EngineClient, Probe
+from berth.worker.instances import _loras
 from berth.worker.redact import redact_bytes, secret_values
 from berth.worker.reconcile import RecoveryReport, recover
 from berth.worker.store import Event, InstanceRecord, Registry
@@ -74,7 +75,7 @@ class ServeManager:
         self.settings = settings
         self.metrics = metrics or WorkerMetrics()
         self._given_deployer = deployer
-        self._probe = probe or ReadinessProbe(timeout=settings.probe_timeout)
+        self._probe = probe  # None: the worker's engine client checks readiness
         self._ctx: WorkerContext | None = None
         self._allocator: Allocator | None = None
         self._watcher: Watcher | None = None
@@ -87,7 +88,8 @@ class ServeManager:
         registry = Registry(self.settings.data_dir, retention=self.settings.event_retention).open()
         deployer = self._given_deployer or open_deployer(self.settings)
         owner = owner_value(self.settings.data_dir)
-        self._ctx = WorkerContext(self.settings, deployer, registry, self._probe, self.metrics, owner)
+        engine = EngineClient(timeout=self.settings.probe_timeout)
+        self._ctx = WorkerContext(self.settings, deployer, registry, self._probe or engine, self.metrics, owner, engine)
         self._allocator = Allocator(self.settings, registry)
         self.metrics.track_instances(lambda: [record.state for record in registry.all()])
         self.recovery = recover(self._ctx)
@@ -106,7 +108,8 @@ class ServeManager:
         if self.settings.stop_instances_on_exit:
             self.delete_all()
         self._release_deployer()
-        self._probe.close()
+        self._ctx.probe.close()
+        self._ctx.engine.close()
         self._ctx.registry.close()
         self._ctx = None
 
@@ -334,3 +337,19 @@ class ServeManager:
         except WorkerError as exc:
             logger.warning("could not delete %s: %s", instance_id, exc)
             return None
+
+    # -- runtime LoRA adapters (the logic: instances/_loras.py) ----------------------------
+
+    @property
+    def engine(self) -> EngineClient:
+        """The worker's one client to its engines (swap's sleep and wake go through it)."""
+        return self._context.engine
+
+    def load_lora(self, instance_id: str, name: str, path: str) -> InstanceRecord:
+        """Load a LoRA adapter into the running instance's engine and record it (kept across
+        restarts); 409 when the instance cannot take it or another instance answers to ``name``."""
+        return _loras.load_lora(self._context, check_instance_id(instance_id), name, path)
+
+    def unload_lora(self, instance_id: str, name: str) -> InstanceRecord:
+        """Unload a runtime LoRA adapter and forget it; 404 when the instance has none of that name."""
+        return _loras.unload_lora(self._context, check_instance_id(instance_id), name)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from berth.utils.args import flatten_to_argv
 from berth.worker.errors import InstanceConflict, InvalidRequest, WorkerError
-from berth.worker.store import Endpoints, InstanceRecord
-from berth.worker.store import InstanceState
-
+from berth.worker.store import Endpoints, InstanceRecord, InstanceState
 
 #: The engine variable that enables vLLM's load/unload endpoints.
 RUNTIME_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
@@ -125,12 +123,6 @@ def with_lora(record: InstanceRecord, name: str, path: str) -> Endpoints:
 
 def without_lora(record: InstanceRecord, name: str) -> Endpoints:
     return record.endpoints.without_lora(name)
-
-
-def taken_by(records: Iterable[InstanceRecord], name: str,
-             names_of: Callable[[InstanceRecord], Iterable[str]]) -> InstanceRecord | None:
-    """The first record that already answers to ``name`` (``names_of(record)`` lists its names)."""
-    return next((r for r in records if not r.state.terminal and name in names_of(r)), None)
 
 
 def serving(record: InstanceRecord) -> str:

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from berth.worker.reconcile._context import OpLocks, WorkerContext
-from berth.worker.reconcile._deployment import create_workload, plan_endpoints, plan_instance
-from berth.worker.reconcile._lifecycle import MAX_ID_LENGTH, check_instance_id, created_changes, owner_value
+from berth.worker.reconcile._deployment import (
+    create_workload,
+    plan_endpoints,
+    plan_instance,
+)
+from berth.worker.reconcile._lifecycle import (
+    MAX_ID_LENGTH,
+    check_instance_id,
+    created_changes,
+    owner_value,
+)
 from berth.worker.reconcile._recovery import RecoveryReport, recover
 from berth.worker.reconcile._watcher import Watcher
 

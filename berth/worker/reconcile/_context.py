@@ -1,5 +1,13 @@
-"""What the manager, the watcher and recovery share: settings, deployer, registry, probe,
-metrics, per-instance operation locks and the restart schedule."""
+"""What the manager, the watcher and recovery share: settings, deployer, registry, probe, the one
+engine client, metrics, per-instance operation locks, the restart schedule and the adapter-name
+claims.
+
+Locks, and what they guard: an :class:`OpLocks` entry serialises the lifecycle operations of one
+instance (create, delete, restart); they hold it across their deployer calls and rewrite the
+record under it. The watcher takes it only without waiting, to write what it observed; the LoRA
+operations never take it: their record writes, and the watcher's, are compare-and-sets on the
+record's revision (``Registry.update_if``). The restart schedule and the adapter-name claims
+each have one short lock over memory, never held across I/O."""
 
 from __future__ import annotations
 
@@ -10,10 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from berth.deployers.base import Deployer
+from berth.worker.engine import EngineClient, Probe
+from berth.worker.loras import NameClaims
 from berth.worker.metrics import WorkerMetrics
-from berth.worker.engine import Probe
-from berth.worker.store import Registry
 from berth.worker.settings import Settings
+from berth.worker.store import Registry
 
 
 @dataclass
@@ -105,5 +114,7 @@ class WorkerContext:
     probe: Probe
     metrics: WorkerMetrics
     owner: str
+    engine: EngineClient = field(default_factory=EngineClient)
     locks: OpLocks = field(default_factory=OpLocks)
     restarts: RestartSchedule = field(default_factory=RestartSchedule)
+    lora_claims: NameClaims = field(default_factory=NameClaims)

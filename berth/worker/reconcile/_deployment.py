@@ -13,16 +13,26 @@ import logging
 from pydantic import ValidationError
 
 from berth.backends import PlanError, ServePlan, plan_spec
-from berth.deployers.base import DeployerError, DeployerUnavailable, InvalidWorkload, WorkloadExists
+from berth.deployers.base import (
+    DeployerError,
+    DeployerUnavailable,
+    InvalidWorkload,
+    WorkloadExists,
+)
 from berth.schemas import DeploymentSpec
 from berth.schemas.errors import validation_messages
 from berth.schemas.workload import WorkloadStatus
+from berth.worker.errors import (
+    DeployerDown,
+    DeployFailed,
+    InstanceConflict,
+    InvalidRequest,
+    WorkerError,
+)
 from berth.worker.reconcile._context import WorkerContext
-from berth.worker.errors import DeployerDown, DeployFailed, InstanceConflict, InvalidRequest, WorkerError
 from berth.worker.reconcile._lifecycle import OWNER_LABEL
 from berth.worker.reconcile._ray_join import join_plan
 from berth.worker.store import Endpoints
-
 
 logger = logging.getLogger(__name__)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -68,5 +78,5 @@ def create_workload(ctx: WorkerContext, plan: ServePlan) -> WorkloadStatus:
     """Submit ``plan``'s workload; deployer errors come back as worker errors."""
     try:
         return ctx.deployer.create(plan.workload)
-    except Exception as exc:  # noqa: BLE001 - every failure is reported, none crashes the worker
+    except Exception as exc:
         raise _translate(exc, ctx.deployer.name) from exc

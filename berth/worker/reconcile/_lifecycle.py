@@ -13,14 +13,15 @@ from typing import Any
 from berth.deployers import MAX_NAME_LENGTH, RUN_CONTAINER, name_problem
 from berth.schemas.workload import WorkloadState, WorkloadStatus
 from berth.utils.args import served_names  # re-exported: the one reading of served names
-from berth.worker.errors import InvalidRequest
 from berth.worker.engine import Readiness
-from berth.worker.store import InstanceRecord
-from berth.worker.store import InstanceState
-
+from berth.worker.errors import InvalidRequest
+from berth.worker.store import InstanceRecord, InstanceState
 
 #: Label naming the worker (its registry) that owns a workload, so orphans are told apart.
 OWNER_LABEL = "berth.io/owner"
+#: How a record's reason starts while the deployer could not be asked about it at start; the
+#: watcher's next observation of the instance clears it.
+READOPTION_PENDING = "re-adoption pending"
 #: Instance ids name workloads, so they follow the deployers' one name rule.
 MAX_ID_LENGTH = MAX_NAME_LENGTH
 
@@ -86,7 +87,7 @@ def _state_changes(
     if status.state.terminal:
         return _ended(status)
     if record.state is InstanceState.RUNNING:
-        return {}
+        return {"reason": ""} if record.reason.startswith(READOPTION_PENDING) else {}
     if readiness is not None and readiness.failed:
         return {"state": InstanceState.FAILED, "reason": readiness.detail, "exit_code": None}
     if readiness is not None and readiness.ready:

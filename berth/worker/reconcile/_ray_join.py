@@ -4,23 +4,19 @@ A leader's plan names its head (``ray-head`` sidecar: ``--node-ip-address``, ``-
 ``--dashboard-host``, ``--dashboard-port``); its spec names the followers (subordinate workers'
 ``worker_ip``). While the leader starts, the watcher asks the dashboard
 (``GET /nodes?view=summary``, Ray 2.x: ``data.summary[].raylet.{nodeManagerAddress,state}``)
-which nodes are alive, says in the instance's reason who is still missing, and fails the
+which nodes are alive (through the worker's one engine client), says in the instance's reason who is still missing, and fails the
 instance, naming the missing nodes, when they have not joined within the join timeout.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
-
-import httpx
 
 from berth.backends.plan import ServePlan
 from berth.deployers.base import RAY_HEAD_CONTAINER
 from berth.schemas import DeploymentSpec
-from berth.worker.engine import Readiness
+from berth.worker.engine import EngineClient, Readiness
 from berth.worker.store import RayJoin
-
 
 _HEAD_FLAGS = {"--node-ip-address": "ip", "--port": "gcs", "--dashboard-host": "dashboard_host",
                "--dashboard-port": "dashboard_port"}
@@ -59,17 +55,6 @@ def join_plan(plan: ServePlan, spec: DeploymentSpec) -> RayJoin | None:
                    followers=followers)
 
 
-def joined_nodes(body: Any) -> set[str]:
-    """Addresses of alive nodes in a ``/nodes?view=summary`` answer (empty if it is not one)."""
-    summary = (body.get("data") or {}).get("summary") if isinstance(body, dict) else None
-    alive: set[str] = set()
-    for node in summary if isinstance(summary, list) else []:
-        raylet = node.get("raylet") if isinstance(node, dict) else None
-        if isinstance(raylet, dict) and raylet.get("state") == "ALIVE" and raylet.get("nodeManagerAddress"):
-            alive.add(str(raylet["nodeManagerAddress"]))
-    return alive
-
-
 def missing_nodes(join: RayJoin, alive: Iterable[str]) -> list[str]:
     """The expected nodes not in ``alive``, each named: "leader 10.0.0.17", "follower 10.0.0.18 (worker 8)"."""
     alive = set(alive)
@@ -77,32 +62,16 @@ def missing_nodes(join: RayJoin, alive: Iterable[str]) -> list[str]:
     return missing + [f"follower {ip} ({who})" for ip, who in join.followers.items() if ip not in alive]
 
 
-class RayJoinCheck:
-    """Asks a leader's Ray dashboard who has joined, with one pooled client (thread-safe)."""
-
-    def __init__(self, timeout: float = 2.0) -> None:
-        self._client = httpx.Client(timeout=timeout, trust_env=False)
-
-    def check(self, join: RayJoin, waited: float, limit: float) -> Readiness | None:
-        """None when every node has joined (go on to the HTTP probe); else why not, failed past ``limit``."""
-        alive = self._alive(join.dashboard)
-        missing = missing_nodes(join, alive or set())
-        if not missing:
-            return None
-        quiet = "" if alive is not None else f" (its dashboard at {join.dashboard} does not answer)"
-        if waited > limit:
-            verb = "has" if len(missing) == 1 else "have"
-            return Readiness(False, f"{', '.join(missing)} {verb} not joined the Ray head at {join.head}{quiet} "
-                             f"after {limit:.0f} s", failed=True)
-        return Readiness(False, f"waiting for followers: {', '.join(missing)} not yet in the Ray head at "
-                         f"{join.head}{quiet}")
-
-    def _alive(self, dashboard: str) -> set[str] | None:
-        try:
-            answer = self._client.get(f"{dashboard}/nodes", params={"view": "summary"})
-            return joined_nodes(answer.json()) if answer.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
-            return None
-
-    def close(self) -> None:
-        self._client.close()
+def join_readiness(engine: EngineClient, join: RayJoin, waited: float, limit: float) -> Readiness | None:
+    """None when every node has joined (go on to the HTTP probe); else why not, failed past ``limit``."""
+    alive = engine.ray_nodes(join.dashboard)
+    missing = missing_nodes(join, alive or set())
+    if not missing:
+        return None
+    quiet = "" if alive is not None else f" (its dashboard at {join.dashboard} does not answer)"
+    if waited > limit:
+        verb = "has" if len(missing) == 1 else "have"
+        return Readiness(False, f"{', '.join(missing)} {verb} not joined the Ray head at {join.head}{quiet} "
+                         f"after {limit:.0f} s", failed=True)
+    return Readiness(False, f"waiting for followers: {', '.join(missing)} not yet in the Ray head at "
+                     f"{join.head}{quiet}")

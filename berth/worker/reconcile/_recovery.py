@@ -1,9 +1,11 @@
 """Re-adoption when the worker starts: nothing lost, nothing orphaned.
 
 For every instance in the registry the deployer is asked, with the recorded identity, about its
-workload: one still alive is adopted (its readiness is checked again by the watcher), one that
-vanished is marked failed with the reason (and restarted if its policy says so), a delete that
-the previous worker did not finish is finished. Then every workload carrying this worker's owner
+workload: one still alive is adopted (its readiness is checked again by the watcher), one the
+deployer cannot be asked about yet keeps its state with a "re-adoption pending" reason (the
+watcher's first successful observation replaces it), one that vanished is marked failed with
+the reason (and restarted if its policy says so), a delete that the previous worker did not
+finish is finished. Then every workload carrying this worker's owner
 label but no registry entry is reported and stopped; workloads of other berth workers are left
 alone.
 """
@@ -17,11 +19,13 @@ from dataclasses import dataclass, field
 from berth.deployers.base import DeployerError, WorkloadNotFound
 from berth.schemas.workload import WorkloadStatus
 from berth.worker.reconcile._context import WorkerContext
+from berth.worker.reconcile._lifecycle import (
+    OWNER_LABEL,
+    READOPTION_PENDING,
+    observed_changes,
+)
 from berth.worker.reconcile._watcher import schedule_restart, with_restart_note
-from berth.worker.reconcile._lifecycle import OWNER_LABEL, observed_changes
-from berth.worker.store import InstanceRecord
-from berth.worker.store import InstanceState
-
+from berth.worker.store import InstanceRecord, InstanceState
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ def _adopt(ctx: WorkerContext, record: InstanceRecord) -> tuple[bool, WorkloadSt
         return True, None
     except DeployerError as exc:
         logger.warning("cannot re-adopt %s yet (%s); the watcher will retry", record.id, exc)
-        ctx.registry.update(record.id, reason=f"re-adoption pending: {exc}")
+        ctx.registry.update(record.id, reason=f"{READOPTION_PENDING}: {exc}")  # cleared by the watcher's next look
         return False, None
 
 

@@ -3,8 +3,13 @@ is doing, checks readiness of the ones starting, records what changed, and resta
 instances when they are due.
 
 Checks and restarts run on a small thread pool, one at a time per instance, so a slow deployer
-call or an unanswered readiness request delays nothing else. Results are written only when the
-record is unchanged since it was read and no operation (create, delete, restart) holds it.
+call or an unanswered readiness request delays nothing else. No lock is held while the deployer
+or the engine is asked. A result is written as a compare-and-set on the record's revision, and
+only while no lifecycle operation (create, delete, restart) holds the instance: such an
+operation rewrites the record itself, so what was observed before it is stale and the next tick
+observes afresh. When only other fields changed meanwhile (a LoRA adapter recorded, a note in
+the reason), the observation still holds for the same run of the workload and is written onto
+the new record rather than dropped.
 """
 
 from __future__ import annotations
@@ -20,20 +25,26 @@ from typing import Any
 from berth.deployers.base import DeployerError, WorkloadNotFound
 from berth.schemas import DeploymentSpec
 from berth.schemas.workload import WorkloadState, WorkloadStatus
+from berth.worker.engine import Readiness
+from berth.worker.errors import RegistryUnavailable, WorkerError
 from berth.worker.reconcile._context import WorkerContext
 from berth.worker.reconcile._deployment import create_workload, plan_instance
-from berth.worker.errors import RegistryUnavailable, WorkerError
-from berth.worker.reconcile._lifecycle import backoff_delay, created_changes, observed_changes, restart_due
+from berth.worker.reconcile._lifecycle import (
+    backoff_delay,
+    created_changes,
+    observed_changes,
+    restart_due,
+)
 from berth.worker.reconcile._loras import LoraKeeper
-from berth.worker.reconcile._ray_join import RayJoinCheck
-from berth.worker.engine import Readiness
-from berth.worker.store import InstanceRecord, RayJoin
-from berth.worker.store import InstanceState
-
+from berth.worker.reconcile._ray_join import join_readiness
+from berth.worker.store import InstanceRecord, InstanceState, RayJoin
 
 logger = logging.getLogger(__name__)
 
 _PROBED = (WorkloadState.STARTING, WorkloadState.RUNNING, WorkloadState.UNKNOWN)
+#: What makes two readings of a record the same run of its workload.
+_RUN_FIELDS = ("state", "workload", "deployer", "started_at", "restarts")
+_WRITE_TRIES = 3
 
 
 def observe_workload(ctx: WorkerContext, record: InstanceRecord) -> tuple[bool, WorkloadStatus | None]:
@@ -69,6 +80,10 @@ def with_restart_note(record: InstanceRecord, changes: dict[str, Any], ctx: Work
     return changes | {"reason": f"{changes.get('reason', record.reason)}{note}"}
 
 
+def _same_run(a: InstanceRecord, b: InstanceRecord) -> bool:
+    return all(getattr(a, name) == getattr(b, name) for name in _RUN_FIELDS)
+
+
 class Watcher:
     """Polls instances on a thread; :meth:`tick` can also be called directly (tests)."""
 
@@ -80,7 +95,6 @@ class Watcher:
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
         self._busy_done = threading.Condition(self._busy_lock)
-        self._joins = RayJoinCheck(timeout=ctx.settings.probe_timeout)
         self.loras = LoraKeeper(ctx)
 
     def start(self) -> None:
@@ -92,14 +106,12 @@ class Watcher:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._joins.close()
-        self.loras.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad tick
+            except Exception:  # the watcher must outlive any one bad tick
                 logger.exception("watcher tick failed")
             self._stop.wait(self.ctx.settings.poll_interval)
 
@@ -112,7 +124,9 @@ class Watcher:
                 self.ctx.restarts.schedule(instance_id, self.ctx.settings.poll_interval)
             else:
                 jobs.append(job)
-        for record in self.ctx.registry.all():
+        records = self.ctx.registry.all()
+        self.loras.keep_only(record.id for record in records)
+        for record in records:
             if record.state.active and (job := self._submit(record.id, self.check)) is not None:
                 jobs.append(job)
         return jobs
@@ -150,7 +164,7 @@ class Watcher:
             job(instance_id)
         except RegistryUnavailable as exc:  # locked or full: one line, the next tick retries
             logger.warning("instance %s: %s; will retry", instance_id, exc)
-        except Exception:  # noqa: BLE001
+        except Exception:  # one instance's bad check must not stop the others
             logger.exception("checking instance %s failed", instance_id)
         finally:
             self._done(instance_id)
@@ -188,19 +202,32 @@ class Watcher:
     def _followers(self, record: InstanceRecord, join: RayJoin) -> Readiness | None:
         """None once every Ray node of a leader has joined; else who is missing (failed past the timeout)."""
         waited = time.time() - (record.started_at or record.created_at)
-        return self._joins.check(join, waited, self.ctx.settings.distributed_join_timeout)
+        return join_readiness(self.ctx.engine, join, waited, self.ctx.settings.distributed_join_timeout)
 
     def _apply(self, record: InstanceRecord, changes: dict[str, Any]) -> None:
         if not self.ctx.locks.acquire(record.id, blocking=False):
+            logger.debug("instance %s: an operation is rewriting it; the next tick observes its outcome", record.id)
             return
         try:
-            current = self.ctx.registry.get(record.id)
-            if current is None or current.revision != record.revision:
-                return
-            updated = self.ctx.registry.update(record.id, **with_restart_note(record, changes, self.ctx))
+            written = self._write(record, changes)
         finally:
             self.ctx.locks.release(record.id)
-        self._after(record, updated)
+        if written is not None:
+            self._after(*written)
+
+    def _write(self, record: InstanceRecord, changes: dict[str, Any]) -> tuple[InstanceRecord, InstanceRecord] | None:
+        """(before, after) of a compare-and-set of ``changes``, retried on a newer record of the same
+        run; None when the record is gone or another run of it began."""
+        for _ in range(_WRITE_TRIES):
+            updated = self.ctx.registry.update_if(record.id, record.revision, **with_restart_note(record, changes, self.ctx))
+            if updated is not None:
+                return record, updated
+            current = self.ctx.registry.get(record.id)
+            if current is None or not _same_run(record, current):
+                return None
+            record = current
+        logger.info("instance %s changes too often to record what was observed; the next tick retries", record.id)
+        return None
 
     def _after(self, before: InstanceRecord, after: InstanceRecord) -> None:
         if after.state is InstanceState.RUNNING and before.state is not InstanceState.RUNNING:

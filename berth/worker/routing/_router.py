@@ -43,11 +43,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
-from berth.utils.args import flatten_to_argv, is_parameter_key
 from berth.worker.routing._activation import ModelUnavailable, RouteGate, UnknownModel
 from berth.worker.routing._services import HeaderRoute, RouterServices
 from berth.worker.errors import InstanceNotFound, retry_after_header
-from berth.worker.loras import runtime_lora_names
+from berth.worker.loras import adapter_names, served_model_names
 from berth.worker.store import InstanceRecord
 from berth.worker.store import InstanceState
 
@@ -109,62 +108,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-# -- names ---------------------------------------------------------------------------------
-
-
-def _lora_module_names(values: Iterable[str]) -> list[str]:
-    """Adapter names in ``--lora-modules`` values: ``name=path`` or ``{"name": ..., "path": ...}``."""
-    names: list[str] = []
-    for value in values:
-        text = value.strip()
-        if text.startswith("{"):
-            try:
-                name = json.loads(text).get("name")
-            except (ValueError, AttributeError):
-                continue
-            if isinstance(name, str) and name:
-                names.append(name)
-        elif "=" in text:
-            names.append(text.partition("=")[0].strip())
-    return [name for name in names if name]
-
-
-def _option_values(argv: list[str], option: str) -> list[str]:
-    values: list[str] = []
-    for index, token in enumerate(argv):
-        if token.startswith(option + "="):
-            values.append(token.partition("=")[2])
-        elif token == option:
-            for value in argv[index + 1:]:
-                if is_parameter_key(value):
-                    break
-                values.append(value)
-    return values
-
-
-def lora_names(spec: Mapping[str, Any]) -> list[str]:
-    """The LoRA adapters an instance's spec loads: ``--lora-modules`` and GPUStack's ``lora_list``."""
-    model = spec.get("model") or {}
-    try:
-        argv = flatten_to_argv(model.get("backend_parameters") or [])
-    except ValueError:
-        argv = []
-    names = _lora_module_names(_option_values(argv, "--lora-modules"))
-    for entry in model.get("lora_list") or []:
-        if isinstance(entry, Mapping) and isinstance(entry.get("lora_name"), str):
-            names.append(entry["lora_name"])
-    return names
-
-
-def adapter_names(record: InstanceRecord) -> list[str]:
-    """The instance's LoRA adapters: those its spec loads, then those loaded at run time."""
-    return lora_names(record.spec) + runtime_lora_names(record)
-
-
-def served_model_names(record: InstanceRecord) -> list[str]:
-    """Every name a request may use for this instance: served names first, then LoRA adapters."""
-    served = list(record.endpoints.served_names)
-    return served + [name for name in dict.fromkeys(adapter_names(record)) if name not in served]
+# -- names (the rules are in berth.worker.loras) -----------------------------------------
 
 
 def pick_instance(records: Iterable[InstanceRecord], model: str) -> InstanceRecord | None:

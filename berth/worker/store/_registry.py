@@ -307,6 +307,15 @@ class Registry:
                 conn.execute(f"UPDATE instances SET {sets} WHERE id = ?", (*record._row()[1:], instance_id))
             return self._commit(record)
 
+    def update_if(self, instance_id: str, revision: int, **changes: Any) -> InstanceRecord | None:
+        """Compare-and-set: apply ``changes`` only while the instance is still at ``revision``;
+        None (nothing written) when it changed or is gone."""
+        with self._lock:
+            current = self._cache.get(instance_id)
+            if current is None or current.revision != revision:
+                return None
+            return self.update(instance_id, **changes)
+
     def remove(self, instance_id: str) -> InstanceRecord | None:
         """Forget an instance (after its workload is gone); returns its last record."""
         with self._lock:
