@@ -3,7 +3,9 @@ and serves the launcher-compatible and spec APIs (``create_app``), configured by
 
 from __future__ import annotations
 
+from berth.worker.admission import LauncherRequest
 from berth.worker.app import create_app
+from berth.worker.engine import Readiness, ReadinessProbe
 from berth.worker.errors import (
     DeployerDown,
     DeployFailed,
@@ -14,13 +16,16 @@ from berth.worker.errors import (
     ResourceExhausted,
     WorkerError,
 )
-from berth.worker.admission import LauncherRequest
-from berth.worker.metrics import WorkerMetrics
-from berth.worker.engine import Readiness, ReadinessProbe
-from berth.worker.store import Event, InstanceRecord, Registry
 from berth.worker.instances import ServeManager
+from berth.worker.metrics import WorkerMetrics
 from berth.worker.settings import Settings, settings_table
-from berth.worker.store import InstanceState, launcher_status
+from berth.worker.store import (
+    Event,
+    InstanceRecord,
+    InstanceState,
+    Registry,
+    launcher_status,
+)
 
 __all__ = [
     "DeployFailed",

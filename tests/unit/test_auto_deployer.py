@@ -80,10 +80,10 @@ def test_a_plan_nobody_runs_is_refused_with_every_reason(real) -> None:
 
 
 def test_a_default_worker_accepts_every_role(tmp_path, real, monkeypatch) -> None:
+    from berth.testing.fakes import FakeProbe
     from berth.worker import ServeManager, Settings
     from berth.worker.admission import _admission as admission
     from berth.worker.admission._allocation import GPUAllocator, PortAllocator
-    from berth.testing.fakes import FakeProbe
     from tests.support.specs import make_spec
 
     def allocators(settings):  # whether a port is bound on this busy host does not matter here
@@ -115,7 +115,10 @@ def test_a_default_worker_accepts_every_role(tmp_path, real, monkeypatch) -> Non
 
 def test_the_default_worker_deployer_is_auto_over_launcher_and_process(tmp_path, monkeypatch) -> None:
     from berth.worker import Settings
-    from berth.worker.instances._deployer_factory import describe_deployer, open_deployer
+    from berth.worker.instances._deployer_factory import (
+        describe_deployer,
+        open_deployer,
+    )
 
     monkeypatch.setattr(launcher_module, "vllm_missing", lambda python: None)  # as where vLLM imports
     settings = Settings.load(data_dir=tmp_path / "data")

@@ -18,9 +18,20 @@ import msgspec
 import pytest
 import uvicorn
 
-from berth.client import ClientError, ResponseOutput, ServeConfig, VLLMClient, VLLMService
+from berth.client import (
+    ClientError,
+    ResponseOutput,
+    ServeConfig,
+    VLLMClient,
+    VLLMService,
+)
 from berth.client.batched_server import BatchedEngine, build_app, llm_kwargs, parse_args
-from berth.client.batched_wire import WireError, decode_request, encode_answer, parse_answer
+from berth.client.batched_wire import (
+    WireError,
+    decode_request,
+    encode_answer,
+    parse_answer,
+)
 
 
 @dataclass

@@ -21,10 +21,10 @@ from berth.client import (
     VLLMServer,
     setup_logging,
 )
-from berth.testing.stub_server import StubServer
 from berth.client.planning import batched_args, model_location
 from berth.client.serve_args import llm_kwargs
 from berth.client.transport import pick_model
+from berth.testing.stub_server import StubServer
 
 GSERVE_LLM_FIELDS = [
     "model_name", "tokenizer", "tokenizer_mode", "trust_remote_code", "dtype", "quantization",

@@ -14,12 +14,12 @@ from pydantic import ValidationError
 
 from berth.client import LLMConfig, ServeConfig, ServerStartError, VLLMServer
 from berth.client._logs import LogForwarder, secret_values
-from berth.utils.secrets import redact_text as mask
-from berth.testing.stub_server import StubServer
 from berth.client.planning import plan_server
 from berth.client.serve_args import kwarg_options, serve_options
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
+from berth.testing.stub_server import StubServer
+from berth.utils.secrets import redact_text as mask
 
 
 def test_configs_are_strict_and_name_the_field():

@@ -17,10 +17,10 @@ from berth.client import (
     VLLMService,
     instance_base_url,
 )
-from berth.testing.stub_server import StubServer
 from berth.client.attach import base_url_from_instance
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
+from berth.testing.stub_server import StubServer
 from tests.support.ports import free_port
 
 

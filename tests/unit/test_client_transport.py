@@ -7,8 +7,8 @@ import time
 import pytest
 
 from berth.client import ClientError, RequestTimeout, ServerUnavailable, VLLMClient
-from berth.testing.stub_server import StubServer
 from berth.client.transport import Transport, normalize_base_url
+from berth.testing.stub_server import StubServer
 from tests.support.ports import free_port
 
 

@@ -34,11 +34,11 @@ from berth.deployers import (
     get_deployer,
 )
 from berth.deployers._stdlib.names import check_name
+from berth.deployers.container import ContainerDeployer
 from berth.deployers.container import _errors as errors
 from berth.deployers.container import _logs as logs
 from berth.deployers.container import _status as mapping
 from berth.deployers.container import deployer as container_module
-from berth.deployers.container import ContainerDeployer
 from berth.schemas.workload import WorkloadState
 
 # -- helpers ---------------------------------------------------------------------------------

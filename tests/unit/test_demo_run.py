@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from berth.demo import run as demo_run
-from berth.demo.run import DemoError, DemoOptions, run_demo, state_file, stop_kept_worker
+from berth.demo.run import (
+    DemoError,
+    DemoOptions,
+    run_demo,
+    state_file,
+    stop_kept_worker,
+)
 from berth.demo.worker import LocalWorker
 from tests.support.processes import exists
 

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from berth.demo.worker import LocalWorker, WorkerAPIError, _sweep, _worker_env, free_port_block
+from berth.demo.worker import (
+    LocalWorker,
+    WorkerAPIError,
+    _sweep,
+    _worker_env,
+    free_port_block,
+)
 from berth.utils.ports import free_port
 
 

@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
-from berth.worker import ServeManager, Settings, create_app
 from berth.testing.fakes import FakeProbe
+from berth.worker import ServeManager, Settings, create_app
 from berth.worker.gpustack._client import ServerRefused
 from berth.worker.gpustack._files import FileSync, check_local_model
 from berth.worker.gpustack._identity import Identity, load_identity, save_identity

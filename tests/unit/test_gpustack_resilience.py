@@ -8,14 +8,12 @@ import asyncio
 import time
 from typing import Any
 
-
+from berth.utils.backoff import Backoff
 from berth.worker import ServeManager, Settings
 from berth.worker.gpustack import _agent
-from berth.utils.backoff import Backoff
 from berth.worker.gpustack._client import ServerUnavailable
 from berth.worker.gpustack._identity import Identity, save_identity
 from tests.unit.test_gpustack_agent import WORKER_ID, _instance, base, world  # noqa: F401 - fixtures
-
 
 # -- bug 10 and bug 6: stops per assignment, books that shrink ---------------------------------------
 

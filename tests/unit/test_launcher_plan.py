@@ -11,8 +11,13 @@ from gpustack_runtime.deployer import (
     WorkloadPlan,
 )
 
+from berth.deployers.base import (
+    INSTANCE_LABEL,
+    MANAGED_LABEL,
+    InvalidWorkload,
+    plan_problem,
+)
 from berth.deployers.launcher._plan import instance_request, serve_args
-from berth.deployers.base import INSTANCE_LABEL, MANAGED_LABEL, InvalidWorkload, plan_problem
 
 
 def _container(name="default", command=("vllm", "serve"), args=("/m", "--port", "8000"), **kw) -> Container:

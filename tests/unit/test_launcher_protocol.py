@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from berth.deployers.launcher import daemon as daemon_mod
 from berth.deployers.launcher import _protocol as proto
 from berth.deployers.launcher import _vllm as engine
+from berth.deployers.launcher import daemon as daemon_mod
 
 
 def test_encode_decode_round_trip() -> None:

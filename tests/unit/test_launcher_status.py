@@ -7,13 +7,13 @@ import signal
 
 import pytest
 
+from berth.deployers._logfile import read_range, read_tail
 from berth.deployers._stdlib.names import check_name
+from berth.deployers.base import DeployerError, DeployerUnavailable
+from berth.deployers.launcher import LauncherDeployer, vllm_missing
 from berth.deployers.launcher import _records as rec
 from berth.deployers.launcher._spawn import DaemonHandle
 from berth.deployers.launcher._status import record_state, with_tail, workload_status
-from berth.deployers.base import DeployerError, DeployerUnavailable
-from berth.deployers._logfile import read_range, read_tail
-from berth.deployers.launcher import LauncherDeployer, vllm_missing
 from berth.schemas.workload import WorkloadState
 
 

@@ -1,6 +1,7 @@
 """VLLMServer's environment rules."""
 
-from tests.support.specs import DEFAULT_ENV as DEFAULTS, distributed, make_plan
+from tests.support.specs import DEFAULT_ENV as DEFAULTS
+from tests.support.specs import distributed, make_plan
 
 ASCEND = [{"index": i, "vendor": "ascend", "arch_family": "Ascend910B3"} for i in range(2)]
 ASCEND_310P = [{"index": i, "vendor": "ascend", "arch_family": "Ascend310P3"} for i in range(2)]

@@ -11,7 +11,8 @@ import pytest
 from berth.backends import PlanError
 from berth.backends.serving_script import serving_script
 from berth.backends.vllm_args import derive_max_model_len
-from tests.support.specs import DEFAULT_ENV as LOADING, make_plan
+from tests.support.specs import DEFAULT_ENV as LOADING
+from tests.support.specs import make_plan
 
 GIB = 1 << 30
 HOST = ["--host", "10.0.0.1", "--port", "40000", "--served-model-name", "m"]

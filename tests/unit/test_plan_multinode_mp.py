@@ -5,7 +5,8 @@ import pytest
 
 from berth.backends import PlanError
 from berth.backends.vllm_topology import UserParallelism, multinode_topology
-from tests.support.specs import DEFAULT_ENV as LOADING, distributed, make_plan
+from tests.support.specs import DEFAULT_ENV as LOADING
+from tests.support.specs import distributed, make_plan
 
 MP = ["--distributed-executor-backend", "mp"]
 NIC = {"NCCL_SOCKET_IFNAME": "=eth0", "GLOO_SOCKET_IFNAME": "eth0"}

@@ -30,7 +30,12 @@ from gpustack_runtime.deployer import (
 
 from berth.deployers import INSTANCE_LABEL, MANAGED_LABEL, get_deployer
 from berth.deployers._stdlib import proc
-from berth.deployers.base import DeployerError, InvalidWorkload, WorkloadExists, WorkloadNotFound
+from berth.deployers.base import (
+    DeployerError,
+    InvalidWorkload,
+    WorkloadExists,
+    WorkloadNotFound,
+)
 from berth.deployers.process import ProcessDeployer
 from berth.schemas.workload import WorkloadState, WorkloadStatus
 from tests.support.processes import alive

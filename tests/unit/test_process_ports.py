@@ -9,7 +9,12 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from gpustack_runtime.deployer import Container, ContainerExecution, ContainerPort, ContainerPortProtocolEnum
+from gpustack_runtime.deployer import (
+    Container,
+    ContainerExecution,
+    ContainerPort,
+    ContainerPortProtocolEnum,
+)
 
 from berth.deployers.base import InvalidWorkload
 from berth.deployers.process._ports import bound_ports, check_ports_free, port_taken

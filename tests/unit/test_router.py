@@ -19,12 +19,12 @@ from starlette.routing import Route
 
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
-from berth.worker import ServeManager, Settings, create_app
-from berth.worker.routing._activation import ModelUnavailable, UnknownModel
 from berth.testing.fakes import FakeProbe
-from berth.worker.store._registry import InstanceRecord
+from berth.worker import ServeManager, Settings, create_app
 from berth.worker.loras import lora_names
+from berth.worker.routing._activation import ModelUnavailable, UnknownModel
 from berth.worker.routing._router import pick_instance
+from berth.worker.store._registry import InstanceRecord
 from berth.worker.store._states import InstanceState
 from tests.support.ports import free_port, free_range
 

@@ -15,9 +15,13 @@ from fastapi.testclient import TestClient
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
 from berth.worker import ServeManager, Settings, create_app
-from berth.worker.routing._activation import ModelActivator, ModelUnavailable, UnknownModel
 from berth.worker.admission._launcher_spec import LauncherRequest
 from berth.worker.engine._readiness import Readiness
+from berth.worker.routing._activation import (
+    ModelActivator,
+    ModelUnavailable,
+    UnknownModel,
+)
 from berth.worker.swap import ModelRegistration, SwapController
 from tests.support.ports import free_range
 from tests.support.swap_engine import FakeEngine

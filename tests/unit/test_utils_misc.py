@@ -4,8 +4,20 @@ import socket
 
 import pytest
 
-from berth.utils.env import MASK, is_secret_name, mask_env, mask_secrets_in_args, valid_env_name
-from berth.utils.ports import EPHEMERAL_PORTS, free_port, free_port_range, is_port_free, parse_port_range
+from berth.utils.env import (
+    MASK,
+    is_secret_name,
+    mask_env,
+    mask_secrets_in_args,
+    valid_env_name,
+)
+from berth.utils.ports import (
+    EPHEMERAL_PORTS,
+    free_port,
+    free_port_range,
+    is_port_free,
+    parse_port_range,
+)
 from berth.utils.units import byte_to_gib
 from berth.utils.versions import compare_versions
 

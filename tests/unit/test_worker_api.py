@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas.workload import WorkloadState
-from berth.worker import ServeManager, Settings, create_app
 from berth.testing.fakes import FakeProbe
 from berth.utils.ports import parse_port_range
+from berth.worker import ServeManager, Settings, create_app
 from tests.support.ports import free_port, free_range
 
 LOG = b"0123456789" * 3  # the seed's 30-byte example

@@ -9,14 +9,20 @@ from berth.deployers.base import DeployerUnavailable, InvalidWorkload
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas import DeploymentSpec
 from berth.schemas.workload import WorkloadState
-from berth.worker import LauncherRequest, ServeManager, Settings
-from berth.worker.errors import DeployerDown, InstanceConflict, InvalidRequest, ResourceExhausted
 from berth.testing.fakes import FakeProbe
+from berth.utils.backoff import backoff_delay
+from berth.utils.ports import parse_port_range
+from berth.worker import LauncherRequest, ServeManager, Settings
 from berth.worker.admission._allocation import expand_ports
-from berth.worker.reconcile._lifecycle import OWNER_LABEL, backoff_delay
+from berth.worker.errors import (
+    DeployerDown,
+    InstanceConflict,
+    InvalidRequest,
+    ResourceExhausted,
+)
+from berth.worker.reconcile._lifecycle import OWNER_LABEL
 from berth.worker.store._registry import InstanceRecord, Registry
 from berth.worker.store._states import InstanceState
-from berth.utils.ports import parse_port_range
 from tests.support.ports import free_port, free_range
 
 

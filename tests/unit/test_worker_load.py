@@ -15,10 +15,15 @@ from fastapi.testclient import TestClient
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas import LogChunk
 from berth.schemas.workload import WorkloadState
-from berth.worker import ServeManager, Settings, create_app
-from berth.worker.app._runtime import _glibc, freeze_startup_objects, limit_malloc_arenas, trim_malloc
-from berth.worker.api._deps import LOG_READ_THREADS
 from berth.testing.fakes import FakeProbe
+from berth.worker import ServeManager, Settings, create_app
+from berth.worker.api._deps import LOG_READ_THREADS
+from berth.worker.app._runtime import (
+    _glibc,
+    freeze_startup_objects,
+    limit_malloc_arenas,
+    trim_malloc,
+)
 from tests.support.ports import free_range
 
 FOLLOWERS = 3 * LOG_READ_THREADS

@@ -3,8 +3,8 @@
 import pytest
 
 from berth.worker.admission._env_policy import check_env
-from berth.worker.errors import InvalidRequest
 from berth.worker.admission._launcher_spec import parse_options
+from berth.worker.errors import InvalidRequest
 from berth.worker.reconcile._lifecycle import check_instance_id, served_names
 
 

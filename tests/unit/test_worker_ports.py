@@ -7,12 +7,12 @@ import pytest
 
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas import DeploymentSpec, InstancePorts
+from berth.testing.fakes import FakeProbe
 from berth.worker import ServeManager, Settings
 from berth.worker.admission import _admission as admission
 from berth.worker.admission._admission import Holdings
 from berth.worker.admission._allocation import GPUAllocator, PortAllocator, expand_ports
 from berth.worker.errors import InstanceConflict
-from berth.testing.fakes import FakeProbe
 from berth.worker.store._registry import InstanceRecord
 
 FOUR = [47000, 47001, 47002, 47003]

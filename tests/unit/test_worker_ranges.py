@@ -2,7 +2,14 @@
 
 import pytest
 
-from berth.worker.api._log_ranges import HUGE, MAX_READ, ByteRange, RangeError, parse_range, window
+from berth.worker.api._log_ranges import (
+    HUGE,
+    MAX_READ,
+    ByteRange,
+    RangeError,
+    parse_range,
+    window,
+)
 
 
 @pytest.mark.parametrize("header,expected", [

@@ -3,7 +3,12 @@ and GPUs allocated by the one :class:`Allocator` (instances and durable port res
 
 from __future__ import annotations
 
-from berth.worker.admission._admission import Admitted, Holdings, admit_launcher, admit_spec
+from berth.worker.admission._admission import (
+    Admitted,
+    Holdings,
+    admit_launcher,
+    admit_spec,
+)
 from berth.worker.admission._allocation import PortAllocator
 from berth.worker.admission._allocator import Allocator, Placement
 from berth.worker.admission._launcher_spec import LauncherRequest, parse_options

@@ -20,11 +20,14 @@ from berth.schemas import BerthConfig, DeploymentSpec, InstancePorts
 from berth.utils.ports import parse_port_range
 from berth.worker.admission._allocation import GPUAllocator, PortAllocator, expand_ports
 from berth.worker.admission._env_policy import check_env
+from berth.worker.admission._launcher_spec import (
+    LauncherRequest,
+    build_launcher_spec,
+    parse_options,
+)
 from berth.worker.errors import InvalidRequest
-from berth.worker.admission._launcher_spec import LauncherRequest, build_launcher_spec, parse_options
-from berth.worker.store import InstanceRecord
 from berth.worker.settings import Settings
-
+from berth.worker.store import InstanceRecord
 
 _VISIBLE = "CUDA_VISIBLE_DEVICES"
 

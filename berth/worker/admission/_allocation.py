@@ -20,7 +20,6 @@ from berth.schemas import GPUDevice, InstancePorts
 from berth.utils.ports import is_port_free, parse_port_range
 from berth.worker.errors import InstanceConflict, InvalidRequest, ResourceExhausted
 
-
 PortCheck = Callable[[int], bool]
 
 

@@ -13,7 +13,6 @@ from collections.abc import Collection, Mapping
 from berth.utils.env import valid_env_name
 from berth.worker.errors import InvalidRequest
 
-
 DENIED_NAMES = frozenset({
     "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONUSERBASE", "PYTHONEXECUTABLE",
     "PYTHONBREAKPOINT", "PYTHONWARNINGS", "BASH_ENV", "ENV", "PATH", "IFS", "PS4", "SHELLOPTS",

@@ -17,10 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from berth.schemas import DeploymentSpec, Model, ModelInstance
 from berth.schemas.spec import check_model_path
-from berth.utils.args import find_int_parameter, find_parameter, is_parameter_key, split_command_line
+from berth.utils.args import (
+    find_int_parameter,
+    find_parameter,
+    is_parameter_key,
+    split_command_line,
+)
 from berth.worker.errors import InvalidRequest
 from berth.worker.settings import RestartPolicy, Settings
-
 
 MAX_OPTIONS = 65536
 MAX_TOKENS = 2048

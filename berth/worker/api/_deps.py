@@ -30,7 +30,6 @@ from berth.worker.instances import ServeManager
 from berth.worker.routing import HeaderRoute, ModelActivator
 from berth.worker.swap import SwapController
 
-
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (401, 404, 409, 413, 422, 500, 503)
 }

@@ -22,11 +22,16 @@ from berth.schemas import DeploymentSpec
 from berth.worker.api._deps import ERROR_RESPONSES as _ERRORS
 from berth.worker.api._deps import Manager, Services, Svc
 from berth.worker.api._logs import LOG_RESPONSES, read_log
-from berth.worker.api._models import InstanceView, InstanceViews, SpecCreated, Terminated, instance_view
+from berth.worker.api._models import (
+    InstanceView,
+    InstanceViews,
+    SpecCreated,
+    Terminated,
+    instance_view,
+)
+from berth.worker.instances import ServeManager
 from berth.worker.reconcile import check_instance_id
 from berth.worker.redact import masked_plan
-from berth.worker.instances import ServeManager
-
 
 router = APIRouter(prefix="/v2/instances", tags=["instances"])
 HEARTBEAT_S = 10.0

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-
 MAX_READ = 1 << 20
 #: Numbers longer than 18 digits are read as this (beyond any log), never parsed in full.
 HUGE = 10**18

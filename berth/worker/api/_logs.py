@@ -15,7 +15,13 @@ from fastapi.responses import JSONResponse, Response
 
 from berth.deployers.base import RUN_CONTAINER
 from berth.worker.api._deps import Services
-from berth.worker.api._log_ranges import MAX_READ, RangeError, Window, parse_range, window
+from berth.worker.api._log_ranges import (
+    MAX_READ,
+    RangeError,
+    Window,
+    parse_range,
+    window,
+)
 from berth.worker.instances import ServeManager
 
 OCTETS = "application/octet-stream"

@@ -14,11 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from berth.schemas import InstancePorts
-from berth.worker.admission import LauncherRequest
 from berth.worker.redact import masked_spec
-from berth.worker.store import InstanceRecord
-from berth.worker.store import InstanceState, launcher_status
-
+from berth.worker.store import InstanceRecord, InstanceState, launcher_status
 
 _ENDPOINTS = {
     "index": "GET /",

@@ -19,8 +19,14 @@ from fastapi import APIRouter, Depends, Query
 from berth.worker.api._deps import ERROR_RESPONSES as _ERRORS
 from berth.worker.api._deps import Services, Svc
 from berth.worker.errors import WorkerError
-from berth.worker.swap import ActivationView, ModelDefinition, ModelList, ModelRegistration, ModelView, SwapController
-
+from berth.worker.swap import (
+    ActivationView,
+    ModelDefinition,
+    ModelList,
+    ModelRegistration,
+    ModelView,
+    SwapController,
+)
 
 router = APIRouter(prefix="/v2/models", tags=["models"])
 _MAX_WAIT_S = 3600.0

@@ -40,17 +40,23 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from berth import __version__
-from berth.worker.api import Services, instances_router, launcher_router, loras_router, swap_router
+from berth.worker.api import (
+    Services,
+    instances_router,
+    launcher_router,
+    loras_router,
+    swap_router,
+)
 from berth.worker.app._middleware import BearerAuth, BodyLimit, RequestMetrics
 from berth.worker.app._runtime import trim_malloc
 from berth.worker.errors import WorkerError
-from berth.worker.metrics import CONTENT_TYPE
-from berth.worker.gpustack import GPUSTACK_PATHS, GPUStackAgent, health_router, router as gpustack_router
+from berth.worker.gpustack import GPUSTACK_PATHS, GPUStackAgent, health_router
+from berth.worker.gpustack import router as gpustack_router
 from berth.worker.instances import ServeManager
+from berth.worker.metrics import CONTENT_TYPE
 from berth.worker.routing import ROUTER_PREFIX, RouterServices, engine_stream_client
 from berth.worker.routing import router as inference_router
 from berth.worker.swap import SwapController
-
 
 logger = logging.getLogger(__name__)
 _GPUSTACK_HEADER = "X-GPUStack-Model-Instance"

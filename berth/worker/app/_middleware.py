@@ -15,7 +15,6 @@ from typing import Any
 
 from berth.worker.metrics import WorkerMetrics
 
-
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]

@@ -22,7 +22,6 @@ import gc
 import logging
 import os
 
-
 logger = logging.getLogger(__name__)
 
 #: Arenas the worker's threads share (glibc's default is eight per core).

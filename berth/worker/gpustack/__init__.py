@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from berth.worker.gpustack._agent import GPUStackAgent, NotJoined
 from berth.worker.gpustack._routes import GPUSTACK_PATHS, health_router, router
-from berth.worker.gpustack._translate import berth_id, gpustack_id, instance_from_header, to_spec
+from berth.worker.gpustack._translate import (
+    berth_id,
+    gpustack_id,
+    instance_from_header,
+    to_spec,
+)
 
 __all__ = [
     "GPUSTACK_PATHS",

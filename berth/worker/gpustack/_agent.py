@@ -39,14 +39,18 @@ import anyio
 import anyio.to_thread
 
 from berth.schemas import Worker
-from berth.worker.gpustack._client import GPUStackClient, ServerRefused, ServerUnavailable, server_backoff
+from berth.worker.gpustack._client import (
+    GPUStackClient,
+    ServerRefused,
+    ServerUnavailable,
+    server_backoff,
+)
 from berth.worker.gpustack._files import FileSync
 from berth.worker.gpustack._identity import Identity, load_identity, save_identity
 from berth.worker.gpustack._instances import InstanceSync
 from berth.worker.gpustack._status import CPUSampler, registration_body
 from berth.worker.gpustack._translate import instance_from_header
 from berth.worker.instances import ServeManager
-
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ import httpx
 
 from berth.utils.backoff import Backoff
 
-
 logger = logging.getLogger(__name__)
 
 

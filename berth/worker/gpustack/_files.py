@@ -19,7 +19,6 @@ import anyio.to_thread
 
 from berth.worker.gpustack._client import GPUStackClient, ServerRefused
 
-
 logger = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")

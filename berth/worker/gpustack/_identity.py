@@ -14,7 +14,6 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
 IDENTITY_FILE = "identity.json"
 
 

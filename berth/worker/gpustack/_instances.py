@@ -50,10 +50,8 @@ from berth.worker.gpustack._translate import (
     subordinate_index,
     to_spec,
 )
-from berth.worker.store import InstanceRecord
 from berth.worker.instances import ServeManager
-from berth.worker.store import InstanceState
-
+from berth.worker.store import InstanceRecord, InstanceState
 
 logger = logging.getLogger(__name__)
 

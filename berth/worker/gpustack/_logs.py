@@ -22,7 +22,6 @@ import anyio.to_thread
 from berth.worker.errors import InstanceNotFound
 from berth.worker.instances import ServeManager
 
-
 CHUNK = 1 << 20
 _BACK = 64 * 1024
 FOLLOW_POLL_S = 0.5

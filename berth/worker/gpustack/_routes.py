@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
 import anyio.to_thread
-
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -34,7 +33,6 @@ from berth.worker.gpustack._agent import GPUStackAgent
 from berth.worker.gpustack._files import weight_size
 from berth.worker.gpustack._logs import follow_log, read_page
 from berth.worker.gpustack._translate import berth_id
-
 
 #: Path prefixes the GPUStack token may call (berth's auth middleware lets it through there).
 GPUSTACK_PATHS = ("/healthz", "/files/", "/serveLogs/", "/serveLogOptions/", "/v1/")

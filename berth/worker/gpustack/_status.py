@@ -18,7 +18,6 @@ from typing import Any
 from berth.schemas import GPUDevice
 from berth.worker.settings import Settings
 
-
 logger = logging.getLogger(__name__)
 _MIB = 1 << 20
 _RUNTIME_TYPE = {"nvidia": "cuda", "amd": "rocm", "ascend": "cann", "hygon": "dtk", "mthreads": "musa",

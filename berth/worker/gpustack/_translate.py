@@ -17,7 +17,6 @@ from typing import Any
 
 from berth.schemas import DeploymentSpec, Worker
 
-
 INSTANCE_PREFIX = "gpustack-"
 #: ``model-<model id>-<instance id>[-<alias>].<type>``, as GPUStack's gateway names a destination.
 _HEADER = re.compile(r"^model-\d+-(\d+)(?:-[^.]+)?\.[^.]+$")

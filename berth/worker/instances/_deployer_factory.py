@@ -18,7 +18,6 @@ from berth.deployers import open_deployer as open_by_name
 from berth.deployers.base import Deployer, DeployerUnavailable
 from berth.worker.settings import Settings
 
-
 logger = logging.getLogger(__name__)
 
 

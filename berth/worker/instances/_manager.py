@@ -27,25 +27,48 @@ from dataclasses import replace
 from typing import Any
 
 from berth.backends import ServePlan
-from berth.deployers.base import RUN_CONTAINER, Deployer, DeployerError, DeployerUnavailable, WorkloadNotFound
+from berth.deployers.base import (
+    RUN_CONTAINER,
+    Deployer,
+    DeployerError,
+    DeployerUnavailable,
+    WorkloadNotFound,
+)
 from berth.schemas import DeploymentSpec, LogChunk
-from berth.worker.reconcile import WorkerContext
-from berth.worker.reconcile import Watcher
-from berth.worker.admission import Admitted, Allocator, Holdings, Placement, admit_launcher, admit_spec
-from berth.worker.instances._deployer_factory import open_deployer
-from berth.worker.reconcile import create_workload, plan_endpoints, plan_instance
-from berth.worker.errors import DeployerDown, DeployFailed, InstanceNotFound, WorkerError
-from berth.worker.admission import LauncherRequest
-from berth.worker.reconcile import check_instance_id, created_changes, owner_value
-from berth.worker.metrics import WorkerMetrics
+from berth.worker.admission import (
+    Admitted,
+    Allocator,
+    Holdings,
+    LauncherRequest,
+    Placement,
+    admit_launcher,
+    admit_spec,
+)
 from berth.worker.engine import EngineClient, Probe
+from berth.worker.errors import (
+    DeployerDown,
+    DeployFailed,
+    InstanceNotFound,
+    WorkerError,
+)
 from berth.worker.instances import _loras
+from berth.worker.instances._deployer_factory import open_deployer
+from berth.worker.metrics import WorkerMetrics
+from berth.worker.reconcile import (
+    RecoveryReport,
+    Watcher,
+    WorkerContext,
+    check_instance_id,
+    create_workload,
+    created_changes,
+    owner_value,
+    plan_endpoints,
+    plan_instance,
+    recover,
+)
 from berth.worker.redact import redact_bytes, secret_values
-from berth.worker.reconcile import RecoveryReport, recover
-from berth.worker.store import Event, InstanceRecord, Registry
 from berth.worker.settings import Settings
-from berth.worker.store import InstanceState
-
+from berth.worker.store import Event, InstanceRecord, InstanceState, Registry
 
 logger = logging.getLogger(__name__)
 

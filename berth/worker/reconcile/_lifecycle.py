@@ -12,7 +12,9 @@ from typing import Any
 
 from berth.deployers import MAX_NAME_LENGTH, RUN_CONTAINER, name_problem
 from berth.schemas.workload import WorkloadState, WorkloadStatus
-from berth.utils.args import served_names  # re-exported: the one reading of served names
+from berth.utils.args import (
+    served_names,  # re-exported: the one reading of served names
+)
 from berth.worker.engine import Readiness
 from berth.worker.errors import InvalidRequest
 from berth.worker.store import InstanceRecord, InstanceState
@@ -101,11 +103,6 @@ def _vanished(record: InstanceRecord) -> str:
     if record.state is InstanceState.PENDING:
         return "the worker stopped before the workload was created"
     return f"workload {record.workload!r} is gone from the {record.deployer} deployer"
-
-
-def backoff_delay(restarts: int, initial: float, maximum: float) -> float:
-    """Seconds before restart number ``restarts + 1``: ``initial * 2**restarts``, capped."""
-    return min(maximum, initial * (2 ** min(restarts, 32)))
 
 
 def restart_due(record: InstanceRecord) -> bool:

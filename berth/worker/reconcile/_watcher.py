@@ -25,12 +25,14 @@ from typing import Any
 from berth.deployers.base import DeployerError, WorkloadNotFound
 from berth.schemas import DeploymentSpec
 from berth.schemas.workload import WorkloadState, WorkloadStatus
+from berth.utils.backoff import (
+    backoff_delay,  # restart n+1 after initial * 2**n s, capped
+)
 from berth.worker.engine import Readiness
 from berth.worker.errors import RegistryUnavailable, WorkerError
 from berth.worker.reconcile._context import WorkerContext
 from berth.worker.reconcile._deployment import create_workload, plan_instance
 from berth.worker.reconcile._lifecycle import (
-    backoff_delay,
     created_changes,
     observed_changes,
     restart_due,

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from berth.worker.routing._activation import ModelActivator, ModelUnavailable, RouteGate, UnknownModel
+from berth.worker.routing._activation import (
+    ModelActivator,
+    ModelUnavailable,
+    RouteGate,
+    UnknownModel,
+)
 from berth.worker.routing._router import ROUTER_PREFIX, router, served_model_names
-from berth.worker.routing._services import HeaderRoute, RouterServices, engine_stream_client
+from berth.worker.routing._services import (
+    HeaderRoute,
+    RouterServices,
+    engine_stream_client,
+)
 
 __all__ = [
     "HeaderRoute",

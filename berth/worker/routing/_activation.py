@@ -15,7 +15,6 @@ from typing import Protocol, runtime_checkable
 from berth.worker.errors import WorkerError, retry_after_header
 
 
-
 class ModelUnavailable(WorkerError):
     """The model is defined but cannot serve before the deadline; retry after ``retry_after`` s."""
 

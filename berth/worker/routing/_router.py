@@ -38,18 +38,16 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
-from berth.worker.routing._activation import ModelUnavailable, RouteGate, UnknownModel
-from berth.worker.routing._services import HeaderRoute, RouterServices
 from berth.worker.errors import InstanceNotFound, retry_after_header
 from berth.worker.loras import adapter_names, served_model_names
-from berth.worker.store import InstanceRecord
-from berth.worker.store import InstanceState
-
+from berth.worker.routing._activation import ModelUnavailable, RouteGate, UnknownModel
+from berth.worker.routing._services import HeaderRoute, RouterServices
+from berth.worker.store import InstanceRecord, InstanceState
 
 logger = logging.getLogger(__name__)
 

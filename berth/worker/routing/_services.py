@@ -20,7 +20,6 @@ import httpx
 from berth.worker.instances import ServeManager
 from berth.worker.routing._activation import ModelActivator
 
-
 #: ``header value -> berth instance id`` (None: the value names no instance of this worker).
 HeaderRoute = Callable[[str], "str | None"]
 #: Seconds to open a connection to an engine (nothing else is bounded: a long generation is no failure).

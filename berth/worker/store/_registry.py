@@ -42,7 +42,6 @@ from berth.worker.redact import redact_text, secret_values
 from berth.worker.store._endpoints import Endpoints
 from berth.worker.store._states import InstanceState
 
-
 logger = logging.getLogger(__name__)
 
 REGISTRY_FILE = "registry.db"

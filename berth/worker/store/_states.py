@@ -15,7 +15,6 @@ from __future__ import annotations
 from berth.schemas.workload import LifecycleState
 
 
-
 class InstanceState(LifecycleState):
     PENDING = "pending"
     STARTING = "starting"

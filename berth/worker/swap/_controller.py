@@ -63,7 +63,6 @@ from berth.worker.swap._state import Activation, SwapState
 from berth.worker.swap._transitions import DEFAULT_ETA_S, Transitions
 from berth.worker.swap._views import model_view
 
-
 logger = logging.getLogger(__name__)
 
 _READY_POLL_S = 0.05
@@ -84,7 +83,7 @@ class SwapController:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.metrics = SwapMetrics.of(manager.metrics.registry, self._states)
-        control = engine or EngineControl(probe_timeout=self.settings.probe_timeout)
+        control = engine or EngineControl(lambda: manager.engine)  # the worker's one engine client
         self._transitions = Transitions(manager, self._store, control, self._state, self._models, self.metrics)
         self._evictor = Evictor(self._transitions)
 

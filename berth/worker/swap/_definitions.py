@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 from berth.worker.errors import InstanceConflict, RegistryUnavailable
 
-
 SWAP_FILE = "swap.db"
 Source = Literal["launcher", "spec"]
 _SCHEMA = """

@@ -2,11 +2,14 @@
 flight (what they mean: :mod:`berth.worker.engine`).
 
 :class:`EngineControl` is a thin use of :class:`~berth.worker.engine.EngineClient`: given the
-worker's client (``EngineControl(manager.engine)``) it shares its pool and never closes it;
-without one it opens a client of its own and closes it in :meth:`close`.
+worker's client, or a function that returns it once the manager has started
+(``EngineControl(lambda: manager.engine)``), it shares its pool and never closes it; without one
+it opens a client of its own and closes it in :meth:`close`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from berth.worker import engine
 from berth.worker.engine import EngineClient
@@ -18,10 +21,16 @@ EngineError = engine.EngineError
 class EngineControl:
     """Sleep, wake and load questions over one pooled HTTP client. Thread-safe."""
 
-    def __init__(self, client: EngineClient | None = None, *, timeout: float = 300.0,
-                 probe_timeout: float = 2.0) -> None:
+    def __init__(self, client: EngineClient | Callable[[], EngineClient] | None = None, *,
+                 timeout: float = 300.0, probe_timeout: float = 2.0) -> None:
         self._owned = client is None
-        self._client = client or EngineClient(timeout=probe_timeout, long_timeout=timeout)
+        if client is None:
+            client = EngineClient(timeout=probe_timeout, long_timeout=timeout)
+        self._source = client if callable(client) else (lambda: client)
+
+    @property
+    def _client(self) -> EngineClient:
+        return self._source()
 
     def open(self) -> None:
         """Make a closed control usable again (the client reopens its pool on its next request)."""

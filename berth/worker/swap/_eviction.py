@@ -29,7 +29,15 @@ from berth.worker.routing import ModelUnavailable
 from berth.worker.store import InstanceRecord
 from berth.worker.swap._definitions import ModelDefinition
 from berth.worker.swap._errors import ModelStateConflict
-from berth.worker.swap._policy import Candidate, awake_ids, gpu_usage, idle_action, is_asleep, lru, model_state
+from berth.worker.swap._policy import (
+    Candidate,
+    awake_ids,
+    gpu_usage,
+    idle_action,
+    is_asleep,
+    lru,
+    model_state,
+)
 from berth.worker.swap._registration import predicted_gpus
 from berth.worker.swap._transitions import Transitions
 

@@ -10,10 +10,8 @@ from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Literal
 
-from berth.worker.store import InstanceRecord
-from berth.worker.store import InstanceState
+from berth.worker.store import InstanceRecord, InstanceState
 from berth.worker.swap._definitions import ModelDefinition
-
 
 _GIB = float(1 << 30)
 

@@ -22,13 +22,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from berth.schemas import DeploymentSpec
 from berth.utils.args import find_parameter, has_parameter
-from berth.worker.admission import Admitted, Holdings, LauncherRequest, admit_launcher, admit_spec, parse_options
+from berth.worker.admission import (
+    Admitted,
+    Holdings,
+    LauncherRequest,
+    admit_launcher,
+    admit_spec,
+    parse_options,
+)
 from berth.worker.errors import InvalidRequest, WorkerError
 from berth.worker.instances import ServeManager
 from berth.worker.reconcile import MAX_ID_LENGTH, check_instance_id, plan_instance
 from berth.worker.settings import Settings
 from berth.worker.swap._definitions import ModelDefinition
-
 
 SLEEP_FLAG = "--enable-sleep-mode"
 DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"

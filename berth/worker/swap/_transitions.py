@@ -31,7 +31,6 @@ from berth.worker.swap._metrics import SwapMetrics
 from berth.worker.swap._policy import Eviction, eviction_for, model_state
 from berth.worker.swap._state import SwapState
 
-
 logger = logging.getLogger(__name__)
 
 #: a request routed this recently may still be on its way to the engine: do not evict under it
