@@ -216,8 +216,9 @@ class Settings(BaseSettings):
         "model is parked and requesters get 503.",
     )
     swap_drain_timeout: float = Field(
-        default=30.0, ge=0, description="How long evicting a model for the budget waits for its requests in "
-        "flight to finish before trying another (or answering 503 with Retry-After).",
+        default=30.0, ge=0, description="How long putting a model to sleep or parking it waits for its requests "
+        "in flight to finish (an engine whose metrics cannot be read counts as busy). An eviction for the budget "
+        "then tries another model (or answers 503 with Retry-After); an explicit park or sleep goes ahead.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Worker log level.")
     router_activation_timeout: float = Field(
