@@ -6,8 +6,9 @@ A load is checked (name, path, the instance's runtime-LoRA options, no other ins
 worker already answering to the name), done by the engine, then written to the instance's
 record, so the ``/v1`` router sends ``model=<name>`` to it and the adapter is loaded again when
 the engine or the worker restarts (see :mod:`berth.worker.loras`). The work is
-``ServeManager.load_lora``/``unload_lora``'s; the handlers are plain functions, so FastAPI runs
-them on its thread pool and the engine calls never block the event loop.
+``ServeManager.load_lora``/``unload_lora``'s; the handlers send it to a thread under the app's
+limiter (:meth:`Services.blocking`), so the engine calls never block the event loop. A list
+reads the registry's in-memory copy and stays on the loop.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from berth.worker.api._deps import ERROR_RESPONSES as _ERRORS
-from berth.worker.api._deps import Manager
+from berth.worker.api._deps import Manager, Svc
 from berth.worker.loras import LoraLoad, runtime_loras
 from berth.worker.reconcile import check_instance_id
 from berth.worker.store import InstanceRecord
@@ -42,22 +43,24 @@ def _view(record: InstanceRecord) -> dict[str, Any]:
     return {"instance_id": record.id, "loras": runtime_loras(record)}
 
 
-def list_loras(instance_id: str, manager: Manager) -> dict[str, Any]:
+async def list_loras(instance_id: str, manager: Manager) -> dict[str, Any]:
     """Adapters loaded at run time (those of `--lora-modules` are part of the spec)."""
     return _view(manager.get(check_instance_id(instance_id)))
 
 
-def load_lora(instance_id: str, body: LoraLoad, manager: Manager) -> dict[str, Any]:
+async def load_lora(instance_id: str, body: LoraLoad, services: Svc) -> dict[str, Any]:
     """Load a LoRA adapter into the running engine and keep it in the instance's record.
 
     Loading a name again with another path replaces it. 409 when the instance is not running, was
     not started for runtime LoRA, or another instance already answers to the name."""
-    return _view(manager.load_lora(check_instance_id(instance_id), body.name, body.path))
+    load = services.manager.load_lora
+    return _view(await services.blocking(load, check_instance_id(instance_id), body.name, body.path))
 
 
-def unload_lora(instance_id: str, name: str, manager: Manager) -> dict[str, Any]:
+async def unload_lora(instance_id: str, name: str, services: Svc) -> dict[str, Any]:
     """Unload an adapter from the engine and forget it (it is not loaded again on restart)."""
-    return _view(manager.unload_lora(check_instance_id(instance_id), name))
+    unload = services.manager.unload_lora
+    return _view(await services.blocking(unload, check_instance_id(instance_id), name))
 
 
 for _prefix in _PREFIXES:
