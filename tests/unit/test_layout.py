@@ -18,8 +18,6 @@ import ast
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import pytest
-
 import berth
 
 BERTH = Path(berth.__file__).parent

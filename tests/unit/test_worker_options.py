@@ -2,10 +2,11 @@
 
 import pytest
 
+from berth.utils.args import served_names
+from berth.worker.admission import check_instance_id
 from berth.worker.admission._env_policy import check_env
 from berth.worker.admission._launcher_spec import parse_options
 from berth.worker.errors import InvalidRequest
-from berth.worker.reconcile._lifecycle import check_instance_id, served_names
 
 
 def test_model_and_port_are_understood():

@@ -11,9 +11,11 @@ from berth.worker.admission._admission import (
 )
 from berth.worker.admission._allocation import PortAllocator
 from berth.worker.admission._allocator import Allocator, Placement
+from berth.worker.admission._ids import MAX_ID_LENGTH, check_instance_id
 from berth.worker.admission._launcher_spec import LauncherRequest, parse_options
 
 __all__ = [
+    "MAX_ID_LENGTH",
     "Admitted",
     "Allocator",
     "Holdings",
@@ -22,5 +24,6 @@ __all__ = [
     "PortAllocator",
     "admit_launcher",
     "admit_spec",
+    "check_instance_id",
     "parse_options",
 ]

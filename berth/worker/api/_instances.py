@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from berth.deployers.base import RAY_HEAD_CONTAINER, RUN_CONTAINER
 from berth.schemas import DeploymentSpec
+from berth.worker.admission import check_instance_id
 from berth.worker.api._deps import ERROR_RESPONSES as _ERRORS
 from berth.worker.api._deps import Manager, Services, Svc
 from berth.worker.api._logs import LOG_RESPONSES, read_log
@@ -30,7 +31,6 @@ from berth.worker.api._models import (
     instance_view,
 )
 from berth.worker.instances import ServeManager
-from berth.worker.reconcile import check_instance_id
 from berth.worker.redact import masked_plan
 
 router = APIRouter(prefix="/v2/instances", tags=["instances"])

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
 
-from berth.worker.admission import LauncherRequest
+from berth.worker.admission import LauncherRequest, check_instance_id
 from berth.worker.api._deps import ERROR_RESPONSES as _ERRORS
 from berth.worker.api._deps import Manager, Svc
 from berth.worker.api._logs import LOG_RESPONSES, read_log
@@ -28,7 +28,6 @@ from berth.worker.api._models import (
     launcher_view,
 )
 from berth.worker.errors import InvalidRequest
-from berth.worker.reconcile import check_instance_id
 
 router = APIRouter(tags=["launcher"])
 _TRUE = {"true", "1", "yes", "on"}

@@ -18,10 +18,10 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from berth.worker.admission import check_instance_id
 from berth.worker.api._deps import ERROR_RESPONSES as _ERRORS
 from berth.worker.api._deps import Manager, Svc
 from berth.worker.loras import LoraLoad, runtime_loras
-from berth.worker.reconcile import check_instance_id
 from berth.worker.store import InstanceRecord
 
 router = APIRouter(tags=["loras"])

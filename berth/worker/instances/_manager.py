@@ -43,6 +43,7 @@ from berth.worker.admission import (
     Placement,
     admit_launcher,
     admit_spec,
+    check_instance_id,
 )
 from berth.worker.engine import EngineClient, Probe
 from berth.worker.errors import (
@@ -58,7 +59,6 @@ from berth.worker.reconcile import (
     RecoveryReport,
     Watcher,
     WorkerContext,
-    check_instance_id,
     create_workload,
     created_changes,
     owner_value,

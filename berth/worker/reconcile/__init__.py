@@ -9,8 +9,6 @@ from berth.worker.reconcile._deployment import (
     plan_instance,
 )
 from berth.worker.reconcile._lifecycle import (
-    MAX_ID_LENGTH,
-    check_instance_id,
     created_changes,
     owner_value,
 )
@@ -18,12 +16,10 @@ from berth.worker.reconcile._recovery import RecoveryReport, recover
 from berth.worker.reconcile._watcher import Watcher
 
 __all__ = [
-    "MAX_ID_LENGTH",
     "OpLocks",
     "RecoveryReport",
     "Watcher",
     "WorkerContext",
-    "check_instance_id",
     "create_workload",
     "created_changes",
     "owner_value",

@@ -10,13 +10,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from berth.deployers import MAX_NAME_LENGTH, RUN_CONTAINER, name_problem
+from berth.deployers import RUN_CONTAINER
 from berth.schemas.workload import WorkloadState, WorkloadStatus
-from berth.utils.args import (
-    served_names,  # re-exported: the one reading of served names
-)
 from berth.worker.engine import Readiness
-from berth.worker.errors import InvalidRequest
 from berth.worker.store import InstanceRecord, InstanceState
 
 #: Label naming the worker (its registry) that owns a workload, so orphans are told apart.
@@ -24,21 +20,6 @@ OWNER_LABEL = "berth.io/owner"
 #: How a record's reason starts while the deployer could not be asked about it at start; the
 #: watcher's next observation of the instance clears it.
 READOPTION_PENDING = "re-adoption pending"
-#: Instance ids name workloads, so they follow the deployers' one name rule.
-MAX_ID_LENGTH = MAX_NAME_LENGTH
-
-
-def check_instance_id(instance_id: str, field: str = "instance_id") -> str:
-    """A safe instance id: the deployers' name rule (1-63 letters, digits, '-', '_', '.',
-    alphanumeric at both ends), and no '..'."""
-    if ".." in instance_id or name_problem("instance", instance_id) is not None:
-        raise InvalidRequest(
-            f"{field}: {instance_id[:80]!r} is not a safe name; use 1-{MAX_ID_LENGTH} letters, digits, "
-            "'-', '_' or '.', starting and ending with a letter or digit, without '..'"
-        )
-    return instance_id
-
-
 def owner_value(data_dir: Path) -> str:
     """A short, stable value for :data:`OWNER_LABEL` derived from the registry's location."""
     return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]

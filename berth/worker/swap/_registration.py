@@ -23,16 +23,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from berth.schemas import DeploymentSpec
 from berth.utils.args import find_parameter, has_parameter
 from berth.worker.admission import (
+    MAX_ID_LENGTH,
     Admitted,
     Holdings,
     LauncherRequest,
     admit_launcher,
     admit_spec,
+    check_instance_id,
     parse_options,
 )
 from berth.worker.errors import InvalidRequest, WorkerError
 from berth.worker.instances import ServeManager
-from berth.worker.reconcile import MAX_ID_LENGTH, check_instance_id, plan_instance
+from berth.worker.reconcile import plan_instance
 from berth.worker.settings import Settings
 from berth.worker.swap._definitions import ModelDefinition
 
