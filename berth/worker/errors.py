@@ -5,11 +5,13 @@ from __future__ import annotations
 __all__ = [
     "DeployFailed",
     "DeployerDown",
+    "Forbidden",
     "InstanceConflict",
     "InstanceNotFound",
     "InvalidRequest",
     "RegistryUnavailable",
     "ResourceExhausted",
+    "Unauthorized",
     "WorkerError",
     "retry_after_header",
 ]
@@ -34,6 +36,18 @@ class InvalidRequest(WorkerError):
     """A body, option, id or spec that cannot be accepted (the message names the field)."""
 
     status_code = 422
+
+
+class Unauthorized(WorkerError):
+    """No token, or not the one this endpoint wants."""
+
+    status_code = 401
+
+
+class Forbidden(WorkerError):
+    """The caller may not read what it asked for."""
+
+    status_code = 403
 
 
 class InstanceNotFound(WorkerError):

@@ -28,7 +28,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from berth.worker.errors import InvalidRequest, WorkerError
+from berth.worker.errors import Forbidden, InvalidRequest, Unauthorized, WorkerError
 from berth.worker.gpustack._agent import GPUStackAgent
 from berth.worker.gpustack._files import weight_size
 from berth.worker.gpustack._logs import follow_log, read_page
@@ -50,14 +50,6 @@ class JoinedServices(Protocol):
 
     @property
     def gpustack(self) -> GPUStackAgent | None: ...
-
-
-class Unauthorized(WorkerError):
-    status_code = 401
-
-
-class Forbidden(WorkerError):
-    status_code = 403
 
 
 class NotOnWorker(WorkerError):
