@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,10 +191,10 @@ class LocalWorker:
     def _terminate(self, grace: float) -> None:
         assert self.pid is not None
         _signal_group(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while self.alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self.alive():
+        try:
+            wait_until(lambda: not self.alive(), timeout=max(grace, 0.0), interval=0.1,
+                       what="the demo worker to exit")
+        except WaitTimeout:
             _signal_group(self.pid, signal.SIGKILL)
             if self._process is not None:
                 self._process.wait(timeout=10)

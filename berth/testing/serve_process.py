@@ -11,13 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
 
 from berth.utils.ports import LOOPBACK, free_port
+from berth.utils.waiting import WaitTimeout, wait_until
 
 __all__ = ["ServeWorker", "spawn_serve", "stop_group", "wait_healthy"]
 
@@ -34,15 +34,17 @@ def spawn_serve(args: Sequence[str], env: dict[str, str], log: Path) -> subproce
 def wait_healthy(proc: subprocess.Popen[bytes], http: httpx.Client, log: Path, timeout: float,
                  poll: float = 0.1) -> None:
     """Until ``/health`` answers 200; fails with the worker's log if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         assert proc.poll() is None, log.read_text()
         try:
-            if http.get("/health").status_code == 200:
-                return
+            return http.get("/health").status_code == 200
         except httpx.HTTPError:
-            time.sleep(poll)
-    raise AssertionError(f"berth serve did not answer /health in {timeout:.0f} s:\n" + log.read_text())
+            return False
+
+    try:
+        wait_until(healthy, timeout=max(timeout, 0.0), interval=poll, what="berth serve to answer /health")
+    except WaitTimeout:
+        raise AssertionError(f"berth serve did not answer /health in {timeout:.0f} s:\n" + log.read_text()) from None
 
 
 def stop_group(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
@@ -116,11 +118,11 @@ class ServeWorker:
 
     def wait_state(self, instance_id: str, state: str, timeout: float = 30.0, **fields: object) -> dict:
         """The instance's API answer once its ``state`` (and each of ``fields``) is as asked."""
-        deadline = time.monotonic() + timeout
-        body: dict = {}
-        while time.monotonic() < deadline:
-            body = self.http.get(f"/v2/vllm/instances/{instance_id}").json()
-            if body.get("state") == state and all(body.get(k) == v for k, v in fields.items()):
-                return body
-            time.sleep(0.1)
-        raise AssertionError(f"{instance_id} never reached {state} {fields}: {body}\n{self.log.read_text()[-4000:]}")
+        try:
+            return wait_until(lambda: self.http.get(f"/v2/vllm/instances/{instance_id}").json(),
+                              done=lambda body: body.get("state") == state
+                              and all(body.get(k) == v for k, v in fields.items()),
+                              timeout=max(timeout, 0.0), interval=0.1, what=f"{instance_id} to be {state}")
+        except WaitTimeout as exc:
+            raise AssertionError(f"{instance_id} never reached {state} {fields}: {exc.last}\n"
+                                 f"{self.log.read_text()[-4000:]}") from None

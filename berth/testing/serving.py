@@ -16,6 +16,7 @@ from gpustack_runtime.deployer import Container, ContainerEnv, ContainerExecutio
 
 from berth.deployers.base import INSTANCE_LABEL, MANAGED_LABEL, RUN_CONTAINER
 from berth.utils.ports import LOOPBACK, free_port
+from berth.utils.waiting import WaitTimeout, wait_until
 
 __all__ = ["CPU_ENV", "LOOPBACK", "free_port", "serve_argv", "serve_plan", "wait_http_ok"]
 
@@ -62,16 +63,21 @@ def wait_http_ok(
 ) -> float:
     """Seconds until ``GET url`` answers 200. Raises ``TimeoutError`` after ``timeout``, or
     ``RuntimeError`` with ``give_up()``'s message as soon as it returns one."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2.0) as reply:
                 if reply.status == 200:
-                    return time.monotonic() - started
+                    return True
         except (urllib.error.URLError, OSError):
             pass
         reason = give_up() if give_up is not None else None
         if reason:
             raise RuntimeError(f"{url} will not answer: {reason}")
-        time.sleep(poll)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f} s")
+        return False
+
+    started = time.monotonic()
+    try:
+        wait_until(answers, timeout=max(timeout, 0.0), interval=poll, what=f"{url} to answer 200")
+    except WaitTimeout:
+        raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f} s") from None
+    return time.monotonic() - started

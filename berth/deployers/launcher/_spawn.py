@@ -12,7 +12,6 @@ import fcntl
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ from berth.deployers._stdlib.run import argv_for
 from berth.deployers.base import DeployerError, DeployerUnavailable
 from berth.deployers.launcher import _protocol as proto
 from berth.deployers.launcher import _records as rec
+from berth.utils.waiting import WaitTimeout, wait_until
 
 #: The daemon, run by path (see :mod:`berth.deployers.launcher.daemon`).
 DAEMON_MODULE = "berth.deployers.launcher.daemon"
@@ -95,21 +95,25 @@ class DaemonHandle:
         self._wait_ready(self._process)
 
     def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             if self.ping() is not None:
-                return
+                return True
             code = process.poll()
             if code is not None:
                 raise DeployerUnavailable(
                     f"the launcher daemon exited with code {code} while starting; "
                     f"its log ends with:\n{self.log_tail()}"
                 )
-            time.sleep(0.1)
-        raise DeployerUnavailable(
-            f"the launcher daemon did not answer within {self.start_timeout:.0f} s "
-            f"(start_timeout); its log ends with:\n{self.log_tail()}"
-        )
+            return False
+
+        try:
+            wait_until(answers, timeout=max(self.start_timeout, 0.0), interval=0.1,
+                       what="the launcher daemon to answer")
+        except WaitTimeout:
+            raise DeployerUnavailable(
+                f"the launcher daemon did not answer within {self.start_timeout:.0f} s "
+                f"(start_timeout); its log ends with:\n{self.log_tail()}"
+            ) from None
 
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Stop every instance and the daemon; wait for it to exit. ``False`` if none ran.

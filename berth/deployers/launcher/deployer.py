@@ -54,6 +54,7 @@ from berth.deployers.launcher._spawn import DaemonHandle
 from berth.deployers.launcher._status import workload_status
 from berth.deployers.launcher.daemon import LOGS_DIR
 from berth.schemas.workload import LogChunk, WorkloadStatus
+from berth.utils.waiting import WaitTimeout, wait_until
 
 _ERRORS: dict[str, type[DeployerError]] = {
     "invalid": InvalidWorkload,
@@ -182,16 +183,19 @@ class LauncherDeployer(LocalDeployer):
         return any(r["name"] == name for r in self._call("list")["instances"])
 
     def _stop_and_wait(self, name: str, timeout: float) -> rec.InstanceRecord:
-        record = rec.InstanceRecord.from_dict(self._call("stop", name=name, timeout=timeout))
-        deadline = time.monotonic() + timeout + 15.0
-        while not record.drained and time.monotonic() < deadline:
-            time.sleep(0.05)
-            record = rec.InstanceRecord.from_dict(self._call("status", name=name))
-        if not record.drained:
+        stopped = [self._call("stop", name=name, timeout=timeout)]  # the first reading; "status" after
+
+        def latest() -> rec.InstanceRecord:
+            reply = stopped.pop() if stopped else self._call("status", name=name)
+            return rec.InstanceRecord.from_dict(reply)
+
+        try:
+            return wait_until(latest, done=lambda record: record.drained, timeout=max(timeout + 15.0, 0.0),
+                              interval=0.05, what=f"workload {name!r} to drain")
+        except WaitTimeout as exc:
             raise DeployerError(
-                f"workload {name!r} (process group {record.pid}) still has processes after SIGKILL"
-            )
-        return record
+                f"workload {name!r} (process group {exc.last.pid}) still has processes after SIGKILL"
+            ) from None
 
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Stop every instance and the daemon (SIGTERM, SIGKILL after ``timeout``); wait for

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from berth.deployers._stdlib import proc
 from berth.deployers.process._state import TAG_ENV, ContainerState, process_tag, read_state
+from berth.utils.waiting import WaitTimeout, wait_until
 
 #: How long to wait, after SIGKILL, for shims to record the exit and leave.
 KILL_WAIT = 5.0
@@ -100,26 +101,32 @@ def stop_targets(targets: Sequence[Target], timeout: float) -> bool:
     live = [t for t in targets if not t.quiet()]
     for target in live:
         target.terminate()
-    if _wait_quiet(live, time.monotonic() + max(timeout, 0.0)):
+    if _wait_quiet(live, max(timeout, 0.0)):
         return True
     for target in live:
         target.kill()
-    if not _wait_quiet(live, time.monotonic() + KILL_WAIT):
+    if not _wait_quiet(live, KILL_WAIT):
         for target in live:
             target.kill(shim_too=True)
-        _wait_quiet(live, time.monotonic() + KILL_WAIT)
+        _wait_quiet(live, KILL_WAIT)
     return False
 
 
-def _wait_quiet(targets: Sequence[Target], deadline: float) -> bool:
+def _wait_quiet(targets: Sequence[Target], timeout: float) -> bool:
+    """Whether every target went quiet within ``timeout`` s; each round first sleeps on the
+    shims' exits (up to the deadline), then checks the targets still pending."""
+    deadline = time.monotonic() + timeout
     pending = list(targets)
-    while pending:
+
+    def all_quiet() -> bool:
+        nonlocal pending
         for target in pending:
             target.wait_shim(deadline)
         pending = [t for t in pending if not t.quiet()]
-        if not pending:
-            break
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL)
+        return not pending
+
+    try:
+        wait_until(all_quiet, timeout=timeout, interval=POLL, what="the stopped containers to go quiet")
+    except WaitTimeout:
+        return False
     return True

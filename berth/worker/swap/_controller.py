@@ -46,6 +46,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from berth.schemas import DeploymentSpec
+from berth.utils.waiting import WaitTimeout, wait_until
 from berth.worker.admission import LauncherRequest
 from berth.worker.errors import InstanceConflict
 from berth.worker.instances import ServeManager
@@ -255,10 +256,12 @@ class SwapController:
                 time.sleep(_READY_POLL_S)
 
     def _wait_gone(self, definition: ModelDefinition, deadline: float) -> None:
-        while self._transitions.record(definition) is not None:
-            if time.monotonic() >= deadline:
-                raise ModelUnavailable(f"model {definition.name!r} is still stopping", self.eta(definition.name))
-            time.sleep(_READY_POLL_S)
+        try:
+            wait_until(lambda: self._transitions.record(definition) is None,
+                       timeout=max(0.0, deadline - time.monotonic()), interval=_READY_POLL_S,
+                       what=f"model {definition.name!r} to stop")
+        except WaitTimeout:
+            raise ModelUnavailable(f"model {definition.name!r} is still stopping", self.eta(definition.name)) from None
 
     # -- the idle policy -------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from berth.utils.waiting import WaitTimeout, wait_until
 from berth.worker.errors import InstanceNotFound
 from berth.worker.instances import ServeManager
 from berth.worker.reconcile import OpLocks
@@ -80,14 +81,12 @@ class Transitions:
         """None once no request is in flight (waiting up to ``swap_drain_timeout`` when ``wait``),
         else why the engine is not known to be drained."""
         timeout = self.settings.swap_drain_timeout if wait else 0.0
-        deadline = time.monotonic() + timeout
-        while True:
-            why = self._in_flight(definition, record)
-            if why is None:
-                return None
-            if time.monotonic() >= deadline:
-                return f"{why} (waited {timeout:g} s, swap_drain_timeout)" if wait else why
-            time.sleep(_DRAIN_POLL_S)
+        try:
+            wait_until(lambda: self._in_flight(definition, record), done=lambda why: why is None,
+                       timeout=timeout, interval=_DRAIN_POLL_S, what=f"model {definition.name!r} to drain")
+        except WaitTimeout as exc:
+            return f"{exc.last} (waited {timeout:g} s, swap_drain_timeout)" if wait else exc.last
+        return None
 
     def _in_flight(self, definition: ModelDefinition, record: InstanceRecord) -> str | None:
         if time.time() - self.state.used_at(definition.name) < IN_TRANSIT_S:
