@@ -143,8 +143,15 @@ def _serve_and_ask(result: DemoResult, options: DemoOptions, reporter: Reporter)
         raise DemoError("the model answered the chat with an empty text; see the instance log")
 
 
+#: The engine computes in float32 on every CPU. With the checkpoint's bfloat16, vLLM computes in
+#: bfloat16 on CPUs with bf16 units (AMX, AVX512-BF16) and in float32 elsewhere, and the 135M
+#: model's greedy answers then differ by machine (a rambling French answer instead of "Paris").
+DEMO_DTYPE = "float32"
+
+
 def _deploy(worker: LocalWorker, model_dir: Path) -> None:
-    options = f"--model {model_dir} --served-model-name {DEMO_MODEL_NAME} --max-model-len 2048 --enforce-eager"
+    options = (f"--model {model_dir} --served-model-name {DEMO_MODEL_NAME} --max-model-len 2048 --enforce-eager "
+               f"--dtype {DEMO_DTYPE}")
     body = {"options": options, "env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}
     worker.call("PUT", f"/v2/vllm/instances/{INSTANCE_ID}", body, timeout=600.0)
 
