@@ -72,3 +72,13 @@ def distributed(leader: bool = True, follower_gpus: list[int] | None = None, **o
     worker = {} if leader else {"id": 2, "ip": "10.0.0.2"}
     sections = deep_merge({"instance": instance, "worker": worker}, over)
     return make_plan(**sections)
+
+
+def local_spec(name: str, ports: list[int] | None = None) -> DeploymentSpec:
+    """A spec for this worker (127.0.0.1, no GPU) named ``name``, with the scheduler's ``ports`` if given."""
+    instance: dict[str, Any] = {"name": name, "model_name": name, "worker_id": 1, "worker_ip": "127.0.0.1"}
+    if ports:
+        instance["ports"] = ports
+    return DeploymentSpec.model_validate({
+        "model": {"name": name, "image_name": "local/vllm"}, "instance": instance,
+        "worker": {"id": 1, "ip": "127.0.0.1"}, "model_path": "/models/tiny"})

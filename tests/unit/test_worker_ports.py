@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from berth.deployers.memory import MemoryDeployer
-from berth.schemas import DeploymentSpec, InstancePorts
+from berth.schemas import InstancePorts
 from berth.testing.fakes import FakeProbe
 from berth.worker import ServeManager, Settings
 from berth.worker.admission import _admission as admission
@@ -14,6 +14,7 @@ from berth.worker.admission._admission import Holdings
 from berth.worker.admission._allocation import GPUAllocator, PortAllocator, expand_ports
 from berth.worker.errors import InstanceConflict
 from berth.worker.store._registry import InstanceRecord
+from tests.support.specs import local_spec
 
 FOUR = [47000, 47001, 47002, 47003]
 
@@ -43,15 +44,6 @@ def test_holdings_hold_every_port_of_a_four_port_list() -> None:
     assert allocator.allocate(1, set(held.ports)) == [47004]  # never 47002, mp's master
 
 
-def _spec(name: str, ports: list[int] | None = None) -> DeploymentSpec:
-    instance = {"name": name, "model_name": name, "worker_id": 1, "worker_ip": "127.0.0.1"}
-    if ports:
-        instance["ports"] = ports
-    return DeploymentSpec.model_validate({
-        "model": {"name": name, "image_name": "local/vllm"}, "instance": instance,
-        "worker": {"id": 1, "ip": "127.0.0.1"}, "model_path": "/models/tiny"})
-
-
 @pytest.fixture
 def manager(tmp_path, monkeypatch):
     # Whether a port is bound on this busy host does not matter here: every port counts as free.
@@ -68,19 +60,19 @@ def manager(tmp_path, monkeypatch):
 
 
 def test_no_port_of_a_four_port_list_is_handed_out_twice(manager) -> None:
-    record, _ = manager.create_from_spec(_spec("four", FOUR))
+    record, _ = manager.create_from_spec(local_spec("four", FOUR))
     assert InstancePorts.model_validate(record.ports).to_list() == FOUR
     assert manager.deployer.get(record.workload) is not None
     with pytest.raises(InstanceConflict, match="port 47002 is already used by instance 'four'"):
-        manager.create_from_spec(_spec("clash", [47002]))
-    other, _ = manager.create_from_spec(_spec("next"))  # allocated: the one port left
+        manager.create_from_spec(local_spec("clash", [47002]))
+    other, _ = manager.create_from_spec(local_spec("next"))  # allocated: the one port left
     assert InstancePorts.model_validate(other.ports).to_list() == [47004]
     manager.delete("four")  # released as a whole
-    again, _ = manager.create_from_spec(_spec("clash", [47002]))
+    again, _ = manager.create_from_spec(local_spec("clash", [47002]))
     assert InstancePorts.model_validate(again.ports).http == 47002
 
 
 def test_the_run_container_declares_every_scheduler_port(manager) -> None:
-    _, plan = manager.create_from_spec(_spec("declared", FOUR))
+    _, plan = manager.create_from_spec(local_spec("declared", FOUR))
     run = plan.workload.containers[0]
     assert sorted(p.internal for p in run.ports or []) == FOUR

@@ -15,7 +15,7 @@ from gpustack_runtime.deployer import Container, ContainerExecution, WorkloadPla
 
 from berth.deployers.base import INSTANCE_LABEL, MANAGED_LABEL
 from berth.deployers.memory import MemoryDeployer
-from berth.schemas import DeploymentSpec, InstancePorts
+from berth.schemas import InstancePorts
 from berth.testing.fakes import FakeProbe
 from berth.utils.ports import parse_port_range
 from berth.worker import LauncherRequest, ServeManager, Settings
@@ -29,6 +29,7 @@ from berth.worker.store._endpoints import RayJoin, RuntimeLora
 from berth.worker.store._registry import REGISTRY_FILE, InstanceRecord
 from berth.worker.store._states import InstanceState
 from tests.support.ports import free_range
+from tests.support.specs import local_spec
 
 BOUND: set[int] = set()
 
@@ -75,15 +76,6 @@ def launch(manager, instance_id):
     return manager.create_from_launcher(LauncherRequest(options="--model /models/tiny"), instance_id)
 
 
-def spec(name, ports=None):
-    instance = {"name": name, "model_name": name, "worker_id": 1, "worker_ip": "127.0.0.1"}
-    if ports:
-        instance["ports"] = ports
-    return DeploymentSpec.model_validate({
-        "model": {"name": name, "image_name": "local/vllm"}, "instance": instance,
-        "worker": {"id": 1, "ip": "127.0.0.1"}, "model_path": "/models/tiny"})
-
-
 def test_reserved_ports_are_kept_from_every_other_holder(manager, low):
     assert launch(manager, "a").ports["http"] == low
     BOUND.add(low + 1)
@@ -95,12 +87,12 @@ def test_reserved_ports_are_kept_from_every_other_holder(manager, low):
     assert (held[low], held[low + 2], held[low + 3], held[low + 4]) == ("a", "k", "k", "j")
     assert launch(manager, "b").ports["http"] == low + 5
     with pytest.raises(InstanceConflict, match=f"port {low + 2} is already used by instance 'k'"):
-        manager.create_from_spec(spec("other", [low + 2]))
+        manager.create_from_spec(local_spec("other", [low + 2]))
 
 
 def test_a_create_under_the_key_uses_its_reserved_ports_and_consumes_them(manager, tmp_path, low):
     ports = manager.reserve_ports("gs-7", 3)
-    record, _ = manager.create_from_spec(spec("gs-7", ports))
+    record, _ = manager.create_from_spec(local_spec("gs-7", ports))
     assert InstancePorts.model_validate(record.ports).to_list() == ports
     assert [manager.holdings().ports[port] for port in ports] == ["gs-7"] * 3  # the instance's now
     assert manager._context.registry.reservations() == {}
@@ -112,7 +104,7 @@ def test_a_create_under_the_key_uses_its_reserved_ports_and_consumes_them(manage
 
 def test_a_create_under_the_key_may_take_other_ports_and_still_consumes(manager, low):
     manager.reserve_ports("k", 1)
-    record, _ = manager.create_from_spec(spec("k"))
+    record, _ = manager.create_from_spec(local_spec("k"))
     assert record.ports["http"] in (low, low + 1)
     assert manager._context.registry.reservations() == {}
 
@@ -165,7 +157,7 @@ def test_two_reservations_chosen_on_one_snapshot_never_share_a_port(manager, mon
 
 def test_placement_gives_up_naming_what_collided(manager, low):
     manager.reserve_ports("k", 1)
-    admitted = admission.admit_spec(spec("q", [low]), manager.settings, admission.Holdings(), shared_gpus=False)
+    admitted = admission.admit_spec(local_spec("q", [low]), manager.settings, admission.Holdings(), shared_gpus=False)
     plan = plan_instance(admitted.spec, manager.owner)
     record = InstanceRecord(id="q", source="spec", spec={}, deployer="memory", workload="q")
     tries = []
@@ -209,7 +201,7 @@ def write_old_registry(data_dir, port):
     with closing(sqlite3.connect(data_dir / REGISTRY_FILE)) as conn:
         conn.executescript(OLD_SCHEMA)
         row = {
-            "id": "old", "revision": 1, "source": "spec", "spec": json.dumps(spec("old", [port]).model_dump(mode="json")),
+            "id": "old", "revision": 1, "source": "spec", "spec": json.dumps(local_spec("old", [port]).model_dump(mode="json")),
             "state": "running", "reason": "", "exit_code": None,
             "ports": json.dumps({"http": port, "ray_range": None}), "gpus": "[]", "deployer": "memory",
             "workload": "old", "identity": json.dumps({"memory": "old"}), "restarts": 0,
