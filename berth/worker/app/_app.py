@@ -32,7 +32,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -136,7 +136,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the worker's log"}, status_code=500)
 
 
-def _lifespan(services: Services, start: bool, close: bool):  # type: ignore[no-untyped-def]
+def _lifespan(services: Services, start: bool, close: bool) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
