@@ -61,7 +61,7 @@ def manager(data):
 def test_the_previous_registry_is_read_and_its_instances_readopted(manager):
     assert sorted(manager.recovery.adopted) == ["lead", "lone"] and manager.recovery.orphans_stopped == []
     lone = manager.get("lone")
-    assert lone.state is InstanceState.RUNNING and lone.started_at == 100.0
+    assert lone.state is InstanceState.RUNNING and lone.started_at == 100.0 and lone.revision == 4  # re-adopted as it was
     assert lone.endpoints.base_url == "http://127.0.0.2:47000" and lone.endpoints.served_names == ("m",)
     assert lone.endpoints.loras == (RuntimeLora("adapter-a", "/adapters/a"),)
     lead = manager.get("lead")
@@ -78,7 +78,17 @@ def test_the_previous_registry_keeps_its_stored_shape(manager):
         "base_url": "http://127.0.0.2:47000", "readiness_url": "http://127.0.0.2:47000/health",
         "served_names": ["m"], "loras": [{"name": "adapter-a", "path": "/adapters/a"}],
     }
-    assert manager.events_since(0)[0].type == "created"
+    assert manager.get("lead").endpoints.to_json()["ray_join"] == {
+        "head": "127.0.0.2:47200", "dashboard": "http://127.0.0.2:47202", "leader_ip": "127.0.0.2",
+        "followers": {"127.0.0.3": "worker 2"},
+    }
+    assert manager.events_since(0)[0].type == "created" and manager.revision >= 8  # numbering goes on
+
+
+def test_closing_the_upgraded_worker_leaves_the_workloads_running(manager):
+    deployer = manager.deployer
+    manager.close()
+    assert {w.name for w in deployer.list()} == {"lead", "lone"}
 
 
 def test_the_previous_swap_definitions_load(data, manager):

@@ -4,16 +4,13 @@ as it is."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
 import pytest
-from gpustack_runtime.deployer import Container, ContainerExecution, WorkloadPlan
 
-from berth.deployers.base import INSTANCE_LABEL, MANAGED_LABEL
 from berth.deployers.memory import MemoryDeployer
 from berth.schemas import InstancePorts
 from berth.testing.fakes import FakeProbe
@@ -24,10 +21,7 @@ from berth.worker.admission._allocation import GPUAllocator, PortAllocator
 from berth.worker.admission._allocator import TRIES, Allocator, Placement
 from berth.worker.errors import InstanceConflict, InvalidRequest
 from berth.worker.reconcile import plan_instance
-from berth.worker.reconcile._lifecycle import OWNER_LABEL, owner_value
-from berth.worker.store._endpoints import RayJoin, RuntimeLora
 from berth.worker.store._registry import REGISTRY_FILE, InstanceRecord
-from berth.worker.store._states import InstanceState
 from tests.support.ports import free_range
 from tests.support.specs import local_spec
 
@@ -169,71 +163,3 @@ def test_placement_gives_up_naming_what_collided(manager, low):
     with pytest.raises(InstanceConflict, match=f"instance 'q': port {low} \\(now held by 'k'\\).* {TRIES} times"):
         manager._allocation.place("q", stale, claim=lambda instance_id: None)
     assert len(tries) == TRIES and manager.find("q") is None
-
-
-OLD_SCHEMA = """
-CREATE TABLE IF NOT EXISTS instances (
-    id TEXT PRIMARY KEY, revision INTEGER NOT NULL, source TEXT NOT NULL, spec TEXT NOT NULL,
-    state TEXT NOT NULL, reason TEXT NOT NULL, exit_code INTEGER, ports TEXT NOT NULL,
-    gpus TEXT NOT NULL, deployer TEXT NOT NULL, workload TEXT NOT NULL, identity TEXT NOT NULL,
-    restarts INTEGER NOT NULL, restart_policy TEXT NOT NULL, max_restarts INTEGER NOT NULL,
-    endpoints TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
-    started_at REAL, ready_at REAL
-);
-CREATE TABLE IF NOT EXISTS events (
-    revision INTEGER PRIMARY KEY AUTOINCREMENT, instance_id TEXT NOT NULL, type TEXT NOT NULL,
-    data TEXT NOT NULL, at REAL NOT NULL
-);
-PRAGMA user_version = 1;
-"""
-
-OLD_ENDPOINTS = {  # as the previous release wrote them: plain JSON, ray_join and loras included
-    "base_url": "http://127.0.0.1:40001", "readiness_url": "http://127.0.0.1:40001/health",
-    "served_names": ["old-model"],
-    "ray_join": {"head": "10.0.0.1:6379", "dashboard": "http://10.0.0.1:8265", "leader_ip": "10.0.0.1",
-                 "followers": {"10.0.0.2": "worker 2"}},
-    "loras": [{"name": "sql", "path": "/adapters/sql"}],
-}
-
-
-def write_old_registry(data_dir, port):
-    data_dir.mkdir(mode=0o700, parents=True)
-    with closing(sqlite3.connect(data_dir / REGISTRY_FILE)) as conn:
-        conn.executescript(OLD_SCHEMA)
-        row = {
-            "id": "old", "revision": 1, "source": "spec", "spec": json.dumps(local_spec("old", [port]).model_dump(mode="json")),
-            "state": "running", "reason": "", "exit_code": None,
-            "ports": json.dumps({"http": port, "ray_range": None}), "gpus": "[]", "deployer": "memory",
-            "workload": "old", "identity": json.dumps({"memory": "old"}), "restarts": 0,
-            "restart_policy": "never", "max_restarts": 3, "endpoints": json.dumps(OLD_ENDPOINTS),
-            "created_at": 1.0, "updated_at": 2.0, "started_at": 1.5, "ready_at": 2.0,
-        }
-        conn.execute(f"INSERT INTO instances ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
-                     tuple(row.values()))
-        conn.execute("INSERT INTO events (revision, instance_id, type, data, at) VALUES (1, 'old', 'created', '{}', 1.0)")
-        conn.commit()
-
-
-def test_a_registry_written_by_the_previous_release_is_read_and_readopted(tmp_path, port_range, low):
-    write_old_registry(tmp_path / "data", low)
-    deployer = MemoryDeployer()
-    owner = owner_value(settings(tmp_path, port_range).data_dir)
-    deployer.create(WorkloadPlan(
-        name="old", labels={MANAGED_LABEL: "true", INSTANCE_LABEL: "old", OWNER_LABEL: owner},
-        containers=[Container(name="default", image="x", execution=ContainerExecution(command=["vllm"]))]))
-    manager = start(tmp_path, port_range, deployer)
-    try:
-        assert manager.recovery.adopted == ["old"] and manager.recovery.orphans_stopped == []
-        record = manager.get("old")
-        assert record.state is InstanceState.RUNNING and record.revision == 1
-        endpoints = record.endpoints
-        assert endpoints.base_url == OLD_ENDPOINTS["base_url"] and endpoints.served_names == ("old-model",)
-        assert endpoints.ray_join == RayJoin("10.0.0.1:6379", "http://10.0.0.1:8265", "10.0.0.1", {"10.0.0.2": "worker 2"})
-        assert endpoints.loras == (RuntimeLora("sql", "/adapters/sql"),)
-        assert endpoints.to_json() == OLD_ENDPOINTS  # stored back in the same shape
-        assert manager.holdings().ports[low] == "old"
-        assert manager.reserve_ports("new", 1) == [low + 1]  # the reservations table was added
-        assert manager.events_since(0)[0].type == "created" and manager.revision == 1
-    finally:
-        manager.close()
-    assert {w.name for w in deployer.list()} == {"old"}  # close() never stops a workload
